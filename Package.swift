@@ -1,0 +1,48 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Kernels are compiled with optimisation even in debug builds (`swift test` builds debug, and SIMD
+// code at -Onone is hundreds of times slower). `-target-cpu haswell` (Haswell: AVX2, FMA, F16C) is
+// chosen on purpose: DESIGN.md measured it as fast as znver4 on these memory-bound loops. This package
+// therefore targets x86_64 only for now.
+let kernelFlags: [SwiftSetting] = [
+    .unsafeFlags(["-O", "-enforce-exclusivity=unchecked", "-target-cpu", "haswell"]),
+]
+
+let package = Package(
+    name: "Kangaroo",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "kangaroo", targets: ["KangarooCLI"]),
+        .library(name: "Kangaroo", targets: ["Decoding", "Llama", "Tokenizer", "ModelFormats", "Tensor", "ModelStore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"4.0.0"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
+    ],
+    targets: [
+        // Buffers, quantised block formats, kernels.
+        .target(name: "Tensor", swiftSettings: kernelFlags),
+        // GGUF parsing on a memory-mapped file.
+        .target(name: "ModelFormats", dependencies: ["Tensor"]),
+        // BPE and SentencePiece tokenizers built from GGUF metadata; chat templates.
+        .target(name: "Tokenizer", dependencies: ["ModelFormats"]),
+        // Llama configuration, weights, forward pass by layer range, KV cache.
+        .target(name: "Llama", dependencies: ["ModelFormats", "Tensor"], swiftSettings: kernelFlags),
+        // Decoders (plain; speculative ones later), samplers, stop conditions, streaming text.
+        .target(name: "Decoding", dependencies: ["Llama", "Tokenizer"], swiftSettings: kernelFlags),
+        // Locating and downloading the default model.
+        .target(name: "ModelStore", dependencies: [
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+        ]),
+        .executableTarget(name: "KangarooCLI", dependencies: [
+            "Decoding", "Llama", "Tokenizer", "ModelFormats", "ModelStore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "KangarooTests", dependencies: [
+            "Decoding", "Llama", "Tokenizer", "ModelFormats", "Tensor", "ModelStore",
+        ]),
+    ]
+)

@@ -1,0 +1,184 @@
+import Foundation
+import Tokenizer
+
+/// What the generation loop should do, independent of the decoder.
+public struct GenerationOptions: Sendable {
+    public var maxTokens: Int
+    public var sampling: SamplingOptions
+    /// Generation stops when the text contains one of these; the text is cut before it.
+    public var stopStrings: [String]
+    /// Keep going past end-of-sequence tokens (benchmarks decode exactly `maxTokens`).
+    public var ignoreEOS: Bool
+    /// Top log-probabilities to report per generated token (0: none).
+    public var logprobs: Int
+
+    public init(maxTokens: Int = 256, sampling: SamplingOptions = .init(), stopStrings: [String] = [],
+                ignoreEOS: Bool = false, logprobs: Int = 0) {
+        self.maxTokens = maxTokens
+        self.sampling = sampling
+        self.stopStrings = stopStrings
+        self.ignoreEOS = ignoreEOS
+        self.logprobs = logprobs
+    }
+}
+
+public enum StopReason: String, Sendable, Codable {
+    /// `maxTokens` reached.
+    case length
+    /// An end-of-sequence token.
+    case eos
+    /// A stop string.
+    case stop
+    /// The context is full.
+    case context
+}
+
+/// Everything a generation produced, with its timings.
+public struct GenerationResult: Sendable {
+    public var decoder: String
+    public var text: String
+    /// Generated token ids (an end-of-sequence token that ended generation is not included).
+    public var tokens: [Int32]
+    public var promptTokens: Int
+    public var stopReason: StopReason
+    /// Time to process the prompt and produce the first token.
+    public var prefillSeconds: Double
+    /// Time to produce the remaining tokens.
+    public var decodeSeconds: Double
+    /// Per generated token, its log-probability and the top alternatives (when requested).
+    public var logprobs: [(token: TokenLogProb, top: [TokenLogProb])]
+
+    /// Decode speed: tokens after the first, over the time they took.
+    public var decodeTokensPerSecond: Double {
+        tokens.count > 1 && decodeSeconds > 0 ? Double(tokens.count - 1) / decodeSeconds : 0
+    }
+}
+
+/// The generation loop shared by every decoder: runs rounds, applies stop conditions (length,
+/// end-of-sequence, stop strings, context), streams text as it becomes final, and times the work.
+public struct Generator {
+    public let tokenizer: Tokenizer
+
+    public init(tokenizer: Tokenizer) {
+        self.tokenizer = tokenizer
+    }
+
+    /// Generates a continuation of `prompt`. `onText` receives text pieces as soon as they are final
+    /// (complete UTF-8 characters that cannot be the start of a stop string).
+    public func generate(prompt: [Int32], decoder: Decoder, options: GenerationOptions,
+                         onText: (String) -> Void = { _ in }) throws -> GenerationResult {
+        precondition(options.maxTokens >= 0)
+        var sampler = Sampler(options: options.sampling)
+        var text = TextAccumulator(stopStrings: options.stopStrings)
+        var result = GenerationResult(decoder: decoder.name, text: "", tokens: [], promptTokens: prompt.count,
+                                      stopReason: .length, prefillSeconds: 0, decodeSeconds: 0, logprobs: [])
+        guard options.maxTokens > 0 else { return result }
+
+        let clock = ContinuousClock()
+        let begin = clock.now
+        var round = try decoder.start(prompt: prompt, sampler: &sampler)
+        let firstTokenAt = clock.now
+        result.prefillSeconds = (firstTokenAt - begin).seconds
+
+        generation: while true {
+            for (i, token) in round.tokens.enumerated() {
+                if !options.ignoreEOS && tokenizer.isEndOfGeneration(token) {
+                    result.stopReason = .eos
+                    break generation
+                }
+                result.tokens.append(token)
+                if options.logprobs > 0 {
+                    let row = round.logits.row(i), count = round.logits.columns
+                    result.logprobs.append((TokenLogProb(id: token, logprob: LogProbabilities.logprob(of: token, row, count: count)),
+                                            LogProbabilities.top(options.logprobs, row, count: count)))
+                }
+                let (ready, stopped) = text.append(tokenizer.bytes(of: token))
+                if !ready.isEmpty { onText(ready) }
+                if stopped {
+                    result.stopReason = .stop
+                    break generation
+                }
+                if result.tokens.count >= options.maxTokens {
+                    result.stopReason = .length
+                    break generation
+                }
+            }
+            // The next round feeds the last committed token, which needs one more position.
+            guard decoder.committedLength + 1 < decoder.contextCapacity else {
+                result.stopReason = .context
+                break
+            }
+            round = try decoder.next(sampler: &sampler, limit: options.maxTokens - result.tokens.count)
+        }
+        let rest = text.finish()
+        if !rest.isEmpty { onText(rest) }
+        result.text = text.text
+        result.decodeSeconds = (clock.now - firstTokenAt).seconds
+        return result
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (s, attoseconds) = components
+        return Double(s) + Double(attoseconds) * 1e-18
+    }
+}
+
+/// Accumulates generated bytes into text, holding back incomplete UTF-8 characters and any tail that
+/// could be the beginning of a stop string, and detecting stop strings.
+struct TextAccumulator {
+    let stopStrings: [String]
+    private var decoder = StreamingTextDecoder()
+    /// All final text so far (cut before a stop string once one is found).
+    private(set) var text = ""
+    /// How much of `text` has been handed out.
+    private var emitted: String.Index
+
+    init(stopStrings: [String]) {
+        self.stopStrings = stopStrings.filter { !$0.isEmpty }
+        emitted = text.startIndex
+    }
+
+    /// Adds a token's bytes. Returns the text that became safe to show, and whether a stop string was found.
+    mutating func append(_ bytes: [UInt8]) -> (ready: String, stopped: Bool) {
+        let emittedOffset = text.utf8.distance(from: text.startIndex, to: emitted)
+        text += decoder.append(bytes)
+        emitted = text.utf8.index(text.startIndex, offsetBy: emittedOffset)
+        if let stop = firstStop() {
+            text = String(text[..<stop])
+            let ready = String(text[emitted...])
+            emitted = text.endIndex
+            return (ready, true)
+        }
+        let safeEnd = text.index(text.endIndex, offsetBy: -heldBackCount(), limitedBy: emitted) ?? emitted
+        let ready = String(text[emitted..<safeEnd])
+        emitted = safeEnd
+        return (ready, false)
+    }
+
+    /// Flushes what was held back (no stop string came).
+    mutating func finish() -> String {
+        text += decoder.finish()
+        let ready = String(text[emitted...])
+        emitted = text.endIndex
+        return ready
+    }
+
+    private func firstStop() -> String.Index? {
+        stopStrings.compactMap { text.range(of: $0)?.lowerBound }.min()
+    }
+
+    /// Characters at the end of `text` that could start a stop string.
+    private func heldBackCount() -> Int {
+        var longest = 0
+        for stop in stopStrings {
+            for length in stride(from: min(stop.count - 1, text.count), to: longest, by: -1)
+            where text.hasSuffix(stop.prefix(length)) {
+                longest = length
+                break
+            }
+        }
+        return longest
+    }
+}

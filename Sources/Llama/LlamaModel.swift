@@ -1,0 +1,235 @@
+import Foundation
+import ModelFormats
+import Tensor
+
+/// Weights of one decoder layer. Matrices are `rows × columns` = output × input size.
+struct LlamaLayerWeights: @unchecked Sendable {
+    let attentionNorm: [Float]       // [hidden]
+    let query: WeightMatrix          // [heads·headSize × hidden], rows permuted for adjacent-pair RoPE
+    let key: WeightMatrix            // [kvHeads·headSize × hidden], likewise
+    let value: WeightMatrix          // [kvHeads·headSize × hidden]
+    let attentionOutput: WeightMatrix // [hidden × heads·headSize]
+    let feedForwardNorm: [Float]     // [hidden]
+    let gate: WeightMatrix           // [ffn × hidden]
+    let up: WeightMatrix             // [ffn × hidden]
+    let down: WeightMatrix           // [hidden × ffn]
+}
+
+public enum LlamaError: Error, CustomStringConvertible, Equatable {
+    case tokenOutOfRange(Int32, vocabularySize: Int)
+    case contextFull(needed: Int, capacity: Int)
+
+    public var description: String {
+        switch self {
+        case let .tokenOutOfRange(id, size): "token id \(id) is outside the vocabulary (0..<\(size))"
+        case let .contextFull(needed, capacity):
+            "the sequence needs \(needed) positions but the context holds \(capacity); use a shorter prompt, fewer --max-tokens or a larger --context"
+        }
+    }
+}
+
+/// A Llama-family transformer whose weights stay in the memory-mapped GGUF file.
+///
+/// The forward pass is exposed by layer range so that a speculative decoder can split it:
+/// `embed` → `forward(layers: 0..<ℓ)` → `forward(layers: ℓ..<L)` → `logits`. Plain decoding is the
+/// same calls with one range `0..<L`.
+public final class LlamaModel: @unchecked Sendable {
+    public let config: LlamaConfig
+    public let gguf: GGUFFile
+    let tokenEmbedding: WeightMatrix // [vocab × hidden]
+    let layers: [LlamaLayerWeights]
+    let outputNorm: [Float]          // [hidden]
+    let output: WeightMatrix         // [vocab × hidden]; the token embedding when tied
+    /// RoPE inverse frequencies `base^(-2i/headSize)`, i < headSize/2.
+    let inverseFrequencies: [Double]
+
+    public convenience init(path: String) throws {
+        try self.init(gguf: GGUFFile(path: path))
+    }
+
+    public init(gguf: GGUFFile) throws {
+        let config = try LlamaConfig(gguf: gguf)
+        self.config = config
+        self.gguf = gguf
+        let d = config.hiddenSize
+        tokenEmbedding = try gguf.matrix("token_embd.weight", rows: config.vocabularySize, columns: d)
+        outputNorm = try gguf.vector("output_norm.weight", count: d)
+        output = gguf.tensor("output.weight") == nil
+            ? tokenEmbedding
+            : try gguf.matrix("output.weight", rows: config.vocabularySize, columns: d)
+        layers = try (0..<config.layerCount).map { (i: Int) throws(ModelFileError) -> LlamaLayerWeights in
+            let p = "blk.\(i)."
+            return LlamaLayerWeights(
+                attentionNorm: try gguf.vector(p + "attn_norm.weight", count: d),
+                query: try gguf.matrix(p + "attn_q.weight", rows: config.querySize, columns: d),
+                key: try gguf.matrix(p + "attn_k.weight", rows: config.kvSize, columns: d),
+                value: try gguf.matrix(p + "attn_v.weight", rows: config.kvSize, columns: d),
+                attentionOutput: try gguf.matrix(p + "attn_output.weight", rows: d, columns: config.querySize),
+                feedForwardNorm: try gguf.vector(p + "ffn_norm.weight", count: d),
+                gate: try gguf.matrix(p + "ffn_gate.weight", rows: config.feedForwardSize, columns: d),
+                up: try gguf.matrix(p + "ffn_up.weight", rows: config.feedForwardSize, columns: d),
+                down: try gguf.matrix(p + "ffn_down.weight", rows: d, columns: config.feedForwardSize))
+        }
+        inverseFrequencies = (0..<(config.headSize / 2)).map {
+            pow(Double(config.ropeBase), -2 * Double($0) / Double(config.headSize))
+        }
+    }
+
+    /// Checks that every id is inside the vocabulary.
+    public func validate(_ tokens: [Int32]) throws(LlamaError) {
+        for id in tokens where id < 0 || Int(id) >= config.vocabularySize {
+            throw .tokenOutOfRange(id, vocabularySize: config.vocabularySize)
+        }
+    }
+
+    /// Writes the embeddings of `tokens` into rows `0..<tokens.count` of `hidden` and sets its row count.
+    public func embed(_ tokens: some Collection<Int32>, into hidden: FloatMatrix) {
+        precondition(tokens.count <= hidden.capacity && hidden.columns == config.hiddenSize)
+        for (row, token) in tokens.enumerated() {
+            precondition(token >= 0 && Int(token) < config.vocabularySize, "token id \(token) outside the vocabulary")
+            tokenEmbedding.dequantizeRow(Int(token), into: hidden.row(row))
+        }
+        hidden.rows = tokens.count
+    }
+
+    /// Runs decoder layers `layers` over the `hidden.rows` token states in place. The tokens take the
+    /// positions following what `cache` holds for those layers (which must be equal across the range);
+    /// their keys and values are appended to the cache.
+    public func forward(layers range: Range<Int>, hidden: FloatMatrix, cache: KVCache, scratch: ForwardScratch) throws(LlamaError) {
+        guard !range.isEmpty, hidden.rows > 0 else { return }
+        let start = cache.length(of: range.lowerBound)
+        for layer in range { precondition(cache.length(of: layer) == start, "KV cache lengths differ inside a layer range") }
+        guard start + hidden.rows <= cache.capacity else {
+            throw .contextFull(needed: start + hidden.rows, capacity: cache.capacity)
+        }
+        var chunkStart = 0
+        while chunkStart < hidden.rows {
+            let count = min(scratch.capacity, hidden.rows - chunkStart)
+            scratch.prepareRoPE(start: start + chunkStart, count: count, inverseFrequencies: inverseFrequencies)
+            let states = hidden.row(chunkStart)
+            for layer in range {
+                runLayer(layer, states: states, count: count, position: start + chunkStart, cache: cache, scratch: scratch)
+            }
+            chunkStart += count
+        }
+    }
+
+    /// Final norm and output head for rows `rows` of `hidden`; logits go to rows `0..<rows.count` of `logits`.
+    public func logits(_ hidden: FloatMatrix, rows: Range<Int>, into logits: FloatMatrix, scratch: ForwardScratch) {
+        precondition(logits.columns == config.vocabularySize && rows.count <= logits.capacity)
+        var done = 0
+        while done < rows.count {
+            let count = min(scratch.capacity, rows.count - done)
+            for t in 0..<count {
+                VectorOps.rmsNorm(hidden.row(rows.lowerBound + done + t), weight: outputNorm, eps: config.rmsNormEpsilon,
+                                  count: config.hiddenSize, into: scratch.normed.row(t))
+            }
+            output.multiply(scratch.normed.pointer, count: count, into: logits.row(done))
+            done += count
+        }
+        logits.rows = rows.count
+    }
+
+    /// One decoder layer over `count` token states (`states`, rows of `hiddenSize`) at positions
+    /// `position ..< position + count`.
+    private func runLayer(_ index: Int, states: UnsafeMutablePointer<Float>, count: Int, position: Int,
+                          cache: KVCache, scratch: ForwardScratch) {
+        let w = layers[index]
+        let c = config
+        let d = c.hiddenSize, eps = c.rmsNormEpsilon
+        let normed = scratch.normed.pointer
+
+        // Attention block.
+        for t in 0..<count {
+            VectorOps.rmsNorm(states + t * d, weight: w.attentionNorm, eps: eps, count: d, into: normed + t * d)
+        }
+        w.query.multiply(normed, count: count, into: scratch.query.pointer)
+        w.key.multiply(normed, count: count, into: scratch.key.pointer)
+        w.value.multiply(normed, count: count, into: scratch.value.pointer)
+        for t in 0..<count {
+            let cos = scratch.ropeCos.row(t), sin = scratch.ropeSin.row(t)
+            VectorOps.rope(scratch.query.row(t), heads: c.headCount, headSize: c.headSize, cos: cos, sin: sin)
+            VectorOps.rope(scratch.key.row(t), heads: c.kvHeadCount, headSize: c.headSize, cos: cos, sin: sin)
+            cache.keys(layer: index, position: position + t).update(from: scratch.key.row(t), count: c.kvSize)
+            cache.values(layer: index, position: position + t).update(from: scratch.value.row(t), count: c.kvSize)
+        }
+        cache.setLength(position + count, layer: index)
+        attention(layer: index, count: count, position: position, cache: cache, scratch: scratch)
+        w.attentionOutput.multiply(scratch.attention.pointer, count: count, into: scratch.projection.pointer)
+        VectorOps.add(states, scratch.projection.pointer, count: count * d)
+
+        // Feed-forward block (SwiGLU).
+        for t in 0..<count {
+            VectorOps.rmsNorm(states + t * d, weight: w.feedForwardNorm, eps: eps, count: d, into: normed + t * d)
+        }
+        w.gate.multiply(normed, count: count, into: scratch.gate.pointer)
+        w.up.multiply(normed, count: count, into: scratch.up.pointer)
+        VectorOps.swiglu(scratch.gate.pointer, up: scratch.up.pointer, count: count * c.feedForwardSize)
+        w.down.multiply(scratch.gate.pointer, count: count, into: scratch.projection.pointer)
+        VectorOps.add(states, scratch.projection.pointer, count: count * d)
+    }
+
+    /// Causal grouped-query attention of `count` new tokens against the cache of layer `layer`.
+    /// Writes `scratch.attention` (rows of `heads × headSize`).
+    private func attention(layer: Int, count: Int, position: Int, cache: KVCache, scratch: ForwardScratch) {
+        let c = config
+        let headSize = c.headSize, groupSize = c.headCount / c.kvHeadCount
+        let scale = 1 / Float(headSize).squareRoot()
+        scratch.pool.parallelFor(count * c.headCount, grain: 1) { range, worker in
+            let scores = scratch.scores.row(worker)
+            for item in range {
+                let t = item / c.headCount, head = item % c.headCount
+                let kvOffset = (head / groupSize) * headSize
+                let query = scratch.query.row(t) + head * headSize
+                let visible = position + t + 1
+                for j in 0..<visible {
+                    scores[j] = VectorOps.dot(query, cache.keys(layer: layer, position: j) + kvOffset, count: headSize) * scale
+                }
+                VectorOps.softmax(scores, count: visible)
+                let out = scratch.attention.row(t) + head * headSize
+                out.initialize(repeating: 0, count: headSize)
+                for j in 0..<visible {
+                    VectorOps.addScaled(out, cache.values(layer: layer, position: j) + kvOffset, scale: scores[j], count: headSize)
+                }
+            }
+        }
+    }
+}
+
+/// Scratch buffers for a forward pass over up to `capacity` tokens at a time, reused across calls
+/// so that decoding does not allocate. One per decoding session (not shared between threads).
+public final class ForwardScratch: @unchecked Sendable {
+    public let capacity: Int
+    let pool: ThreadPool
+    let normed, query, key, value, attention, projection, gate, up: FloatMatrix
+    let ropeCos, ropeSin: FloatMatrix
+    let scores: FloatMatrix // one row of `contextCapacity` per worker thread
+
+    public init(config: LlamaConfig, tokens capacity: Int = 64, contextCapacity: Int, pool: ThreadPool = .shared) {
+        self.capacity = capacity
+        self.pool = pool
+        normed = FloatMatrix(capacity: capacity, columns: config.hiddenSize)
+        query = FloatMatrix(capacity: capacity, columns: config.querySize)
+        key = FloatMatrix(capacity: capacity, columns: config.kvSize)
+        value = FloatMatrix(capacity: capacity, columns: config.kvSize)
+        attention = FloatMatrix(capacity: capacity, columns: config.querySize)
+        projection = FloatMatrix(capacity: capacity, columns: config.hiddenSize)
+        gate = FloatMatrix(capacity: capacity, columns: config.feedForwardSize)
+        up = FloatMatrix(capacity: capacity, columns: config.feedForwardSize)
+        ropeCos = FloatMatrix(capacity: capacity, columns: config.headSize / 2)
+        ropeSin = FloatMatrix(capacity: capacity, columns: config.headSize / 2)
+        scores = FloatMatrix(capacity: pool.threads, columns: contextCapacity)
+    }
+
+    /// Cosines and sines of the RoPE angles for positions `start ..< start + count`, in double precision.
+    func prepareRoPE(start: Int, count: Int, inverseFrequencies: [Double]) {
+        for t in 0..<count {
+            let cos = ropeCos.row(t), sin = ropeSin.row(t)
+            for (i, frequency) in inverseFrequencies.enumerated() {
+                let angle = Double(start + t) * frequency
+                cos[i] = Float(Foundation.cos(angle))
+                sin[i] = Float(Foundation.sin(angle))
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+/// Conversion of stored rows to `Float`, written from each format's definition. These are the
+/// reference semantics: the dot-product kernels must agree with `dequantize` followed by a float dot.
+
+@inline(__always) func loadHalf(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
+    Float(p.loadUnaligned(fromByteOffset: offset, as: Float16.self))
+}
+
+@inline(__always) func bfloat16ToFloat(_ bits: UInt16) -> Float {
+    Float(bitPattern: UInt32(bits) << 16)
+}
+
+/// Q4_K packs eight 6-bit scales and eight 6-bit minimums into 12 bytes.
+@inline(__always) func q4KScaleMin(_ j: Int, _ q: UnsafeRawPointer) -> (scale: Float, min: Float) {
+    func b(_ i: Int) -> UInt8 { q.load(fromByteOffset: i, as: UInt8.self) }
+    if j < 4 {
+        return (Float(b(j) & 63), Float(b(j + 4) & 63))
+    }
+    let scale = (b(j + 4) & 0x0F) | ((b(j - 4) >> 6) << 4)
+    let min = (b(j + 4) >> 4) | ((b(j) >> 6) << 4)
+    return (Float(scale), Float(min))
+}
+
+/// Writes `count` elements of a row stored in `type` at `source` into `destination`.
+/// `count` must be a multiple of the type's block size.
+public func dequantize(_ type: QuantType, _ source: UnsafeRawPointer, into destination: UnsafeMutablePointer<Float>, count: Int) {
+    precondition(count % type.blockSize == 0, "row length \(count) is not a whole number of \(type) blocks")
+    let blocks = count / type.blockSize
+    switch type {
+    case .f32:
+        for i in 0..<count { destination[i] = source.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
+    case .f16:
+        for i in 0..<count { destination[i] = loadHalf(source, 2 * i) }
+    case .bf16:
+        for i in 0..<count { destination[i] = bfloat16ToFloat(source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+    case .q4_0:
+        for b in 0..<blocks {
+            let block = source + b * 18
+            let d = loadHalf(block, 0)
+            let out = destination + b * 32
+            for j in 0..<16 {
+                let byte = block.load(fromByteOffset: 2 + j, as: UInt8.self)
+                out[j] = d * Float(Int(byte & 0x0F) - 8)
+                out[j + 16] = d * Float(Int(byte >> 4) - 8)
+            }
+        }
+    case .q4_1:
+        for b in 0..<blocks {
+            let block = source + b * 20
+            let d = loadHalf(block, 0), m = loadHalf(block, 2)
+            let out = destination + b * 32
+            for j in 0..<16 {
+                let byte = block.load(fromByteOffset: 4 + j, as: UInt8.self)
+                out[j] = d * Float(byte & 0x0F) + m
+                out[j + 16] = d * Float(byte >> 4) + m
+            }
+        }
+    case .q8_0:
+        for b in 0..<blocks {
+            let block = source + b * 34
+            let d = loadHalf(block, 0)
+            let out = destination + b * 32
+            for j in 0..<32 { out[j] = d * Float(block.load(fromByteOffset: 2 + j, as: Int8.self)) }
+        }
+    case .q4_K:
+        for b in 0..<blocks {
+            let block = source + b * 144
+            let d = loadHalf(block, 0), dmin = loadHalf(block, 2)
+            let scales = block + 4
+            var q = block + 16
+            var out = destination + b * 256
+            for group in 0..<4 {
+                let (s1, m1) = q4KScaleMin(2 * group, scales)
+                let (s2, m2) = q4KScaleMin(2 * group + 1, scales)
+                for l in 0..<32 {
+                    let byte = q.load(fromByteOffset: l, as: UInt8.self)
+                    out[l] = d * s1 * Float(byte & 0x0F) - dmin * m1
+                    out[l + 32] = d * s2 * Float(byte >> 4) - dmin * m2
+                }
+                q += 32
+                out += 64
+            }
+        }
+    case .q6_K:
+        for b in 0..<blocks {
+            let block = source + b * 210
+            var ql = block, qh = block + 128, sc = block + 192
+            let d = loadHalf(block, 208)
+            var out = destination + b * 256
+            for _ in 0..<2 {
+                for l in 0..<32 {
+                    let group = l / 16
+                    let low0 = ql.load(fromByteOffset: l, as: UInt8.self)
+                    let low1 = ql.load(fromByteOffset: l + 32, as: UInt8.self)
+                    let high = qh.load(fromByteOffset: l, as: UInt8.self)
+                    let q1 = Int(low0 & 0x0F | ((high >> 0) & 3) << 4) - 32
+                    let q2 = Int(low1 & 0x0F | ((high >> 2) & 3) << 4) - 32
+                    let q3 = Int(low0 >> 4 | ((high >> 4) & 3) << 4) - 32
+                    let q4 = Int(low1 >> 4 | ((high >> 6) & 3) << 4) - 32
+                    func scale(_ i: Int) -> Float { Float(sc.load(fromByteOffset: i, as: Int8.self)) }
+                    out[l] = d * scale(group) * Float(q1)
+                    out[l + 32] = d * scale(group + 2) * Float(q2)
+                    out[l + 64] = d * scale(group + 4) * Float(q3)
+                    out[l + 96] = d * scale(group + 6) * Float(q4)
+                }
+                out += 128
+                ql += 64
+                qh += 32
+                sc += 8
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+/// Dot products of one stored weight row with a float activation vector.
+///
+/// Every kernel keeps two 16-lane accumulators (even and odd 16-element halves of each 32-element
+/// stretch), adds them and reduces once at the end. The batched matrix product calls exactly these
+/// functions for each token, so a token's result does not depend on how many tokens share the call.
+
+@inline(__always) private func loadFloats(_ x: UnsafePointer<Float>, _ offset: Int) -> SIMD16<Float> {
+    UnsafeRawPointer(x + offset).loadUnaligned(as: SIMD16<Float>.self)
+}
+
+@inline(__always) func dotF32(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc0 = SIMD16<Float>(), acc1 = SIMD16<Float>()
+    var i = 0
+    while i + 32 <= n {
+        acc0.addProduct(row.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self), loadFloats(x, i))
+        acc1.addProduct(row.loadUnaligned(fromByteOffset: 4 * i + 64, as: SIMD16<Float>.self), loadFloats(x, i + 16))
+        i += 32
+    }
+    var tail: Float = 0
+    while i < n {
+        tail += row.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) * x[i]
+        i += 1
+    }
+    return (acc0 + acc1).sum() + tail
+}
+
+@inline(__always) func dotF16(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc0 = SIMD16<Float>(), acc1 = SIMD16<Float>()
+    var i = 0
+    while i + 32 <= n {
+        let w0 = SIMD16<Float>(row.loadUnaligned(fromByteOffset: 2 * i, as: SIMD16<Float16>.self))
+        let w1 = SIMD16<Float>(row.loadUnaligned(fromByteOffset: 2 * i + 32, as: SIMD16<Float16>.self))
+        acc0.addProduct(w0, loadFloats(x, i))
+        acc1.addProduct(w1, loadFloats(x, i + 16))
+        i += 32
+    }
+    var tail: Float = 0
+    while i < n {
+        tail += loadHalf(row, 2 * i) * x[i]
+        i += 1
+    }
+    return (acc0 + acc1).sum() + tail
+}
+
+@inline(__always) func dotBF16(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc0 = SIMD16<Float>(), acc1 = SIMD16<Float>()
+    var i = 0
+    while i + 32 <= n {
+        let b0 = SIMD16<UInt32>(truncatingIfNeeded: row.loadUnaligned(fromByteOffset: 2 * i, as: SIMD16<UInt16>.self)) &<< 16
+        let b1 = SIMD16<UInt32>(truncatingIfNeeded: row.loadUnaligned(fromByteOffset: 2 * i + 32, as: SIMD16<UInt16>.self)) &<< 16
+        acc0.addProduct(unsafeBitCast(b0, to: SIMD16<Float>.self), loadFloats(x, i))
+        acc1.addProduct(unsafeBitCast(b1, to: SIMD16<Float>.self), loadFloats(x, i + 16))
+        i += 32
+    }
+    var tail: Float = 0
+    while i < n {
+        tail += bfloat16ToFloat(row.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) * x[i]
+        i += 1
+    }
+    return (acc0 + acc1).sum() + tail
+}
+
+@inline(__always) func dotQ4_0(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc0 = SIMD16<Float>(), acc1 = SIMD16<Float>()
+    for b in 0..<(n / 32) {
+        let block = row + b * 18
+        let d = loadHalf(block, 0)
+        let q = block.loadUnaligned(fromByteOffset: 2, as: SIMD16<UInt8>.self)
+        let lo = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q & 0x0F) &- 8)
+        let hi = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q &>> 4) &- 8)
+        acc0.addProduct(lo * d, loadFloats(x, 32 * b))
+        acc1.addProduct(hi * d, loadFloats(x, 32 * b + 16))
+    }
+    return (acc0 + acc1).sum()
+}
+
+@inline(__always) func dotQ4_1(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc0 = SIMD16<Float>(), acc1 = SIMD16<Float>()
+    for b in 0..<(n / 32) {
+        let block = row + b * 20
+        let d = loadHalf(block, 0), m = loadHalf(block, 2)
+        let q = block.loadUnaligned(fromByteOffset: 4, as: SIMD16<UInt8>.self)
+        let lo = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q & 0x0F))
+        let hi = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q &>> 4))
+        acc0.addProduct(lo * d + m, loadFloats(x, 32 * b))
+        acc1.addProduct(hi * d + m, loadFloats(x, 32 * b + 16))
+    }
+    return (acc0 + acc1).sum()
+}
+
+@inline(__always) func dotQ8_0(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc0 = SIMD16<Float>(), acc1 = SIMD16<Float>()
+    for b in 0..<(n / 32) {
+        let block = row + b * 34
+        let d = loadHalf(block, 0)
+        let q0 = block.loadUnaligned(fromByteOffset: 2, as: SIMD16<Int8>.self)
+        let q1 = block.loadUnaligned(fromByteOffset: 18, as: SIMD16<Int8>.self)
+        acc0.addProduct(SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q0)) * d, loadFloats(x, 32 * b))
+        acc1.addProduct(SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q1)) * d, loadFloats(x, 32 * b + 16))
+    }
+    return (acc0 + acc1).sum()
+}
+
+/// Dot product of a stored row of `n` elements with `x`. Formats without a dedicated kernel are
+/// dequantised into `scratch` (at least `n` floats) first.
+@inline(__always) func dotRow(_ type: QuantType, _ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int,
+                              scratch: UnsafeMutablePointer<Float>) -> Float {
+    switch type {
+    case .f32: return dotF32(row, x, n)
+    case .f16: return dotF16(row, x, n)
+    case .bf16: return dotBF16(row, x, n)
+    case .q4_0: return dotQ4_0(row, x, n)
+    case .q4_1: return dotQ4_1(row, x, n)
+    case .q8_0: return dotQ8_0(row, x, n)
+    case .q4_K, .q6_K:
+        dequantize(type, row, into: scratch, count: n)
+        return dotF32(UnsafeRawPointer(scratch), x, n)
+    }
+}

@@ -1,0 +1,57 @@
+/// Element formats of weight tensors, numbered as in GGML/GGUF (`ggml_type`).
+///
+/// A quantised format stores a row as consecutive blocks; each block holds `blockSize` elements in
+/// `bytesPerBlock` bytes. Only the formats listed here can be read; any other type id is rejected by
+/// the GGUF reader with an error naming it.
+public enum QuantType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
+    case f32 = 0
+    case f16 = 1
+    case q4_0 = 2
+    case q4_1 = 3
+    case q8_0 = 8
+    case q4_K = 12
+    case q6_K = 14
+    case bf16 = 30
+
+    /// Elements per block.
+    public var blockSize: Int {
+        switch self {
+        case .f32, .f16, .bf16: 1
+        case .q4_0, .q4_1, .q8_0: 32
+        case .q4_K, .q6_K: 256
+        }
+    }
+
+    /// Bytes per block.
+    public var bytesPerBlock: Int {
+        switch self {
+        case .f32: 4
+        case .f16, .bf16: 2
+        case .q4_0: 18   // f16 scale, 16 bytes of 4-bit values
+        case .q4_1: 20   // f16 scale, f16 minimum, 16 bytes of 4-bit values
+        case .q8_0: 34   // f16 scale, 32 signed bytes
+        case .q4_K: 144  // f16 scale, f16 min-scale, 12 bytes of 6-bit sub-scales/mins, 128 bytes of nibbles
+        case .q6_K: 210  // 128 bytes low nibbles, 64 bytes high 2-bit pairs, 16 int8 sub-scales, f16 scale
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .f32: "F32"
+        case .f16: "F16"
+        case .bf16: "BF16"
+        case .q4_0: "Q4_0"
+        case .q4_1: "Q4_1"
+        case .q8_0: "Q8_0"
+        case .q4_K: "Q4_K"
+        case .q6_K: "Q6_K"
+        }
+    }
+
+    /// Bytes taken by `count` elements, or nil when `count` is not a whole number of blocks or overflows.
+    public func byteCount(elements count: Int) -> Int? {
+        guard count >= 0, count % blockSize == 0 else { return nil }
+        let (bytes, overflow) = (count / blockSize).multipliedReportingOverflow(by: bytesPerBlock)
+        return overflow ? nil : bytes
+    }
+}

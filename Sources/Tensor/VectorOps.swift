@@ -1,0 +1,67 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Element-wise and reduction operations on float vectors used by the transformer layers.
+public enum VectorOps {
+    /// `out = x / sqrt(mean(x²) + eps) * weight` over `n` elements. `out` may alias `x`.
+    public static func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps: Float,
+                               count n: Int, into out: UnsafeMutablePointer<Float>) {
+        var sum: Float = 0
+        for i in 0..<n { sum += x[i] * x[i] }
+        let scale = 1 / (sum / Float(n) + eps).squareRoot()
+        for i in 0..<n { out[i] = x[i] * scale * weight[i] }
+    }
+
+    /// Rotates adjacent pairs `(x[2i], x[2i+1])` of each head by the angle whose cosine and sine are
+    /// `cos[i]`, `sin[i]` (the GGUF/GGML "normal" RoPE layout). `x` holds `heads × headSize` floats.
+    public static func rope(_ x: UnsafeMutablePointer<Float>, heads: Int, headSize: Int,
+                            cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
+        for h in 0..<heads {
+            let head = x + h * headSize
+            for i in 0..<(headSize / 2) {
+                let a = head[2 * i], b = head[2 * i + 1]
+                head[2 * i] = a * cos[i] - b * sin[i]
+                head[2 * i + 1] = a * sin[i] + b * cos[i]
+            }
+        }
+    }
+
+    /// In-place softmax over `n` elements.
+    public static func softmax(_ x: UnsafeMutablePointer<Float>, count n: Int) {
+        var maxValue = -Float.infinity
+        for i in 0..<n { maxValue = max(maxValue, x[i]) }
+        var sum: Float = 0
+        for i in 0..<n {
+            x[i] = expf(x[i] - maxValue)
+            sum += x[i]
+        }
+        let inverse = 1 / sum
+        for i in 0..<n { x[i] *= inverse }
+    }
+
+    /// `gate[i] = silu(gate[i]) · up[i]` (SwiGLU).
+    public static func swiglu(_ gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count n: Int) {
+        for i in 0..<n {
+            let g = gate[i]
+            gate[i] = g / (1 + expf(-g)) * up[i]
+        }
+    }
+
+    /// `x[i] += y[i]`.
+    public static func add(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count n: Int) {
+        for i in 0..<n { x[i] += y[i] }
+    }
+
+    /// Dot product of two float vectors (attention scores).
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count n: Int) -> Float {
+        dotF32(UnsafeRawPointer(a), b, n)
+    }
+
+    /// `y[i] += a · x[i]` (attention's weighted sum of values).
+    @inline(__always)
+    public static func addScaled(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, scale a: Float, count n: Int) {
+        for i in 0..<n { y[i] += a * x[i] }
+    }
+}

@@ -1,0 +1,87 @@
+import Foundation
+
+/// One message of a conversation.
+public struct ChatMessage: Sendable, Equatable, Codable {
+    public enum Role: String, Sendable, Codable { case system, user, assistant }
+    public var role: Role
+    public var content: String
+
+    public init(role: Role, content: String) {
+        self.role = role
+        self.content = content
+    }
+}
+
+public enum ChatTemplateError: Error, CustomStringConvertible {
+    case missing
+    case unrecognised(excerpt: String)
+
+    public var description: String {
+        switch self {
+        case .missing: "the model has no chat template (tokenizer.chat_template); run without --chat"
+        case let .unrecognised(excerpt):
+            "the model's chat template is not one this tool knows (ChatML or Vicuna); it starts with: \(excerpt)"
+        }
+    }
+}
+
+/// The chat formats this tool recognises from a model's `tokenizer.chat_template`. There is no Jinja
+/// engine: a template is identified by its markers, and its built-in default system message, if any,
+/// is taken from it.
+public enum ChatTemplate: Sendable, Equatable {
+    /// `<|im_start|>role\ncontent<|im_end|>\n` per message; generation prompt `<|im_start|>assistant\n`.
+    case chatML(defaultSystem: String?)
+    /// `SYSTEM USER: question ASSISTANT: answer</s>USER: …` (Vicuna v1.1).
+    case vicuna(defaultSystem: String)
+
+    static let vicunaSystem = "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions."
+
+    public init(template: String?) throws(ChatTemplateError) {
+        guard let template, !template.isEmpty else { throw .missing }
+        if template.contains("<|im_start|>") {
+            self = .chatML(defaultSystem: Self.embeddedChatMLSystem(in: template))
+        } else if template.contains("USER:") && template.contains("ASSISTANT:") {
+            self = .vicuna(defaultSystem: Self.vicunaSystem)
+        } else {
+            throw .unrecognised(excerpt: String(template.prefix(80)))
+        }
+    }
+
+    /// Text between a literal `<|im_start|>system\n` and `<|im_end|>` in the template: the system
+    /// message the template inserts when the conversation has none.
+    private static func embeddedChatMLSystem(in template: String) -> String? {
+        let opening = "<|im_start|>system\n"
+        guard let start = template.range(of: opening),
+              let end = template.range(of: "<|im_end|>", range: start.upperBound..<template.endIndex) else { return nil }
+        let text = template[start.upperBound..<end.lowerBound]
+        return text.contains("{{") || text.contains("{%") ? nil : String(text)
+    }
+
+    /// The prompt text for `messages`, ending with the assistant's turn opened when
+    /// `addGenerationPrompt` is true.
+    public func render(_ messages: [ChatMessage], addGenerationPrompt: Bool = true) -> String {
+        var out = ""
+        switch self {
+        case let .chatML(defaultSystem):
+            if messages.first?.role != .system, let defaultSystem {
+                out += "<|im_start|>system\n\(defaultSystem)<|im_end|>\n"
+            }
+            for message in messages {
+                out += "<|im_start|>\(message.role.rawValue)\n\(message.content)<|im_end|>\n"
+            }
+            if addGenerationPrompt { out += "<|im_start|>assistant\n" }
+        case let .vicuna(defaultSystem):
+            let system = messages.first?.role == .system ? messages[0].content : defaultSystem
+            out += system + " "
+            for message in messages where message.role != .system {
+                switch message.role {
+                case .user: out += "USER: \(message.content) "
+                case .assistant: out += "ASSISTANT: \(message.content)</s>"
+                case .system: break
+                }
+            }
+            if addGenerationPrompt { out += "ASSISTANT:" }
+        }
+        return out
+    }
+}
