@@ -15,9 +15,9 @@ struct SentencePieceBPE: Sendable {
         }
     }
 
-    func encode(_ text: String, vocabulary: Vocabulary, isFirstSegment: Bool, into ids: inout [TokenID]) {
+    func encode(_ text: String, vocabulary: Vocabulary, prefixSpace: Bool, into ids: inout [TokenID]) {
         var normalized = text.replacingSpaces()
-        if addSpacePrefix && isFirstSegment { normalized = "▁" + normalized }
+        if addSpacePrefix && prefixSpace { normalized = "▁" + normalized }
         var symbols = normalized.map { String($0) }
         while symbols.count > 1 {
             var bestScore = -Float.infinity, bestIndex = -1

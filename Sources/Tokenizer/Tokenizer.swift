@@ -70,18 +70,20 @@ public final class Tokenizer: Sendable {
     public func encode(_ text: String, addBOS: Bool = false, parseSpecial: Bool = true) -> [TokenID] {
         var ids: [TokenID] = []
         if addBOS, vocabulary.addBOS, let bos = vocabulary.bos { ids.append(bos) }
-        var isFirstSegment = true
+        // SentencePiece prefixes a space to text at the start and after each special token (as llama.cpp does).
+        var afterSpecial = true
         for segment in splitSpecial(text, parseSpecial: parseSpecial) {
             switch segment {
             case let .special(id):
                 ids.append(id)
+                afterSpecial = true
             case let .text(part):
                 switch algorithm {
                 case let .byteLevel(bpe): bpe.encode(part, vocabulary: vocabulary, into: &ids)
-                case let .sentencePiece(spm): spm.encode(part, vocabulary: vocabulary, isFirstSegment: isFirstSegment, into: &ids)
+                case let .sentencePiece(spm): spm.encode(part, vocabulary: vocabulary, prefixSpace: afterSpecial, into: &ids)
                 }
+                afterSpecial = false
             }
-            isFirstSegment = false
         }
         return ids
     }
@@ -93,12 +95,17 @@ public final class Tokenizer: Sendable {
     }
 
     /// Decodes a whole sequence. Bytes that are not valid UTF-8 become U+FFFD. The space that a
-    /// SentencePiece tokenizer adds in front of the text is removed.
+    /// SentencePiece tokenizer adds in front of the text is removed from its first text token.
     public func decode(_ ids: [TokenID]) -> String {
         var bytes: [UInt8] = []
-        for id in ids { bytes += self.bytes(of: id) }
-        if case let .sentencePiece(spm) = algorithm, spm.addSpacePrefix, bytes.first == UInt8(ascii: " ") {
-            bytes.removeFirst()
+        var stripSpace = if case let .sentencePiece(spm) = algorithm { spm.addSpacePrefix } else { false }
+        for id in ids {
+            var piece = self.bytes(of: id)
+            if stripSpace && !vocabulary.isSpecial(id) {
+                if piece.first == UInt8(ascii: " ") { piece.removeFirst() }
+                stripSpace = false
+            }
+            bytes += piece
         }
         return String(decoding: bytes, as: UTF8.self)
     }

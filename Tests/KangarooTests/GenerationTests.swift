@@ -1,0 +1,86 @@
+import Decoding
+import Llama
+import Testing
+import Tokenizer
+
+@Suite("Generation loop and sampling")
+struct GenerationTests {
+    let real: RealModel.Loaded
+    let prompt: [Int32]
+
+    init() throws {
+        real = try RealModel.get()
+        prompt = real.tokenizer.encode("The capital of France is")
+    }
+
+    func generate(_ options: GenerationOptions, context: Int = 128, onText: (String) -> Void = { _ in }) throws -> GenerationResult {
+        try Generator(tokenizer: real.tokenizer).generate(
+            prompt: prompt, decoder: PlainDecoder(model: real.model, contextCapacity: context), options: options, onText: onText)
+    }
+
+    @Test("a stop string ends generation and is cut from the text, also when streamed")
+    func stopStrings() throws {
+        var streamed = ""
+        let result = try generate(GenerationOptions(maxTokens: 24, stopStrings: ["\n\nThe"]), onText: { streamed += $0 })
+        #expect(result.text == " Paris.")
+        #expect(streamed == " Paris.")
+        #expect(result.stopReason == .stop)
+    }
+
+    @Test("max tokens, and streaming equals the final text")
+    func lengthLimit() throws {
+        var streamed = ""
+        let result = try generate(GenerationOptions(maxTokens: 7), onText: { streamed += $0 })
+        #expect(result.tokens.count == 7)
+        #expect(result.stopReason == .length)
+        #expect(streamed == result.text)
+        #expect(try generate(GenerationOptions(maxTokens: 0)).tokens.isEmpty)
+    }
+
+    @Test("a prompt longer than the context is a clear error; reaching the context stops generation")
+    func contextLimit() throws {
+        #expect(throws: LlamaError.self) { try generate(GenerationOptions(maxTokens: 4), context: 5) }
+        let result = try generate(GenerationOptions(maxTokens: 100, ignoreEOS: true), context: 12)
+        #expect(result.stopReason == .context)
+        #expect(result.promptTokens + result.tokens.count == 12)
+    }
+
+    @Test("sampling with a seed is reproducible, and different seeds differ")
+    func seededSampling() throws {
+        let options = { (seed: UInt64) in GenerationOptions(maxTokens: 16, sampling: SamplingOptions(temperature: 1, topK: 50, topP: 0.95, seed: seed)) }
+        let a = try generate(options(1)), b = try generate(options(1))
+        #expect(a.tokens == b.tokens)
+        let others = try (2...4).map { try generate(options($0)).tokens }
+        #expect(others.contains { $0 != a.tokens })
+    }
+
+    @Test("logprobs are reported for each generated token and the greedy token is the top one")
+    func logprobs() throws {
+        let result = try generate(GenerationOptions(maxTokens: 5, logprobs: 3))
+        #expect(result.logprobs.count == 5)
+        for (token, entry) in zip(result.tokens, result.logprobs) {
+            #expect(entry.top.count == 3)
+            #expect(entry.top[0].id == token)
+            #expect(entry.token.logprob == entry.top[0].logprob)
+            #expect(entry.top[0].logprob >= entry.top[1].logprob)
+        }
+    }
+
+    @Test("processed distributions: temperature, top-k, top-p, min-p")
+    func distributions() {
+        let logits: [Float] = [2, 1, 0, -1, 3]
+        func dist(_ options: SamplingOptions) -> [Candidate] {
+            logits.withUnsafeBufferPointer { Sampler(options: options).distribution($0.baseAddress!, count: logits.count) }
+        }
+        let full = dist(SamplingOptions(temperature: 1))
+        #expect(full.map(\.id) == [4, 0, 1, 2, 3])
+        #expect(abs(full.reduce(0) { $0 + $1.probability } - 1) < 1e-6)
+        #expect(dist(SamplingOptions(temperature: 1, topK: 2)).map(\.id) == [4, 0])
+        // p = [0.636, 0.234, 0.086, 0.032, 0.012]: top-p 0.8 keeps two tokens.
+        #expect(dist(SamplingOptions(temperature: 1, topP: 0.8)).map(\.id) == [4, 0])
+        #expect(dist(SamplingOptions(temperature: 1, minP: 0.1)).map(\.id) == [4, 0, 1])
+        let cold = dist(SamplingOptions(temperature: 0.1))
+        #expect(cold[0].id == 4 && cold[0].probability > 0.99)
+        logits.withUnsafeBufferPointer { #expect(Sampler.argmax($0.baseAddress!, count: 5) == 4) }
+    }
+}

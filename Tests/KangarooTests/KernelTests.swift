@@ -1,0 +1,118 @@
+import Llama
+import Tensor
+import Testing
+
+/// Random but valid rows for every supported format.
+func randomRows(_ type: QuantType, rows: Int, columns: Int, random: inout SeededRandom) -> [UInt8] {
+    func half(_ v: Float) -> [UInt8] { withUnsafeBytes(of: Float16(v).bitPattern.littleEndian) { Array($0) } }
+    func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8.random(in: 0...255, using: &random) } }
+    var out: [UInt8] = []
+    let blocks = rows * columns / type.blockSize
+    for _ in 0..<blocks {
+        switch type {
+        case .f32: out += withUnsafeBytes(of: random.float().bitPattern) { Array($0) }
+        case .f16: out += half(random.float())
+        case .bf16: out += withUnsafeBytes(of: UInt16(random.float().bitPattern >> 16)) { Array($0) }
+        case .q4_0: out += half(random.float(0.01...0.1)) + bytes(16)
+        case .q4_1: out += half(random.float(0.01...0.1)) + half(random.float(-0.5...0)) + bytes(16)
+        case .q8_0: out += half(random.float(0.001...0.01)) + bytes(32)
+        case .q4_K: out += half(random.float(0.001...0.01)) + half(random.float(0.001...0.01)) + bytes(140)
+        case .q6_K: out += bytes(208) + half(random.float(0.001...0.01))
+        }
+    }
+    return out
+}
+
+@Suite("Matrix kernels")
+struct KernelTests {
+    static let shapes: [(QuantType, columns: Int)] = QuantType.allCases.flatMap { type -> [(QuantType, columns: Int)] in
+        type.blockSize == 1 ? [(type, 45), (type, 64), (type, 7)] : [(type, type.blockSize * 3), (type, type.blockSize)]
+    }
+
+    @Test("every kernel agrees with dequantisation followed by a double-precision dot product",
+          arguments: KernelTests.shapes.map { "\($0.0) \($0.columns)" })
+    func againstScalarReference(_ label: String) {
+        let parts = label.split(separator: " ")
+        let type = QuantType.allCases.first { $0.description == parts[0] }!
+        let columns = Int(parts[1])!
+        let rows = 37
+        var random = SeededRandom(UInt64(columns) &* 31 &+ UInt64(type.rawValue))
+        let weights = randomRows(type, rows: rows, columns: columns, random: &random)
+        for count in [1, 3, 16] {
+            let x = (0..<(count * columns)).map { _ in random.float() }
+            var y = [Float](repeating: .nan, count: count * rows)
+            weights.withUnsafeBytes { w in
+                WeightMatrix(type: type, rows: rows, columns: columns, data: w.baseAddress!).multiply(x, count: count, into: &y)
+            }
+            weights.withUnsafeBytes { w in
+                let matrix = WeightMatrix(type: type, rows: rows, columns: columns, data: w.baseAddress!)
+                var row = [Float](repeating: 0, count: columns)
+                for r in 0..<rows {
+                    matrix.dequantizeRow(r, into: &row)
+                    for t in 0..<count {
+                        var exact = 0.0, magnitude = 0.0
+                        for c in 0..<columns {
+                            exact += Double(row[c]) * Double(x[t * columns + c])
+                            magnitude += abs(Double(row[c]) * Double(x[t * columns + c]))
+                        }
+                        let got = Double(y[t * rows + r])
+                        #expect(abs(got - exact) <= 1e-5 * magnitude + 1e-6, "\(type) row \(r) token \(t): \(got) vs \(exact)")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("a token's result in a batch of n is bit-identical to the one-token result, n = 1…16",
+          arguments: QuantType.allCases.map(\.description))
+    func batchedBitIdentity(_ name: String) {
+        let type = QuantType.allCases.first { $0.description == name }!
+        let columns = type.blockSize == 1 ? 96 : 2 * max(type.blockSize, 32)
+        let rows = 29
+        var random = SeededRandom(UInt64(type.rawValue) + 7)
+        let weights = randomRows(type, rows: rows, columns: columns, random: &random)
+        let x = (0..<(16 * columns)).map { _ in random.float() }
+        weights.withUnsafeBytes { w in
+            let matrix = WeightMatrix(type: type, rows: rows, columns: columns, data: w.baseAddress!)
+            var single = [Float](repeating: 0, count: 16 * rows)
+            for t in 0..<16 {
+                x.withUnsafeBufferPointer { xs in
+                    single.withUnsafeMutableBufferPointer { ys in
+                        matrix.multiply(xs.baseAddress! + t * columns, count: 1, into: ys.baseAddress! + t * rows)
+                    }
+                }
+            }
+            for n in 1...16 {
+                var batched = [Float](repeating: .nan, count: n * rows)
+                matrix.multiply(x, count: n, into: &batched)
+                #expect(batched.map(\.bitPattern) == single.prefix(n * rows).map(\.bitPattern), "n = \(n)")
+            }
+        }
+    }
+
+    @Test("the real model's logits are bit-identical whether tokens are fed together or one by one")
+    func modelBatchBitIdentity() throws {
+        let model = try RealModel.get().model
+        let tokens: [Int32] = [504, 3575, 282, 4649, 314, 7042, 30, 198, 198]
+        let config = model.config
+        func run(chunks: [Int]) throws -> [[UInt32]] {
+            let cache = KVCache(config: config, capacity: 32)
+            let scratch = ForwardScratch(config: config, contextCapacity: 32)
+            let hidden = FloatMatrix(capacity: 16, columns: config.hiddenSize)
+            let logits = FloatMatrix(capacity: 16, columns: config.vocabularySize)
+            var rows: [[UInt32]] = []
+            var start = 0
+            for size in chunks {
+                model.embed(tokens[start..<start + size], into: hidden)
+                try model.forward(layers: 0..<config.layerCount, hidden: hidden, cache: cache, scratch: scratch)
+                model.logits(hidden, rows: 0..<size, into: logits, scratch: scratch)
+                for r in 0..<size { rows.append(logits.rowArray(r).map(\.bitPattern)) }
+                start += size
+            }
+            return rows
+        }
+        let oneByOne = try run(chunks: Array(repeating: 1, count: tokens.count))
+        #expect(try run(chunks: [tokens.count]) == oneByOne)
+        #expect(try run(chunks: [4, 1, 3, 1]) == oneByOne)
+    }
+}

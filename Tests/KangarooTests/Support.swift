@@ -1,0 +1,68 @@
+import Foundation
+import Llama
+import ModelFormats
+import ModelStore
+import Tokenizer
+
+/// The real default model, fetched (like the CLI does) on first use and shared by all tests.
+enum RealModel {
+    struct Loaded: @unchecked Sendable {
+        let gguf: GGUFFile
+        let model: LlamaModel
+        let tokenizer: Tokenizer
+    }
+
+    static let loaded: Result<Loaded, Error> = Result {
+        let gguf = try GGUFFile(path: try DefaultModel.ensure().path)
+        return Loaded(gguf: gguf, model: try LlamaModel(gguf: gguf), tokenizer: try Tokenizer(gguf: gguf))
+    }
+
+    static func get() throws -> Loaded { try loaded.get() }
+}
+
+/// The reference values in `../shared/golden/`, computed independently in float32.
+struct Golden: Decodable {
+    struct TokenizeCase: Decodable {
+        let text: String
+        let ids: [Int32]
+        let decoded: String
+    }
+    struct PromptCase: Decodable {
+        let prompt: String
+        let ids: [Int32]
+        let first_position_top5: [[Double]]
+        let last_position_top5: [[Double]]
+        let hidden_after_layer2_last_position_first8: [Float]
+        let greedy_ids: [Int32]
+        let greedy_top2_margins: [Float]
+        let greedy_text: String
+    }
+    let tokenize: [TokenizeCase]
+    let prompts: [PromptCase]
+
+    static let sharedDirectory: URL = {
+        if let path = ProcessInfo.processInfo.environment["KANGAROO_SHARED"] { return URL(fileURLWithPath: path) }
+        // Tests/KangarooTests/Support.swift → repository root → ../shared
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared")
+    }()
+
+    static func load() throws -> Golden {
+        let url = sharedDirectory.appendingPathComponent("golden/smollm2-135m-instruct-q4_1.json")
+        return try JSONDecoder().decode(Golden.self, from: Data(contentsOf: url))
+    }
+}
+
+/// A deterministic pseudo-random source for test data.
+struct SeededRandom: RandomNumberGenerator {
+    var state: UInt64
+    init(_ seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func float(_ range: ClosedRange<Float> = -1...1) -> Float { Float.random(in: range, using: &self) }
+}
