@@ -22,8 +22,10 @@ let package = Package(
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
     ],
     targets: [
-        // Buffers, quantised block formats, kernels.
-        .target(name: "Tensor", swiftSettings: kernelFlags),
+        // Integer-dot kernels (AVX-512 VNNI / AVX2 / portable), chosen at run time; see kernels.c for why C.
+        .target(name: "KernelsC", cSettings: [.unsafeFlags(["-O3"])]),
+        // Buffers, quantised block formats, kernels, thread pool.
+        .target(name: "Tensor", dependencies: ["KernelsC"], swiftSettings: kernelFlags),
         // GGUF parsing on a memory-mapped file.
         .target(name: "ModelFormats", dependencies: ["Tensor"]),
         // BPE and SentencePiece tokenizers built from GGUF metadata; chat templates.
@@ -42,7 +44,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "KangarooTests", dependencies: [
-            "Decoding", "Llama", "Tokenizer", "ModelFormats", "Tensor", "ModelStore",
+            "Decoding", "Llama", "Tokenizer", "ModelFormats", "Tensor", "ModelStore", "KernelsC",
         ]),
     ]
 )

@@ -118,7 +118,7 @@ public struct Generator {
     }
 }
 
-extension Duration {
+public extension Duration {
     var seconds: Double {
         let (s, attoseconds) = components
         return Double(s) + Double(attoseconds) * 1e-18

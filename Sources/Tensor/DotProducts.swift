@@ -60,59 +60,16 @@
     return (acc0 + acc1).sum() + tail
 }
 
-@inline(__always) func dotQ4_0(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
-    var acc0 = SIMD16<Float>(), acc1 = SIMD16<Float>()
-    for b in 0..<(n / 32) {
-        let block = row + b * 18
-        let d = loadHalf(block, 0)
-        let q = block.loadUnaligned(fromByteOffset: 2, as: SIMD16<UInt8>.self)
-        let lo = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q & 0x0F) &- 8)
-        let hi = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q &>> 4) &- 8)
-        acc0.addProduct(lo * d, loadFloats(x, 32 * b))
-        acc1.addProduct(hi * d, loadFloats(x, 32 * b + 16))
-    }
-    return (acc0 + acc1).sum()
-}
-
-@inline(__always) func dotQ4_1(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
-    var acc0 = SIMD16<Float>(), acc1 = SIMD16<Float>()
-    for b in 0..<(n / 32) {
-        let block = row + b * 20
-        let d = loadHalf(block, 0), m = loadHalf(block, 2)
-        let q = block.loadUnaligned(fromByteOffset: 4, as: SIMD16<UInt8>.self)
-        let lo = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q & 0x0F))
-        let hi = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q &>> 4))
-        acc0.addProduct(lo * d + m, loadFloats(x, 32 * b))
-        acc1.addProduct(hi * d + m, loadFloats(x, 32 * b + 16))
-    }
-    return (acc0 + acc1).sum()
-}
-
-@inline(__always) func dotQ8_0(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
-    var acc0 = SIMD16<Float>(), acc1 = SIMD16<Float>()
-    for b in 0..<(n / 32) {
-        let block = row + b * 34
-        let d = loadHalf(block, 0)
-        let q0 = block.loadUnaligned(fromByteOffset: 2, as: SIMD16<Int8>.self)
-        let q1 = block.loadUnaligned(fromByteOffset: 18, as: SIMD16<Int8>.self)
-        acc0.addProduct(SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q0)) * d, loadFloats(x, 32 * b))
-        acc1.addProduct(SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q1)) * d, loadFloats(x, 32 * b + 16))
-    }
-    return (acc0 + acc1).sum()
-}
-
-/// Dot product of a stored row of `n` elements with `x`. Formats without a dedicated kernel are
-/// dequantised into `scratch` (at least `n` floats) first.
+/// Dot product of a stored row of `n` elements with float activations `x`. Quantised formats are
+/// dequantised into `scratch` (at least `n` floats) first; the products that matter for speed go
+/// through the integer kernels instead (`WeightMatrix.multiply`).
 @inline(__always) func dotRow(_ type: QuantType, _ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int,
                               scratch: UnsafeMutablePointer<Float>) -> Float {
     switch type {
     case .f32: return dotF32(row, x, n)
     case .f16: return dotF16(row, x, n)
     case .bf16: return dotBF16(row, x, n)
-    case .q4_0: return dotQ4_0(row, x, n)
-    case .q4_1: return dotQ4_1(row, x, n)
-    case .q8_0: return dotQ8_0(row, x, n)
-    case .q4_K, .q6_K:
+    case .q4_0, .q4_1, .q8_0, .q4_K, .q6_K:
         dequantize(type, row, into: scratch, count: n)
         return dotF32(UnsafeRawPointer(scratch), x, n)
     }

@@ -59,6 +59,23 @@ public enum VectorOps {
         dotF32(UnsafeRawPointer(a), b, n)
     }
 
+    /// Sum of `n` floats (16 lanes at a time; used to measure memory bandwidth).
+    public static func sum(_ x: UnsafePointer<Float>, count n: Int) -> Float {
+        var acc0 = SIMD16<Float>(), acc1 = SIMD16<Float>()
+        var i = 0
+        while i + 32 <= n {
+            acc0 += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+            acc1 += UnsafeRawPointer(x + i + 16).loadUnaligned(as: SIMD16<Float>.self)
+            i += 32
+        }
+        var tail: Float = 0
+        while i < n {
+            tail += x[i]
+            i += 1
+        }
+        return (acc0 + acc1).sum() + tail
+    }
+
     /// `y[i] += a · x[i]` (attention's weighted sum of values).
     @inline(__always)
     public static func addScaled(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, scale a: Float, count n: Int) {

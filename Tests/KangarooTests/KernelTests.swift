@@ -1,3 +1,4 @@
+import KernelsC
 import Llama
 import Tensor
 import Testing
@@ -23,6 +24,36 @@ func randomRows(_ type: QuantType, rows: Int, columns: Int, random: inout Seeded
     return out
 }
 
+/// The Q8_0 matrix of the output head, which keeps float activations.
+func floatActivationMatrix(_ matrix: WeightMatrix) -> WeightMatrix {
+    var copy = matrix
+    copy.activationPrecision = .float
+    return copy
+}
+
+/// Runs `matrix × x` for `count` tokens through the product API.
+func multiply(_ matrix: WeightMatrix, _ x: [Float], count: Int) -> [Float] {
+    let batch = ActivationBatch(capacity: x.count)
+    var y = [Float](repeating: .nan, count: count * matrix.rows)
+    x.withUnsafeBufferPointer { xs in
+        batch.set(xs.baseAddress!, count: count, columns: matrix.columns)
+        y.withUnsafeMutableBufferPointer { matrix.multiply(batch, into: $0.baseAddress!) }
+    }
+    return y
+}
+
+/// What the integer kernels see of the activations: each block of 32 rounded to multiples of max|x|/127.
+func int8RoundTrip(_ x: [Float]) -> [Float] {
+    var out = x
+    for start in stride(from: 0, to: x.count, by: 32) {
+        let block = x[start..<start + 32]
+        let scale = block.map(abs).max()! / 127
+        let inverse: Float = scale != 0 ? 1 / scale : 0
+        for i in block.indices { out[i] = (x[i] * inverse).rounded(.toNearestOrEven) * scale }
+    }
+    return out
+}
+
 @Suite("Matrix kernels")
 struct KernelTests {
     static let shapes: [(QuantType, columns: Int)] = QuantType.allCases.flatMap { type -> [(QuantType, columns: Int)] in
@@ -40,24 +71,25 @@ struct KernelTests {
         let weights = randomRows(type, rows: rows, columns: columns, random: &random)
         for count in [1, 3, 16] {
             let x = (0..<(count * columns)).map { _ in random.float() }
-            var y = [Float](repeating: .nan, count: count * rows)
             weights.withUnsafeBytes { w in
-                WeightMatrix(type: type, rows: rows, columns: columns, data: w.baseAddress!).multiply(x, count: count, into: &y)
-            }
-            weights.withUnsafeBytes { w in
-                let matrix = WeightMatrix(type: type, rows: rows, columns: columns, data: w.baseAddress!)
+                let stored = WeightMatrix(type: type, rows: rows, columns: columns, data: w.baseAddress!)
+                for matrix in type == .q8_0 ? [stored, floatActivationMatrix(stored)] : [stored] {
+                let y = multiply(matrix, x, count: count)
+                // The integer kernels multiply by int8-rounded activations: compare with exactly those.
+                let seen = matrix.usesIntegerKernel ? int8RoundTrip(x) : x
                 var row = [Float](repeating: 0, count: columns)
                 for r in 0..<rows {
                     matrix.dequantizeRow(r, into: &row)
                     for t in 0..<count {
                         var exact = 0.0, magnitude = 0.0
                         for c in 0..<columns {
-                            exact += Double(row[c]) * Double(x[t * columns + c])
-                            magnitude += abs(Double(row[c]) * Double(x[t * columns + c]))
+                            exact += Double(row[c]) * Double(seen[t * columns + c])
+                            magnitude += abs(Double(row[c]) * Double(seen[t * columns + c]))
                         }
                         let got = Double(y[t * rows + r])
                         #expect(abs(got - exact) <= 1e-5 * magnitude + 1e-6, "\(type) row \(r) token \(t): \(got) vs \(exact)")
                     }
+                }
                 }
             }
         }
@@ -74,18 +106,44 @@ struct KernelTests {
         let x = (0..<(16 * columns)).map { _ in random.float() }
         weights.withUnsafeBytes { w in
             let matrix = WeightMatrix(type: type, rows: rows, columns: columns, data: w.baseAddress!)
-            var single = [Float](repeating: 0, count: 16 * rows)
-            for t in 0..<16 {
-                x.withUnsafeBufferPointer { xs in
-                    single.withUnsafeMutableBufferPointer { ys in
-                        matrix.multiply(xs.baseAddress! + t * columns, count: 1, into: ys.baseAddress! + t * rows)
-                    }
+            var single: [Float] = []
+            for t in 0..<16 { single += multiply(matrix, Array(x[t * columns..<(t + 1) * columns]), count: 1) }
+            for n in 1...16 {
+                let batched = multiply(matrix, Array(x.prefix(n * columns)), count: n)
+                #expect(batched.map(\.bitPattern) == single.prefix(n * rows).map(\.bitPattern), "n = \(n)")
+            }
+            if type == .q8_0 {  // the output head's float-activation kernel
+                let head = floatActivationMatrix(matrix)
+                var one: [Float] = []
+                for t in 0..<16 { one += multiply(head, Array(x[t * columns..<(t + 1) * columns]), count: 1) }
+                for n in [2, 5, 16] {
+                    #expect(multiply(head, Array(x.prefix(n * columns)), count: n).map(\.bitPattern) == one.prefix(n * rows).map(\.bitPattern))
                 }
             }
-            for n in 1...16 {
-                var batched = [Float](repeating: .nan, count: n * rows)
-                matrix.multiply(x, count: n, into: &batched)
-                #expect(batched.map(\.bitPattern) == single.prefix(n * rows).map(\.bitPattern), "n = \(n)")
+        }
+    }
+
+    @Test("AVX-512 VNNI, AVX2 and portable integer kernels give the same bits")
+    func instructionLevelsAgree() {
+        let best = kq_instruction_level()
+        defer { kq_set_instruction_level(best) }
+        for type in [QuantType.q4_0, .q4_1, .q8_0] {
+            var random = SeededRandom(UInt64(type.rawValue) + 99)
+            let rows = 13, columns = 96
+            let weights = randomRows(type, rows: rows, columns: columns, random: &random)
+            let x = (0..<(5 * columns)).map { _ in random.float() }
+            weights.withUnsafeBytes { w in
+                let matrix = WeightMatrix(type: type, rows: rows, columns: columns, data: w.baseAddress!)
+                let matrices = type == .q8_0 ? [matrix, floatActivationMatrix(matrix)] : [matrix]
+                var results: [[UInt32]] = []
+                for level in (0...best).reversed() {
+                    kq_set_instruction_level(level)
+                    for m in matrices {
+                        for n in [1, 5] { results.append(multiply(m, Array(x.prefix(n * columns)), count: n).map(\.bitPattern)) }
+                    }
+                }
+                let perLevel = 2 * matrices.count
+                for (i, result) in results.enumerated() { #expect(result == results[i % perLevel], "\(type) result \(i)") }
             }
         }
     }

@@ -1,0 +1,149 @@
+import ArgumentParser
+import Decoding
+import Foundation
+import Llama
+import Tensor
+import Tokenizer
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks.",
+        subcommands: [BenchSpeed.self])
+}
+
+/// Decode and prefill speed, the cost of a forward over n tokens, and memory bandwidth use.
+struct BenchSpeed: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "speed",
+        abstract: "Measure decode and prefill tokens/s and the time of a forward over n = 1, 2, 4, 8, 16 tokens.",
+        discussion: """
+        The n-token forward runs from a warm KV cache (a 64-token context) and includes the logits of \
+        all n tokens, as speculative verification needs them; each n is timed --repeats times and the \
+        median is reported with its ratio to n = 1. Effective bandwidth is the weight bytes one decode \
+        step reads over its time, next to the machine's streaming bandwidth measured by the same command.
+        """)
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "Tokens to decode for the decode measurement.")
+    var decodeTokens = 128
+
+    @Option(help: "Prompt length for the prefill measurement.")
+    var prefillTokens = 256
+
+    @Option(help: "Timed repetitions of each n-token forward.")
+    var repeats = 30
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    struct Report: Encodable {
+        struct Forward: Encodable {
+            var tokens: Int
+            var milliseconds: Double
+            var ratioToOne: Double
+        }
+        var threads: Int
+        var kernelLevel: String
+        var decodeTokensPerSecond: Double
+        var prefillTokensPerSecond: Double
+        var forward: [Forward]
+        var weightBytesPerToken: Int
+        var effectiveBandwidthGBs: Double
+        var streamingBandwidthGBs: Double
+        var bandwidthShare: Double
+    }
+
+    func run() throws {
+        let (model, tokenizer) = try modelOptions.load()
+        let pool = ThreadPool.shared
+        let config = model.config
+
+        // Decode: greedy, exactly decodeTokens tokens.
+        let prompt = tokenizer.encode("The capital of France is")
+        let generator = Generator(tokenizer: tokenizer)
+        let decoder = PlainDecoder(model: model, contextCapacity: 2048)
+        let options = GenerationOptions(maxTokens: decodeTokens, ignoreEOS: true)
+        _ = try generator.generate(prompt: prompt, decoder: decoder, options: GenerationOptions(maxTokens: 16, ignoreEOS: true))
+        let decode = try generator.generate(prompt: prompt, decoder: decoder, options: options)
+
+        // Prefill: one long prompt of ordinary text.
+        var long = tokenizer.encode(String(repeating: "Kangaroos are large marsupials found only in Australia. ", count: 64))
+        long = Array(long.prefix(prefillTokens))
+        var sampler = Sampler(options: SamplingOptions())
+        _ = try decoder.start(prompt: long, sampler: &sampler)
+        let prefillStart = ContinuousClock.now
+        _ = try decoder.start(prompt: long, sampler: &sampler)
+        let prefillSeconds = (ContinuousClock.now - prefillStart).seconds
+
+        // Forward over n tokens from a warm cache, logits for every token.
+        let cache = KVCache(config: config, capacity: 128)
+        let scratch = ForwardScratch(config: config, contextCapacity: 128, pool: pool)
+        let hidden = FloatMatrix(capacity: 64, columns: config.hiddenSize)
+        let logits = FloatMatrix(capacity: 16, columns: config.vocabularySize)
+        model.embed(Array(long.prefix(64)), into: hidden)
+        try model.forward(layers: 0..<config.layerCount, hidden: hidden, cache: cache, scratch: scratch)
+        var forward: [Report.Forward] = []
+        for n in [1, 2, 4, 8, 16] {
+            var times: [Double] = []
+            for repeat_ in 0..<(repeats + 3) {
+                let begin = ContinuousClock.now
+                model.embed(long[64..<(64 + n)], into: hidden)
+                try model.forward(layers: 0..<config.layerCount, hidden: hidden, cache: cache, scratch: scratch)
+                model.logits(hidden, rows: 0..<n, into: logits, scratch: scratch)
+                let elapsed = (ContinuousClock.now - begin).seconds
+                cache.truncate(to: 64)
+                if repeat_ >= 3 { times.append(elapsed) }  // the first runs warm up
+            }
+            let median = times.sorted()[times.count / 2] * 1000
+            forward.append(.init(tokens: n, milliseconds: median, ratioToOne: median / (forward.first?.milliseconds ?? median)))
+        }
+
+        let weightBytes = model.weightBytesPerToken
+        let stepSeconds = 1 / decode.decodeTokensPerSecond
+        let effective = Double(weightBytes) / stepSeconds / 1e9
+        let streaming = Self.streamingBandwidth(pool: pool)
+        let report = Report(
+            threads: pool.threads, kernelLevel: KernelInfo.levelName,
+            decodeTokensPerSecond: decode.decodeTokensPerSecond,
+            prefillTokensPerSecond: Double(long.count) / prefillSeconds,
+            forward: forward, weightBytesPerToken: weightBytes,
+            effectiveBandwidthGBs: effective, streamingBandwidthGBs: streaming, bandwidthShare: effective / streaming)
+        if json {
+            try printJSON(report)
+            return
+        }
+        writeOut("""
+        threads \(report.threads), kernels \(report.kernelLevel)
+        decode   \(String(format: "%7.1f", report.decodeTokensPerSecond)) tokens/s (\(decodeTokens) tokens)
+        prefill  \(String(format: "%7.1f", report.prefillTokensPerSecond)) tokens/s (\(long.count)-token prompt)
+        forward over n tokens from a warm cache (with logits for all n):
+
+        """)
+        for f in forward {
+            writeOut(String(format: "  n = %2d  %7.2f ms  %5.2f× n=1\n", f.tokens, f.milliseconds, f.ratioToOne))
+        }
+        writeOut(String(format: "decode reads %.1f MiB of weights a token: %.1f GB/s effective, %.0f%% of the %.1f GB/s this machine streams\n",
+                        Double(weightBytes) / 1_048_576, effective, 100 * report.bandwidthShare, streaming))
+    }
+
+    /// Read bandwidth of all pool threads summing a 512 MiB buffer (best of 3).
+    static func streamingBandwidth(pool: ThreadPool) -> Double {
+        let count = 128 << 20  // floats
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { buffer.deallocate() }
+        buffer.initialize(repeating: 1, count: count)
+        var best = 0.0
+        let sums = UnsafeMutablePointer<Float>.allocate(capacity: pool.threads)
+        defer { sums.deallocate() }
+        for _ in 0..<3 {
+            let begin = ContinuousClock.now
+            pool.parallelFor(count / 4096, grain: 1) { range, part in
+                sums[part] = VectorOps.sum(buffer + range.lowerBound * 4096, count: range.count * 4096)
+            }
+            let seconds = (ContinuousClock.now - begin).seconds
+            best = max(best, Double(count * 4) / seconds / 1e9)
+        }
+        return best
+    }
+}

@@ -1,0 +1,58 @@
+import KernelsC
+
+/// The input of a matrix product: `count` rows of `columns` floats, plus their int8 block quantisation
+/// (see KernelsC.h), computed once on first use and shared by every matrix that reads the same input
+/// (the query, key and value projections, for instance).
+public final class ActivationBatch: @unchecked Sendable {
+    public let capacity: Int
+    public private(set) var floats: UnsafePointer<Float>
+    public private(set) var count = 0
+    public private(set) var columns = 0
+    private var quantizedIsCurrent = false
+    let quantized: UnsafeMutablePointer<Int8>
+    let scales: UnsafeMutablePointer<Float>
+    let scaledSums: UnsafeMutablePointer<Float>
+
+    /// Room for `capacity` floats in all (tokens × columns).
+    public init(capacity: Int) {
+        self.capacity = capacity
+        quantized = .allocate(capacity: capacity)
+        scales = .allocate(capacity: capacity / 32 + 1)
+        scaledSums = .allocate(capacity: capacity / 32 + 1)
+        floats = UnsafePointer(quantized.withMemoryRebound(to: Float.self, capacity: 0) { $0 })
+    }
+
+    deinit {
+        quantized.deallocate()
+        scales.deallocate()
+        scaledSums.deallocate()
+    }
+
+    /// Points the batch at new input; the floats must stay unchanged while the batch is used.
+    public func set(_ floats: UnsafePointer<Float>, count: Int, columns: Int) {
+        precondition(count * columns <= capacity, "activation batch too small")
+        self.floats = floats
+        self.count = count
+        self.columns = columns
+        quantizedIsCurrent = false
+    }
+
+    /// Quantises the floats unless already done for the current input.
+    func quantize() {
+        guard !quantizedIsCurrent else { return }
+        precondition(columns % 32 == 0, "quantised kernels need rows of whole 32-element blocks")
+        kq_quantize(floats, Int32(columns), Int32(count), quantized, scales, scaledSums)
+        quantizedIsCurrent = true
+    }
+}
+
+/// Which kernel implementation runs on this CPU.
+public enum KernelInfo {
+    public static var levelName: String {
+        switch kq_instruction_level() {
+        case 2: "AVX-512 VNNI"
+        case 1: "AVX2"
+        default: "portable C"
+        }
+    }
+}
