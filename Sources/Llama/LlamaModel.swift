@@ -61,9 +61,10 @@ public final class LlamaModel: @unchecked Sendable {
         // of the golden prompts by up to 0.29 instead of 0.23, and swapped a near-tie top token).
         output.activationPrecision = .float
         self.output = output
-        layers = try (0..<config.layerCount).map { (i: Int) throws(ModelFileError) -> LlamaLayerWeights in
+        var layers: [LlamaLayerWeights] = []
+        for i in 0..<config.layerCount {
             let p = "blk.\(i)."
-            return LlamaLayerWeights(
+            layers.append(LlamaLayerWeights(
                 attentionNorm: try gguf.vector(p + "attn_norm.weight", count: d),
                 query: try gguf.matrix(p + "attn_q.weight", rows: config.querySize, columns: d),
                 key: try gguf.matrix(p + "attn_k.weight", rows: config.kvSize, columns: d),
@@ -72,8 +73,9 @@ public final class LlamaModel: @unchecked Sendable {
                 feedForwardNorm: try gguf.vector(p + "ffn_norm.weight", count: d),
                 gate: try gguf.matrix(p + "ffn_gate.weight", rows: config.feedForwardSize, columns: d),
                 up: try gguf.matrix(p + "ffn_up.weight", rows: config.feedForwardSize, columns: d),
-                down: try gguf.matrix(p + "ffn_down.weight", rows: d, columns: config.feedForwardSize))
+                down: try gguf.matrix(p + "ffn_down.weight", rows: d, columns: config.feedForwardSize)))
         }
+        self.layers = layers
         inverseFrequencies = (0..<(config.headSize / 2)).map {
             pow(Double(config.ropeBase), -2 * Double($0) / Double(config.headSize))
         }

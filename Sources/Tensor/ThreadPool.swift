@@ -20,8 +20,9 @@ public final class ThreadPool: @unchecked Sendable {
     /// Held for the whole of a job: callers on different threads take turns.
     private var jobMutex = pthread_mutex_t()
     private var condition = pthread_cond_t()
-    /// The current job: called with the part index. Written before `generation` is published.
-    private nonisolated(unsafe) var job: ((Int) -> Void)?
+    /// The current job, its item count and number of parts; written before `generation` is published.
+    private nonisolated(unsafe) var job: ((Range<Int>, Int) -> Void)?
+    private nonisolated(unsafe) var jobCount = 0
     private nonisolated(unsafe) var parts = 0
 
     public init(threads: Int) {
@@ -62,6 +63,7 @@ public final class ThreadPool: @unchecked Sendable {
     /// Calls `body(range, part)` on disjoint ranges covering `0..<count`, in parallel when there is
     /// enough work (at least `grain` items per part). `part` is in `0..<threads` and distinct for
     /// ranges that run at the same time, so it can index per-thread scratch space.
+    /// Nothing is allocated per call.
     public func parallelFor(_ count: Int, grain: Int, _ body: (Range<Int>, Int) -> Void) {
         let parts = min(threads, max(1, count / max(grain, 1)))
         if parts <= 1 {
@@ -69,27 +71,28 @@ public final class ThreadPool: @unchecked Sendable {
             return
         }
         withoutActuallyEscaping(body) { body in
-            run(parts: parts) { part in body(part * count / parts ..< (part + 1) * count / parts, part) }
+            pthread_mutex_lock(&jobMutex)
+            defer { pthread_mutex_unlock(&jobMutex) }
+            job = body
+            jobCount = count
+            self.parts = parts
+            unfinished.store(threads - 1, ordering: .relaxed)
+            // Sequentially consistent on both sides (here and in workerLoop) so that either this load
+            // sees a sleeper or the sleeper sees the new generation.
+            generation.add(1, ordering: .sequentiallyConsistent)
+            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+                pthread_mutex_lock(&mutex)
+                pthread_cond_broadcast(&condition)
+                pthread_mutex_unlock(&mutex)
+            }
+            body(Self.range(part: 0, of: parts, count: count), 0)
+            while unfinished.load(ordering: .acquiring) > 0 {}
+            job = nil
         }
     }
 
-    private func run(parts: Int, _ work: @escaping (Int) -> Void) {
-        pthread_mutex_lock(&jobMutex)
-        defer { pthread_mutex_unlock(&jobMutex) }
-        job = work
-        self.parts = parts
-        unfinished.store(threads - 1, ordering: .relaxed)
-        // Sequentially consistent on both sides (here and in workerLoop) so that either this load sees
-        // a sleeper or the sleeper sees the new generation.
-        generation.add(1, ordering: .sequentiallyConsistent)
-        if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
-            pthread_mutex_lock(&mutex)
-            pthread_cond_broadcast(&condition)
-            pthread_mutex_unlock(&mutex)
-        }
-        work(0)
-        while unfinished.load(ordering: .acquiring) > 0 {}
-        job = nil
+    private static func range(part: Int, of parts: Int, count: Int) -> Range<Int> {
+        part * count / parts ..< (part + 1) * count / parts
     }
 
     private func workerLoop(_ worker: Int) {
@@ -110,7 +113,7 @@ public final class ThreadPool: @unchecked Sendable {
                 }
             }
             seen = generation.load(ordering: .acquiring)
-            if worker < parts, let job { job(worker) }
+            if worker < parts, let job { job(Self.range(part: worker, of: parts, count: jobCount), worker) }
             unfinished.subtract(1, ordering: .releasing)
         }
     }
