@@ -134,16 +134,32 @@ struct BenchSpeed: ParsableCommand {
         defer { buffer.deallocate() }
         buffer.initialize(repeating: 1, count: count)
         var best = 0.0
-        let sums = UnsafeMutablePointer<Float>.allocate(capacity: pool.threads)
-        defer { sums.deallocate() }
+        let job = SumJob(buffer: buffer, threads: pool.threads)
         for _ in 0..<3 {
             let begin = ContinuousClock.now
-            pool.parallelFor(count / 4096, grain: 1) { range, part in
-                sums[part] = VectorOps.sum(buffer + range.lowerBound * 4096, count: range.count * 4096)
-            }
+            pool.run(job, count: count / SumJob.chunk, grain: 1)
             let seconds = (ContinuousClock.now - begin).seconds
             best = max(best, Double(count * 4) / seconds / 1e9)
         }
         return best
+    }
+}
+
+/// Sums a buffer in chunks across the pool (the bandwidth probe).
+final class SumJob: ParallelJob {
+    static let chunk = 4096
+    let buffer: UnsafeMutablePointer<Float>
+    /// One result per part (kept so the sums are not optimised away).
+    let sums: UnsafeMutablePointer<Float>
+
+    init(buffer: UnsafeMutablePointer<Float>, threads: Int) {
+        self.buffer = buffer
+        sums = .allocate(capacity: threads)
+    }
+
+    deinit { sums.deallocate() }
+
+    func run(_ range: Range<Int>, part: Int) {
+        sums[part] = VectorOps.sum(buffer + range.lowerBound * Self.chunk, count: range.count * Self.chunk)
     }
 }

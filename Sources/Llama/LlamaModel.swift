@@ -191,25 +191,47 @@ public final class LlamaModel: @unchecked Sendable {
     /// Causal grouped-query attention of `count` new tokens against the cache of layer `layer`.
     /// Writes `scratch.attention` (rows of `heads × headSize`).
     private func attention(layer: Int, count: Int, position: Int, cache: KVCache, scratch: ForwardScratch) {
+        let job = scratch.attentionJob
+        job.layer = layer
+        job.position = position
+        job.cache = cache
+        scratch.pool.run(job, count: count * config.headCount, grain: 1)
+    }
+}
+
+/// Attention for (token, head) pairs, split across the pool; one per scratch, reused.
+final class AttentionJob: ParallelJob {
+    let config: LlamaConfig
+    unowned(unsafe) let scratch: ForwardScratch
+    var cache: KVCache?
+    var layer = 0
+    /// Position of the first new token.
+    var position = 0
+
+    init(config: LlamaConfig, scratch: ForwardScratch) {
+        self.config = config
+        self.scratch = scratch
+    }
+
+    func run(_ range: Range<Int>, part: Int) {
+        guard let cache else { return }
         let c = config
         let headSize = c.headSize, groupSize = c.headCount / c.kvHeadCount
         let scale = 1 / Float(headSize).squareRoot()
-        scratch.pool.parallelFor(count * c.headCount, grain: 1) { range, worker in
-            let scores = scratch.scores.row(worker)
-            for item in range {
-                let t = item / c.headCount, head = item % c.headCount
-                let kvOffset = (head / groupSize) * headSize
-                let query = scratch.query.row(t) + head * headSize
-                let visible = position + t + 1
-                for j in 0..<visible {
-                    scores[j] = VectorOps.dot(query, cache.keys(layer: layer, position: j) + kvOffset, count: headSize) * scale
-                }
-                VectorOps.softmax(scores, count: visible)
-                let out = scratch.attention.row(t) + head * headSize
-                out.initialize(repeating: 0, count: headSize)
-                for j in 0..<visible {
-                    VectorOps.addScaled(out, cache.values(layer: layer, position: j) + kvOffset, scale: scores[j], count: headSize)
-                }
+        let scores = scratch.scores.row(part)
+        for item in range {
+            let t = item / c.headCount, head = item % c.headCount
+            let kvOffset = (head / groupSize) * headSize
+            let query = scratch.query.row(t) + head * headSize
+            let visible = position + t + 1
+            for j in 0..<visible {
+                scores[j] = VectorOps.dot(query, cache.keys(layer: layer, position: j) + kvOffset, count: headSize) * scale
+            }
+            VectorOps.softmax(scores, count: visible)
+            let out = scratch.attention.row(t) + head * headSize
+            out.initialize(repeating: 0, count: headSize)
+            for j in 0..<visible {
+                VectorOps.addScaled(out, cache.values(layer: layer, position: j) + kvOffset, scale: scores[j], count: headSize)
             }
         }
     }
@@ -224,10 +246,13 @@ public final class ForwardScratch: @unchecked Sendable {
     let ropeCos, ropeSin: FloatMatrix
     let scores: FloatMatrix // one row of `contextCapacity` per worker thread
     let input: ActivationBatch // the current matrix-product input, quantised once per input
+    private(set) lazy var attentionJob = AttentionJob(config: config, scratch: self)
+    private let config: LlamaConfig
 
     public init(config: LlamaConfig, tokens capacity: Int = 64, contextCapacity: Int, pool: ThreadPool = .shared) {
         self.capacity = capacity
         self.pool = pool
+        self.config = config
         normed = FloatMatrix(capacity: capacity, columns: config.hiddenSize)
         query = FloatMatrix(capacity: capacity, columns: config.querySize)
         key = FloatMatrix(capacity: capacity, columns: config.kvSize)

@@ -12,6 +12,8 @@ public final class ActivationBatch: @unchecked Sendable {
     let quantized: UnsafeMutablePointer<Int8>
     let scales: UnsafeMutablePointer<Float>
     let scaledSums: UnsafeMutablePointer<Float>
+    /// The job object every product of this batch reuses (so products allocate nothing).
+    private(set) lazy var productJob = MatrixProductJob(input: self)
 
     /// Room for `capacity` floats in all (tokens × columns).
     public init(capacity: Int) {

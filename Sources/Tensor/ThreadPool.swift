@@ -4,6 +4,13 @@ import Synchronization
 import Glibc
 #endif
 
+/// Work that a `ThreadPool` splits into ranges. `part` is in `0..<threads` and distinct for ranges
+/// that run at the same time, so it can index per-thread scratch space. Ranges are disjoint; what
+/// `run` writes for one range must not overlap what it writes for another.
+public protocol ParallelJob: AnyObject {
+    func run(_ range: Range<Int>, part: Int)
+}
+
 /// A fixed set of worker threads for the kernels, with a per-call overhead of about a microsecond.
 ///
 /// The calling thread takes part 0 of each job; `threads - 1` workers take the others. Idle workers
@@ -21,7 +28,7 @@ public final class ThreadPool: @unchecked Sendable {
     private var jobMutex = pthread_mutex_t()
     private var condition = pthread_cond_t()
     /// The current job, its item count and number of parts; written before `generation` is published.
-    private nonisolated(unsafe) var job: ((Range<Int>, Int) -> Void)?
+    private nonisolated(unsafe) var job: ParallelJob?
     private nonisolated(unsafe) var jobCount = 0
     private nonisolated(unsafe) var parts = 0
 
@@ -60,35 +67,32 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
-    /// Calls `body(range, part)` on disjoint ranges covering `0..<count`, in parallel when there is
-    /// enough work (at least `grain` items per part). `part` is in `0..<threads` and distinct for
-    /// ranges that run at the same time, so it can index per-thread scratch space.
-    /// Nothing is allocated per call.
-    public func parallelFor(_ count: Int, grain: Int, _ body: (Range<Int>, Int) -> Void) {
+    /// Runs `job` over disjoint ranges covering `0..<count`, in parallel when there is enough work
+    /// (at least `grain` items per part), and returns when all parts are done. Nothing is allocated
+    /// per call (a closure would be: the job is a reused object instead).
+    public func run(_ job: ParallelJob, count: Int, grain: Int) {
         let parts = min(threads, max(1, count / max(grain, 1)))
         if parts <= 1 {
-            body(0..<count, 0)
+            job.run(0..<count, part: 0)
             return
         }
-        withoutActuallyEscaping(body) { body in
-            pthread_mutex_lock(&jobMutex)
-            defer { pthread_mutex_unlock(&jobMutex) }
-            job = body
-            jobCount = count
-            self.parts = parts
-            unfinished.store(threads - 1, ordering: .relaxed)
-            // Sequentially consistent on both sides (here and in workerLoop) so that either this load
-            // sees a sleeper or the sleeper sees the new generation.
-            generation.add(1, ordering: .sequentiallyConsistent)
-            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
-                pthread_mutex_lock(&mutex)
-                pthread_cond_broadcast(&condition)
-                pthread_mutex_unlock(&mutex)
-            }
-            body(Self.range(part: 0, of: parts, count: count), 0)
-            while unfinished.load(ordering: .acquiring) > 0 {}
-            job = nil
+        pthread_mutex_lock(&jobMutex)
+        defer { pthread_mutex_unlock(&jobMutex) }
+        self.job = job
+        jobCount = count
+        self.parts = parts
+        unfinished.store(threads - 1, ordering: .relaxed)
+        // Sequentially consistent on both sides (here and in workerLoop) so that either this load
+        // sees a sleeper or the sleeper sees the new generation.
+        generation.add(1, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+            pthread_mutex_lock(&mutex)
+            pthread_cond_broadcast(&condition)
+            pthread_mutex_unlock(&mutex)
         }
+        job.run(Self.range(part: 0, of: parts, count: count), part: 0)
+        while unfinished.load(ordering: .acquiring) > 0 {}
+        self.job = nil
     }
 
     private static func range(part: Int, of parts: Int, count: Int) -> Range<Int> {
@@ -113,7 +117,7 @@ public final class ThreadPool: @unchecked Sendable {
                 }
             }
             seen = generation.load(ordering: .acquiring)
-            if worker < parts, let job { job(Self.range(part: worker, of: parts, count: jobCount), worker) }
+            if worker < parts, let job { job.run(Self.range(part: worker, of: parts, count: jobCount), part: worker) }
             unfinished.subtract(1, ordering: .releasing)
         }
     }

@@ -44,34 +44,41 @@ public struct WeightMatrix: @unchecked Sendable {
     /// Each token's row of `y` is bit-identical whatever the number of tokens in the call.
     public func multiply(_ input: ActivationBatch, into y: UnsafeMutablePointer<Float>, pool: ThreadPool = .shared) {
         precondition(input.columns == columns, "input has \(input.columns) columns, matrix \(columns)")
-        let count = input.count
-        if usesIntegerKernel {
-            input.quantize()
-            let type = Int32(type.rawValue), data = data, rowBytes = rowBytes, columns = Int32(columns)
-            let q = input.quantized, d = input.scales, ds = input.scaledSums, ldy = rows
-            pool.parallelFor(rows, grain: 16) { range, _ in
-                kq_matmul(type, data, rowBytes, columns, Int32(range.lowerBound), Int32(range.upperBound),
-                          q, d, ds, Int32(count), y, ldy)
-            }
-        } else if type == .q8_0 {
-            let data = data, rowBytes = rowBytes, columns = Int32(columns), x = input.floats, ldy = rows
-            pool.parallelFor(rows, grain: 16) { range, _ in
-                kq_matmul_q8_0_float(data, rowBytes, columns, Int32(range.lowerBound), Int32(range.upperBound), x, Int32(count), y, ldy)
-            }
-        } else {
-            multiplyFloat(input.floats, count: count, into: y, pool: pool)
-        }
+        if usesIntegerKernel { input.quantize() }
+        let job = input.productJob
+        job.matrix = self
+        job.input = input
+        job.output = y
+        pool.run(job, count: rows, grain: 16)
+    }
+}
+
+/// One matrix product, split by rows across the pool. Reused for every product of its batch.
+final class MatrixProductJob: ParallelJob {
+    var matrix = WeightMatrix(type: .f32, rows: 0, columns: 0, data: UnsafeRawPointer(bitPattern: 1)!)
+    unowned(unsafe) var input: ActivationBatch
+    var output = UnsafeMutablePointer<Float>(bitPattern: 1)!
+
+    init(input: ActivationBatch) {
+        self.input = input
     }
 
-    /// Float-activation product for formats without an integer kernel.
-    private func multiplyFloat(_ x: UnsafePointer<Float>, count: Int, into y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        let rows = rows, columns = columns, type = type, rowBytes = rowBytes, data = data
-        pool.parallelFor(rows, grain: 16) { range, _ in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: columns) { scratch in
-                for r in range {
-                    let row = data + r * rowBytes
-                    for t in 0..<count {
-                        y[t * rows + r] = dotRow(type, row, x + t * columns, columns, scratch: scratch.baseAddress!)
+    func run(_ range: Range<Int>, part: Int) {
+        let m = matrix, count = Int32(input.count), rows = range
+        if m.usesIntegerKernel {
+            kq_matmul(Int32(m.type.rawValue), m.data, m.rowBytes, Int32(m.columns), Int32(rows.lowerBound), Int32(rows.upperBound),
+                      input.quantized, input.scales, input.scaledSums, count, output, m.rows)
+        } else if m.type == .q8_0 {
+            kq_matmul_q8_0_float(m.data, m.rowBytes, Int32(m.columns), Int32(rows.lowerBound), Int32(rows.upperBound),
+                                 input.floats, count, output, m.rows)
+        } else {
+            // Formats without a dedicated kernel (none in the default model): dequantise each row,
+            // then a float dot product.
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: m.columns) { scratch in
+                for r in rows {
+                    let row = m.row(r)
+                    for t in 0..<input.count {
+                        output[t * m.rows + r] = dotRow(m.type, row, input.floats + t * m.columns, m.columns, scratch: scratch.baseAddress!)
                     }
                 }
             }
