@@ -14,7 +14,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "kangaroo", targets: ["KangarooCLI"]),
-        .library(name: "Kangaroo", targets: ["Decoding", "Llama", "Tokenizer", "ModelFormats", "Tensor", "ModelStore"]),
+        .library(name: "Kangaroo", targets: ["Decoding", "Adapter", "Llama", "Tokenizer", "ModelFormats", "Tensor", "ModelStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -32,19 +32,21 @@ let package = Package(
         .target(name: "Tokenizer", dependencies: ["ModelFormats"]),
         // Llama configuration, weights, forward pass by layer range, KV cache.
         .target(name: "Llama", dependencies: ["ModelFormats", "Tensor"], swiftSettings: kernelFlags),
-        // Decoders (plain; speculative ones later), samplers, stop conditions, streaming text.
-        .target(name: "Decoding", dependencies: ["Llama", "Tokenizer"], swiftSettings: kernelFlags),
+        // Kangaroo's adapter: weights, safetensors storage, forward pass, draft head.
+        .target(name: "Adapter", dependencies: ["Llama", "ModelFormats", "Tensor"], swiftSettings: kernelFlags),
+        // Decoders (plain, Kangaroo, layer-skip), samplers, stop conditions, streaming text, statistics.
+        .target(name: "Decoding", dependencies: ["Llama", "Tokenizer", "Adapter"], swiftSettings: kernelFlags),
         // Locating and downloading the default model.
         .target(name: "ModelStore", dependencies: [
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
         .executableTarget(name: "KangarooCLI", dependencies: [
-            "Decoding", "Llama", "Tokenizer", "ModelFormats", "ModelStore",
+            "Decoding", "Adapter", "Llama", "Tokenizer", "ModelFormats", "ModelStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "KangarooTests", dependencies: [
-            "Decoding", "Llama", "Tokenizer", "ModelFormats", "Tensor", "ModelStore", "KernelsC",
+            "Decoding", "Adapter", "Llama", "Tokenizer", "ModelFormats", "Tensor", "ModelStore", "KernelsC",
         ]),
     ]
 )

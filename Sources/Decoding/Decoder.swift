@@ -22,6 +22,8 @@ public protocol Decoder: AnyObject {
     func next(sampler: inout Sampler, limit: Int) throws -> DecodedRound
     /// Positions already committed to the context (prompt plus generated tokens fed so far).
     var committedLength: Int { get }
+    /// Drafting and acceptance figures of the last generation (nil for plain decoding).
+    var speculativeStatistics: SpeculativeStatistics? { get }
 }
 
 /// Plain autoregressive decoding: one full forward pass per token.
@@ -47,6 +49,11 @@ public final class PlainDecoder: Decoder {
 
     public var committedLength: Int { cache.length(of: 0) }
 
+    /// Tokens each decoder layer processed since `start`.
+    public var layerTokenCounts: [Int] { scratch.layerTokenCounts }
+
+    public var speculativeStatistics: SpeculativeStatistics? { nil }
+
     public func start(prompt: [Int32], sampler: inout Sampler) throws -> DecodedRound {
         precondition(!prompt.isEmpty, "the prompt must hold at least one token")
         try model.validate(prompt)
@@ -54,6 +61,7 @@ public final class PlainDecoder: Decoder {
             throw LlamaError.contextFull(needed: prompt.count + 1, capacity: contextCapacity)
         }
         cache.reset()
+        scratch.layerTokenCounts = Array(repeating: 0, count: model.config.layerCount)
         model.embed(prompt, into: hidden)
         try model.forward(layers: 0..<model.config.layerCount, hidden: hidden, cache: cache, scratch: scratch)
         return try emit(from: hidden.rows - 1, sampler: &sampler)

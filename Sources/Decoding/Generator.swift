@@ -47,6 +47,8 @@ public struct GenerationResult: Sendable {
     public var decodeSeconds: Double
     /// Per generated token, its log-probability and the top alternatives (when requested).
     public var logprobs: [(token: TokenLogProb, top: [TokenLogProb])]
+    /// Drafting and acceptance figures of a speculative decoder.
+    public var speculative: SpeculativeStatistics?
 
     /// Decode speed: tokens after the first, over the time they took.
     public var decodeTokensPerSecond: Double {
@@ -71,7 +73,7 @@ public struct Generator {
         var sampler = Sampler(options: options.sampling)
         var text = TextAccumulator(stopStrings: options.stopStrings)
         var result = GenerationResult(decoder: decoder.name, text: "", tokens: [], promptTokens: prompt.count,
-                                      stopReason: .length, prefillSeconds: 0, decodeSeconds: 0, logprobs: [])
+                                      stopReason: .length, prefillSeconds: 0, decodeSeconds: 0, logprobs: [], speculative: nil)
         guard options.maxTokens > 0 else { return result }
 
         let clock = ContinuousClock()
@@ -114,6 +116,7 @@ public struct Generator {
         if !rest.isEmpty { onText(rest) }
         result.text = text.text
         result.decodeSeconds = (clock.now - firstTokenAt).seconds
+        result.speculative = decoder.speculativeStatistics
         return result
     }
 }

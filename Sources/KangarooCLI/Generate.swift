@@ -14,6 +14,7 @@ struct Generate: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var promptOptions: PromptOptions
+    @OptionGroup var decoderOptions: DecoderOptions
 
     @Flag(help: "Wrap the prompt in the model's chat template as a user message.")
     var chat = false
@@ -78,7 +79,7 @@ struct Generate: ParsableCommand {
         }
         let prompt = tokenizer.encode(promptText, addBOS: true)
         guard !prompt.isEmpty else { throw ValidationError("the prompt is empty") }
-        let decoder = PlainDecoder(model: model, contextCapacity: context)
+        let decoder = try decoderOptions.makeDecoder(model: model, context: context)
         let options = GenerationOptions(
             maxTokens: maxTokens,
             sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
@@ -112,6 +113,7 @@ struct GenerateReport: Encodable {
     var decodeMs: Double
     var tokensPerSecond: Double
     var logprobs: [LogProbEntry]?
+    var speculative: SpeculativeReport?
 
     init(_ result: GenerationResult) {
         decoder = result.decoder
@@ -124,5 +126,29 @@ struct GenerateReport: Encodable {
         decodeMs = result.decodeSeconds * 1000
         tokensPerSecond = result.decodeTokensPerSecond
         logprobs = result.logprobs.isEmpty ? nil : result.logprobs.map { LogProbEntry(id: $0.token.id, logprob: $0.token.logprob, top: $0.top) }
+        speculative = result.speculative.map(SpeculativeReport.init)
+    }
+}
+
+/// Acceptance statistics in `--json` output.
+struct SpeculativeReport: Encodable {
+    var rounds: Int
+    var meanAcceptedTokens: Double
+    /// Index n: rounds that committed n tokens (drafts accepted + the full model's token).
+    var acceptedLengthHistogram: [Int]
+    /// CTAR(w) for w = 1…γ: share of rounds that committed more than w tokens.
+    var ctar: [Double]
+    var draftSteps: Int
+    var draftMs: Double
+    var verifyMs: Double
+
+    init(_ s: SpeculativeStatistics) {
+        rounds = s.rounds
+        meanAcceptedTokens = s.meanAcceptedTokens
+        acceptedLengthHistogram = s.acceptedLengthHistogram
+        ctar = s.ctar
+        draftSteps = s.draftSteps
+        draftMs = s.draftSeconds * 1000
+        verifyMs = s.verifySeconds * 1000
     }
 }

@@ -2,17 +2,36 @@ import Foundation
 import ModelFormats
 import Tensor
 
-/// Weights of one decoder layer. Matrices are `rows × columns` = output × input size.
-struct LlamaLayerWeights: @unchecked Sendable {
-    let attentionNorm: [Float]       // [hidden]
-    let query: WeightMatrix          // [heads·headSize × hidden], rows permuted for adjacent-pair RoPE
-    let key: WeightMatrix            // [kvHeads·headSize × hidden], likewise
-    let value: WeightMatrix          // [kvHeads·headSize × hidden]
-    let attentionOutput: WeightMatrix // [hidden × heads·headSize]
-    let feedForwardNorm: [Float]     // [hidden]
+/// Weights of a pre-norm self-attention block. Matrices are `rows × columns` = output × input size.
+/// Used by every decoder layer and by Kangaroo's adapter.
+public struct AttentionWeights: @unchecked Sendable {
+    public let norm: [Float]          // [hidden]
+    public let query: WeightMatrix    // [heads·headSize × hidden], rows ordered for adjacent-pair RoPE
+    public let key: WeightMatrix      // [kvHeads·headSize × hidden], likewise
+    public let value: WeightMatrix    // [kvHeads·headSize × hidden]
+    public let output: WeightMatrix   // [hidden × heads·headSize]
+
+    public init(norm: [Float], query: WeightMatrix, key: WeightMatrix, value: WeightMatrix, output: WeightMatrix) {
+        self.norm = norm
+        self.query = query
+        self.key = key
+        self.value = value
+        self.output = output
+    }
+}
+
+/// Weights of a pre-norm SwiGLU feed-forward block.
+struct FeedForwardWeights: @unchecked Sendable {
+    let norm: [Float]                // [hidden]
     let gate: WeightMatrix           // [ffn × hidden]
     let up: WeightMatrix             // [ffn × hidden]
     let down: WeightMatrix           // [hidden × ffn]
+}
+
+/// Weights of one decoder layer.
+struct LlamaLayerWeights: @unchecked Sendable {
+    let attention: AttentionWeights
+    let feedForward: FeedForwardWeights
 }
 
 public enum LlamaError: Error, CustomStringConvertible, Equatable {
@@ -38,8 +57,10 @@ public final class LlamaModel: @unchecked Sendable {
     public let gguf: GGUFFile
     let tokenEmbedding: WeightMatrix // [vocab × hidden]
     let layers: [LlamaLayerWeights]
-    let outputNorm: [Float]          // [hidden]
-    let output: WeightMatrix         // [vocab × hidden]; the token embedding when tied; float activations
+    /// The attention weights of decoder layer `index` (Kangaroo's adapter can start from a copy).
+    public func attentionWeights(layer index: Int) -> AttentionWeights { layers[index].attention }
+    public let outputNorm: [Float]   // [hidden]
+    public let output: WeightMatrix  // [vocab × hidden]; the token embedding when tied; float activations
     /// RoPE inverse frequencies `base^(-2i/headSize)`, i < headSize/2.
     let inverseFrequencies: [Double]
 
@@ -65,15 +86,17 @@ public final class LlamaModel: @unchecked Sendable {
         for i in 0..<config.layerCount {
             let p = "blk.\(i)."
             layers.append(LlamaLayerWeights(
-                attentionNorm: try gguf.vector(p + "attn_norm.weight", count: d),
-                query: try gguf.matrix(p + "attn_q.weight", rows: config.querySize, columns: d),
-                key: try gguf.matrix(p + "attn_k.weight", rows: config.kvSize, columns: d),
-                value: try gguf.matrix(p + "attn_v.weight", rows: config.kvSize, columns: d),
-                attentionOutput: try gguf.matrix(p + "attn_output.weight", rows: d, columns: config.querySize),
-                feedForwardNorm: try gguf.vector(p + "ffn_norm.weight", count: d),
-                gate: try gguf.matrix(p + "ffn_gate.weight", rows: config.feedForwardSize, columns: d),
-                up: try gguf.matrix(p + "ffn_up.weight", rows: config.feedForwardSize, columns: d),
-                down: try gguf.matrix(p + "ffn_down.weight", rows: d, columns: config.feedForwardSize)))
+                attention: AttentionWeights(
+                    norm: try gguf.vector(p + "attn_norm.weight", count: d),
+                    query: try gguf.matrix(p + "attn_q.weight", rows: config.querySize, columns: d),
+                    key: try gguf.matrix(p + "attn_k.weight", rows: config.kvSize, columns: d),
+                    value: try gguf.matrix(p + "attn_v.weight", rows: config.kvSize, columns: d),
+                    output: try gguf.matrix(p + "attn_output.weight", rows: d, columns: config.querySize)),
+                feedForward: FeedForwardWeights(
+                    norm: try gguf.vector(p + "ffn_norm.weight", count: d),
+                    gate: try gguf.matrix(p + "ffn_gate.weight", rows: config.feedForwardSize, columns: d),
+                    up: try gguf.matrix(p + "ffn_up.weight", rows: config.feedForwardSize, columns: d),
+                    down: try gguf.matrix(p + "ffn_down.weight", rows: d, columns: config.feedForwardSize))))
         }
         self.layers = layers
         inverseFrequencies = (0..<(config.headSize / 2)).map {
@@ -84,7 +107,10 @@ public final class LlamaModel: @unchecked Sendable {
     /// Bytes of weights one decode step reads: every layer's matrices, the output head and one
     /// embedding row.
     public var weightBytesPerToken: Int {
-        let matrices = layers.flatMap { [$0.query, $0.key, $0.value, $0.attentionOutput, $0.gate, $0.up, $0.down] } + [output]
+        let matrices = layers.flatMap {
+            [$0.attention.query, $0.attention.key, $0.attention.value, $0.attention.output,
+             $0.feedForward.gate, $0.feedForward.up, $0.feedForward.down]
+        } + [output]
         return matrices.reduce(0) { $0 + $1.rows * $1.rowBytes } + tokenEmbedding.rowBytes
     }
 
@@ -118,10 +144,12 @@ public final class LlamaModel: @unchecked Sendable {
         var chunkStart = 0
         while chunkStart < hidden.rows {
             let count = min(scratch.capacity, hidden.rows - chunkStart)
-            scratch.prepareRoPE(start: start + chunkStart, count: count, inverseFrequencies: inverseFrequencies)
             let states = hidden.row(chunkStart)
             for layer in range {
-                runLayer(layer, states: states, count: count, position: start + chunkStart, cache: cache, scratch: scratch)
+                scratch.layerTokenCounts[layer] += count
+                attentionBlock(layers[layer].attention, states: states, count: count, position: start + chunkStart,
+                               cache: cache, cacheLayer: layer, scratch: scratch)
+                feedForwardBlock(layers[layer].feedForward, states: states, count: count, scratch: scratch)
             }
             chunkStart += count
         }
@@ -144,18 +172,19 @@ public final class LlamaModel: @unchecked Sendable {
         logits.rows = rows.count
     }
 
-    /// One decoder layer over `count` token states (`states`, rows of `hiddenSize`) at positions
-    /// `position ..< position + count`.
-    private func runLayer(_ index: Int, states: UnsafeMutablePointer<Float>, count: Int, position: Int,
-                          cache: KVCache, scratch: ForwardScratch) {
-        let w = layers[index]
+    /// Pre-norm attention with residual over `count` token states (`states`, rows of `hiddenSize`) at
+    /// positions `position ..< position + count`: `states += Wo · Attention(RoPE(Wq·n), RoPE(Wk·n), Wv·n)`
+    /// with `n = RMSNorm(states)`. Keys and values are appended to layer `cacheLayer` of `cache`, which
+    /// must hold exactly `position` entries there. `count` may not exceed `scratch.capacity`.
+    public func attentionBlock(_ w: AttentionWeights, states: UnsafeMutablePointer<Float>, count: Int, position: Int,
+                               cache: KVCache, cacheLayer: Int, scratch: ForwardScratch) {
+        precondition(count <= scratch.capacity && cache.length(of: cacheLayer) == position)
         let c = config
-        let d = c.hiddenSize, eps = c.rmsNormEpsilon
+        let d = c.hiddenSize
         let normed = scratch.normed.pointer
-
-        // Attention block.
+        scratch.prepareRoPE(start: position, count: count, inverseFrequencies: inverseFrequencies)
         for t in 0..<count {
-            VectorOps.rmsNorm(states + t * d, weight: w.attentionNorm, eps: eps, count: d, into: normed + t * d)
+            VectorOps.rmsNorm(states + t * d, weight: w.norm, eps: c.rmsNormEpsilon, count: d, into: normed + t * d)
         }
         let input = scratch.input, pool = scratch.pool
         input.set(normed, count: count, columns: d)
@@ -166,18 +195,23 @@ public final class LlamaModel: @unchecked Sendable {
             let cos = scratch.ropeCos.row(t), sin = scratch.ropeSin.row(t)
             VectorOps.rope(scratch.query.row(t), heads: c.headCount, headSize: c.headSize, cos: cos, sin: sin)
             VectorOps.rope(scratch.key.row(t), heads: c.kvHeadCount, headSize: c.headSize, cos: cos, sin: sin)
-            cache.keys(layer: index, position: position + t).update(from: scratch.key.row(t), count: c.kvSize)
-            cache.values(layer: index, position: position + t).update(from: scratch.value.row(t), count: c.kvSize)
+            cache.keys(layer: cacheLayer, position: position + t).update(from: scratch.key.row(t), count: c.kvSize)
+            cache.values(layer: cacheLayer, position: position + t).update(from: scratch.value.row(t), count: c.kvSize)
         }
-        cache.setLength(position + count, layer: index)
-        attention(layer: index, count: count, position: position, cache: cache, scratch: scratch)
+        cache.setLength(position + count, layer: cacheLayer)
+        attention(layer: cacheLayer, count: count, position: position, cache: cache, scratch: scratch)
         input.set(scratch.attention.pointer, count: count, columns: c.querySize)
-        w.attentionOutput.multiply(input, into: scratch.projection.pointer, pool: pool)
+        w.output.multiply(input, into: scratch.projection.pointer, pool: pool)
         VectorOps.add(states, scratch.projection.pointer, count: count * d)
+    }
 
-        // Feed-forward block (SwiGLU).
+    /// Pre-norm SwiGLU feed-forward with residual over `count` token states.
+    private func feedForwardBlock(_ w: FeedForwardWeights, states: UnsafeMutablePointer<Float>, count: Int, scratch: ForwardScratch) {
+        let c = config
+        let d = c.hiddenSize
+        let normed = scratch.normed.pointer, input = scratch.input, pool = scratch.pool
         for t in 0..<count {
-            VectorOps.rmsNorm(states + t * d, weight: w.feedForwardNorm, eps: eps, count: d, into: normed + t * d)
+            VectorOps.rmsNorm(states + t * d, weight: w.norm, eps: c.rmsNormEpsilon, count: d, into: normed + t * d)
         }
         input.set(normed, count: count, columns: d)
         w.gate.multiply(input, into: scratch.gate.pointer, pool: pool)
@@ -241,7 +275,7 @@ final class AttentionJob: ParallelJob {
 /// so that decoding does not allocate. One per decoding session (not shared between threads).
 public final class ForwardScratch: @unchecked Sendable {
     public let capacity: Int
-    let pool: ThreadPool
+    public let pool: ThreadPool
     let normed, query, key, value, attention, projection, gate, up: FloatMatrix
     let ropeCos, ropeSin: FloatMatrix
     let scores: FloatMatrix // one row of `contextCapacity` per worker thread
@@ -253,6 +287,7 @@ public final class ForwardScratch: @unchecked Sendable {
         self.capacity = capacity
         self.pool = pool
         self.config = config
+        layerTokenCounts = Array(repeating: 0, count: config.layerCount)
         normed = FloatMatrix(capacity: capacity, columns: config.hiddenSize)
         query = FloatMatrix(capacity: capacity, columns: config.querySize)
         key = FloatMatrix(capacity: capacity, columns: config.kvSize)
@@ -267,8 +302,18 @@ public final class ForwardScratch: @unchecked Sendable {
         input = ActivationBatch(capacity: capacity * max(config.hiddenSize, config.querySize, config.feedForwardSize))
     }
 
-    /// Cosines and sines of the RoPE angles for positions `start ..< start + count`, in double precision.
+    /// Tokens each decoder layer has processed through this scratch (instrumentation: shows that a
+    /// speculative decoder runs the shallow layers once per position).
+    public var layerTokenCounts: [Int]
+
+    /// The positions whose RoPE tables are in `ropeCos`/`ropeSin`.
+    private var preparedPositions = 0..<0
+
+    /// Cosines and sines of the RoPE angles for positions `start ..< start + count`, computed in double
+    /// precision; kept while the next blocks ask for the same positions.
     func prepareRoPE(start: Int, count: Int, inverseFrequencies: [Double]) {
+        if preparedPositions == start..<(start + count) { return }
+        preparedPositions = start..<(start + count)
         for t in 0..<count {
             let cos = ropeCos.row(t), sin = ropeSin.row(t)
             for (i, frequency) in inverseFrequencies.enumerated() {

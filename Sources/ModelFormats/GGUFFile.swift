@@ -121,6 +121,18 @@ public final class GGUFFile: @unchecked Sendable {
         tensorIndex = index
     }
 
+    /// A fingerprint of the model file: FNV-1a (64-bit) over the header (metadata and tensor table)
+    /// and the file size. Cheap to compute, and it tells model files apart.
+    public var fingerprint: String {
+        let headerEnd = tensors.map(\.offset).min() ?? file.bytes.count
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in file.bytes[0..<headerEnd] {
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
+        }
+        hash = (hash ^ UInt64(file.bytes.count)) &* 0x0000_0100_0000_01B3
+        return String(hash, radix: 16)
+    }
+
     public func tensor(_ name: String) -> GGUFTensorInfo? {
         tensorIndex[name].map { tensors[$0] }
     }

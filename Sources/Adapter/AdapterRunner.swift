@@ -1,0 +1,67 @@
+import Llama
+import Tensor
+
+/// Runs a `KangarooAdapter` on exit-layer hidden states, with its own one-layer KV cache.
+///
+/// Invariant: the cache holds the adapter's keys and values for positions `0..<length`; `feed`
+/// appends the next positions. The decoder rolls it back by `truncate` like the model's caches.
+public final class AdapterRunner: @unchecked Sendable {
+    public let adapter: KangarooAdapter
+    let model: LlamaModel
+    let attention: AttentionWeights
+    let cache: KVCache
+    let states: FloatMatrix
+    public let head: DraftHead
+    private let storage: [UnsafeMutablePointer<Float>]
+
+    public init(adapter: KangarooAdapter, model: LlamaModel, contextCapacity: Int, chunk: Int) {
+        self.adapter = adapter
+        self.model = model
+        let c = model.config
+        var storage: [UnsafeMutablePointer<Float>] = []
+        func matrix(_ values: [Float], rows: Int, columns: Int) -> WeightMatrix {
+            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: values.count)
+            buffer.initialize(from: values, count: values.count)
+            storage.append(buffer)
+            return WeightMatrix(type: .f32, rows: rows, columns: columns, data: UnsafeRawPointer(buffer))
+        }
+        attention = AttentionWeights(norm: adapter.inputNorm,
+                                     query: matrix(adapter.query, rows: c.querySize, columns: c.hiddenSize),
+                                     key: matrix(adapter.key, rows: c.kvSize, columns: c.hiddenSize),
+                                     value: matrix(adapter.value, rows: c.kvSize, columns: c.hiddenSize),
+                                     output: matrix(adapter.output, rows: c.hiddenSize, columns: c.querySize))
+        self.storage = storage
+        cache = KVCache(config: c, capacity: contextCapacity, layerCount: 1)
+        states = FloatMatrix(capacity: chunk, columns: c.hiddenSize)
+        head = DraftHead(model: model, normWeights: adapter.norm, vocabulary: adapter.draftVocabulary)
+    }
+
+    deinit { storage.forEach { $0.deallocate() } }
+
+    /// Positions the adapter has seen.
+    public var length: Int { cache.length(of: 0) }
+
+    public func reset() { cache.reset() }
+
+    public func truncate(to length: Int) { cache.truncate(to: length) }
+
+    /// Runs the adapter block over rows `rows` of `exitStates` (positions `length…`), leaving the
+    /// results in `states` rows `0..<rows.count` (at most `states.capacity` rows at once).
+    public func feed(_ exitStates: FloatMatrix, rows: Range<Int>, scratch: ForwardScratch) {
+        var start = rows.lowerBound
+        while start < rows.upperBound {
+            let count = min(states.capacity, scratch.capacity, rows.upperBound - start)
+            for i in 0..<count { states.copyRow(from: exitStates, row: start + i, to: i) }
+            states.rows = count
+            model.attentionBlock(attention, states: states.pointer, count: count, position: length,
+                                 cache: cache, cacheLayer: 0, scratch: scratch)
+            start += count
+        }
+    }
+
+    /// Feeds rows `rows` of `exitStates` and drafts from the last one.
+    public func draft(_ exitStates: FloatMatrix, rows: Range<Int>, scratch: ForwardScratch) -> (token: Int32, confidence: Float) {
+        feed(exitStates, rows: rows, scratch: scratch)
+        return head.draft(states.row(states.rows - 1), pool: scratch.pool)
+    }
+}

@@ -1,0 +1,202 @@
+import Foundation
+import Llama
+import ModelFormats
+import Tensor
+
+/// Describes an adapter and the model it belongs to; stored as `adapter.json` beside the weights.
+public struct AdapterConfig: Codable, Sendable, Equatable {
+    /// Layers `0..<exitLayer` of the model feed the adapter.
+    public var exitLayer: Int
+    public var hiddenSize: Int
+    public var headCount: Int
+    public var kvHeadCount: Int
+    public var headSize: Int
+    /// `general.name` of the model it was trained for, and `GGUFFile.fingerprint` of that file.
+    public var modelName: String
+    public var modelFingerprint: String
+    /// How it was made (free text: training settings, or "random seed 1").
+    public var origin: String
+
+    enum CodingKeys: String, CodingKey {
+        case exitLayer = "exit_layer", hiddenSize = "hidden_size", headCount = "head_count"
+        case kvHeadCount = "kv_head_count", headSize = "head_size", modelName = "model_name"
+        case modelFingerprint = "model_fingerprint", origin
+    }
+}
+
+public enum AdapterError: Error, CustomStringConvertible {
+    case missingFile(String)
+    case missingTensor(String)
+    case badShape(String, [Int], expected: [Int])
+    case mismatch(String)
+
+    public var description: String {
+        switch self {
+        case let .missingFile(path): "adapter file \(path) is missing"
+        case let .missingTensor(name): "the adapter has no tensor '\(name)'"
+        case let .badShape(name, shape, expected): "adapter tensor '\(name)' has shape \(shape), expected \(expected)"
+        case let .mismatch(reason): "the adapter does not fit this model: \(reason)"
+        }
+    }
+}
+
+/// Kangaroo's adapter: RMSNorm → self-attention (the model's head layout, RoPE at absolute positions)
+/// with residual → RMSNorm → the model's own LM head. It turns the exit-layer hidden state of the
+/// shallow sub-network into a draft distribution. Weights are float32 and owned here.
+///
+/// Tensor names follow the reference checkpoint: `layers.0.input_layernorm.weight`,
+/// `layers.0.self_attn.{q,k,v,o}_proj.weight` (rows × columns = output × input; q and k rows in the
+/// GGUF adjacent-pair RoPE order, like the model's own), `norm.weight`; optionally `draft_vocab`
+/// (int32 token ids) restricting the draft head to a sub-vocabulary.
+public final class KangarooAdapter: @unchecked Sendable {
+    public let config: AdapterConfig
+    public private(set) var inputNorm: [Float]
+    public private(set) var query: [Float], key: [Float], value: [Float], output: [Float]
+    public private(set) var norm: [Float]
+    /// Token ids the draft head scores (nil: the whole vocabulary).
+    public let draftVocabulary: [Int32]?
+
+    public static let weightsFile = "adapter.safetensors"
+    public static let configFile = "adapter.json"
+
+    public init(config: AdapterConfig, inputNorm: [Float], query: [Float], key: [Float], value: [Float], output: [Float],
+                norm: [Float], draftVocabulary: [Int32]? = nil) {
+        let d = config.hiddenSize, qs = config.headCount * config.headSize, kv = config.kvHeadCount * config.headSize
+        precondition(inputNorm.count == d && norm.count == d && query.count == qs * d && key.count == kv * d
+                     && value.count == kv * d && output.count == d * qs, "adapter weights do not match the config")
+        self.config = config
+        self.inputNorm = inputNorm
+        self.query = query
+        self.key = key
+        self.value = value
+        self.output = output
+        self.norm = norm
+        self.draftVocabulary = draftVocabulary
+    }
+
+    static func config(for model: LlamaModel, exitLayer: Int, origin: String) -> AdapterConfig {
+        let c = model.config
+        return AdapterConfig(exitLayer: exitLayer, hiddenSize: c.hiddenSize, headCount: c.headCount, kvHeadCount: c.kvHeadCount,
+                             headSize: c.headSize, modelName: ((try? model.gguf.optionalString("general.name")) ?? nil) ?? "",
+                             modelFingerprint: model.gguf.fingerprint, origin: origin)
+    }
+
+    /// A random adapter (seeded), for tests: drafts badly, so rounds reject often.
+    public static func random(for model: LlamaModel, exitLayer: Int, seed: UInt64) -> KangarooAdapter {
+        var generator = SplitMix64(seed: seed)
+        let c = model.config
+        let d = c.hiddenSize
+        func matrix(_ rows: Int, _ columns: Int) -> [Float] {
+            let scale = 1 / Float(columns).squareRoot()
+            return (0..<(rows * columns)).map { _ in (Float(generator.nextUnit()) * 2 - 1) * scale }
+        }
+        return KangarooAdapter(config: config(for: model, exitLayer: exitLayer, origin: "random seed \(seed)"),
+                               inputNorm: Array(repeating: 1, count: d),
+                               query: matrix(c.querySize, d), key: matrix(c.kvSize, d), value: matrix(c.kvSize, d),
+                               output: matrix(d, c.querySize), norm: model.outputNorm)
+    }
+
+    /// The paper's initialisation: a copy of decoder layer `exitLayer`'s attention (dequantised), and
+    /// the model's final norm.
+    public static func copyingLayer(of model: LlamaModel, exitLayer: Int) -> KangarooAdapter {
+        let w = model.attentionWeights(layer: min(exitLayer, model.config.layerCount - 1))
+        func floats(_ m: WeightMatrix) -> [Float] {
+            var out = [Float](repeating: 0, count: m.rows * m.columns)
+            out.withUnsafeMutableBufferPointer { buffer in
+                for r in 0..<m.rows { m.dequantizeRow(r, into: buffer.baseAddress! + r * m.columns) }
+            }
+            return out
+        }
+        return KangarooAdapter(config: config(for: model, exitLayer: exitLayer, origin: "copy of layer \(exitLayer) attention"),
+                               inputNorm: w.norm, query: floats(w.query), key: floats(w.key), value: floats(w.value),
+                               output: floats(w.output), norm: model.outputNorm)
+    }
+
+    /// An adapter whose attention adds nothing (zero output projection) and whose final norm is the
+    /// model's. At exit layer L (all layers) it drafts exactly the full model's tokens: tests use it to
+    /// force every draft to be accepted.
+    public static func identity(for model: LlamaModel, exitLayer: Int) -> KangarooAdapter {
+        let base = random(for: model, exitLayer: exitLayer, seed: 0)
+        return KangarooAdapter(config: config(for: model, exitLayer: exitLayer, origin: "identity (tests)"),
+                               inputNorm: base.inputNorm, query: base.query, key: base.key, value: base.value,
+                               output: Array(repeating: 0, count: base.output.count), norm: model.outputNorm)
+    }
+
+    // MARK: Storage
+
+    public func save(to directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let c = config
+        let qs = c.headCount * c.headSize, kv = c.kvHeadCount * c.headSize, d = c.hiddenSize
+        var tensors: [String: SafeTensors.Tensor] = [
+            "layers.0.input_layernorm.weight": .init(floats: inputNorm, shape: [d]),
+            "layers.0.self_attn.q_proj.weight": .init(floats: query, shape: [qs, d]),
+            "layers.0.self_attn.k_proj.weight": .init(floats: key, shape: [kv, d]),
+            "layers.0.self_attn.v_proj.weight": .init(floats: value, shape: [kv, d]),
+            "layers.0.self_attn.o_proj.weight": .init(floats: output, shape: [d, qs]),
+            "norm.weight": .init(floats: norm, shape: [d]),
+        ]
+        if let draftVocabulary { tensors["draft_vocab"] = .init(ints: draftVocabulary, shape: [draftVocabulary.count]) }
+        try SafeTensors.write(SafeTensors.File(tensors: tensors), to: directory + "/" + Self.weightsFile)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(config).write(to: URL(fileURLWithPath: directory + "/" + Self.configFile))
+    }
+
+    /// Loads `adapter.json` and `adapter.safetensors` from `directory`, checking that they fit `model`.
+    public static func load(from directory: String, for model: LlamaModel) throws -> KangarooAdapter {
+        let configPath = directory + "/" + configFile, weightsPath = directory + "/" + weightsFile
+        guard let configData = FileManager.default.contents(atPath: configPath) else { throw AdapterError.missingFile(configPath) }
+        let config = try JSONDecoder().decode(AdapterConfig.self, from: configData)
+        let c = model.config
+        guard config.hiddenSize == c.hiddenSize, config.headCount == c.headCount, config.kvHeadCount == c.kvHeadCount,
+              config.headSize == c.headSize else {
+            throw AdapterError.mismatch("its shapes (hidden \(config.hiddenSize), heads \(config.headCount)/\(config.kvHeadCount)) differ from the model's (hidden \(c.hiddenSize), heads \(c.headCount)/\(c.kvHeadCount))")
+        }
+        guard (1...c.layerCount).contains(config.exitLayer) else {
+            throw AdapterError.mismatch("exit layer \(config.exitLayer) is outside 1…\(c.layerCount)")
+        }
+        let fingerprint = model.gguf.fingerprint
+        guard config.modelFingerprint == fingerprint else {
+            throw AdapterError.mismatch("it was trained for model '\(config.modelName)' with fingerprint \(config.modelFingerprint), this file's is \(fingerprint)")
+        }
+        guard FileManager.default.fileExists(atPath: weightsPath) else { throw AdapterError.missingFile(weightsPath) }
+        let file = try SafeTensors.read(path: weightsPath)
+        let d = c.hiddenSize
+        func tensor(_ name: String, _ shape: [Int]) throws -> [Float] {
+            guard let t = file.tensors[name] else { throw AdapterError.missingTensor(name) }
+            guard t.shape == shape, let floats = t.floats() else { throw AdapterError.badShape(name, t.shape, expected: shape) }
+            return floats
+        }
+        var vocabulary: [Int32]?
+        if let t = file.tensors["draft_vocab"] {
+            guard let ids = t.ints(), ids.allSatisfy({ $0 >= 0 && Int($0) < c.vocabularySize }), !ids.isEmpty else {
+                throw AdapterError.mismatch("draft_vocab must hold token ids of this model")
+            }
+            vocabulary = ids
+        }
+        return KangarooAdapter(
+            config: config,
+            inputNorm: try tensor("layers.0.input_layernorm.weight", [d]),
+            query: try tensor("layers.0.self_attn.q_proj.weight", [c.querySize, d]),
+            key: try tensor("layers.0.self_attn.k_proj.weight", [c.kvSize, d]),
+            value: try tensor("layers.0.self_attn.v_proj.weight", [c.kvSize, d]),
+            output: try tensor("layers.0.self_attn.o_proj.weight", [d, c.querySize]),
+            norm: try tensor("norm.weight", [d]),
+            draftVocabulary: vocabulary)
+    }
+}
+
+/// SplitMix64: a small seeded generator for reproducible random weights.
+struct SplitMix64 {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
+}

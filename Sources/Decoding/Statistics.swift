@@ -1,0 +1,33 @@
+/// What a speculative decoder did during one generation.
+public struct SpeculativeStatistics: Sendable, Equatable, Codable {
+    /// `acceptedDrafts[a]` counts rounds in which `a` drafts were accepted (0…γ).
+    public var acceptedDrafts: [Int]
+    /// Drafts proposed in all (draft-head evaluations).
+    public var draftSteps = 0
+    public var draftSeconds = 0.0
+    public var verifySeconds = 0.0
+
+    public init(maxDraft: Int) {
+        acceptedDrafts = Array(repeating: 0, count: maxDraft + 1)
+    }
+
+    public var rounds: Int { acceptedDrafts.reduce(0, +) }
+
+    /// Mean tokens committed per round, counting the full model's own token (as Spec-Bench does).
+    public var meanAcceptedTokens: Double {
+        rounds == 0 ? 0 : Double(acceptedDrafts.enumerated().reduce(0) { $0 + ($1.offset + 1) * $1.element }) / Double(rounds)
+    }
+
+    /// Histogram of tokens committed per round: index `n` counts rounds that committed `n` tokens.
+    public var acceptedLengthHistogram: [Int] { [0] + acceptedDrafts }
+
+    /// CTAR(w): the share of rounds that committed more than `w` tokens, for w = 1…γ.
+    public var ctar: [Double] {
+        guard rounds > 0 else { return [] }
+        return (1..<acceptedDrafts.count).map { w in
+            Double(acceptedDrafts.enumerated().filter { $0.offset + 1 > w }.reduce(0) { $0 + $1.element }) / Double(rounds)
+        }
+    }
+
+    mutating func record(accepted: Int) { acceptedDrafts[accepted] += 1 }
+}

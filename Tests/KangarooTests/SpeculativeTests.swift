@@ -1,0 +1,163 @@
+import Adapter
+import Decoding
+import Foundation
+import Llama
+import ModelFormats
+import Testing
+import Tokenizer
+
+/// Kangaroo and layer-skip decoding on the real default model must give plain decoding's tokens.
+@Suite("Speculative decoding is lossless")
+struct SpeculativeTests {
+    let real: RealModel.Loaded
+    let prompts: [[Int32]]
+
+    init() throws {
+        real = try RealModel.get()
+        let template = try ChatTemplate(template: real.gguf.optionalString("tokenizer.chat_template"))
+        prompts = [
+            real.tokenizer.encode("Once upon a time"),
+            real.tokenizer.encode(template.render([ChatMessage(role: .user, content: "Name three fruits and their colours.")])),
+        ]
+    }
+
+    func generate(_ decoder: Decoder, _ prompt: [Int32], maxTokens: Int = 24, stop: [String] = []) throws -> GenerationResult {
+        try Generator(tokenizer: real.tokenizer).generate(
+            prompt: prompt, decoder: decoder, options: GenerationOptions(maxTokens: maxTokens, stopStrings: stop, ignoreEOS: true))
+    }
+
+    func plain(_ prompt: [Int32], maxTokens: Int = 24, context: Int? = nil, stop: [String] = []) throws -> GenerationResult {
+        try generate(PlainDecoder(model: real.model, contextCapacity: context), prompt, maxTokens: maxTokens, stop: stop)
+    }
+
+    static let grid: [(exitLayer: Int, threshold: Float, maxDraft: Int)] = [1, 2, 4, 8].flatMap { layer in
+        [Float(0), 0.6, 1.0].flatMap { threshold in [1, 6, 12].map { (layer, threshold, $0) } }
+    }
+
+    @Test("Kangaroo with a random adapter equals plain decoding for exit layers 1, 2, 4, 8, thresholds 0, 0.6, 1 and γ 1, 6, 12")
+    func randomAdapterGrid() throws {
+        for prompt in prompts {
+            let expected = try plain(prompt).tokens
+            for setting in Self.grid {
+                let adapter = KangarooAdapter.random(for: real.model, exitLayer: setting.exitLayer, seed: 7)
+                let decoder = try SpeculativeDecoder(
+                    model: real.model, drafter: .adapter(adapter),
+                    options: SpeculativeOptions(exitLayer: setting.exitLayer, threshold: setting.threshold, maxDraft: setting.maxDraft),
+                    contextCapacity: 512)
+                let result = try generate(decoder, prompt)
+                #expect(result.tokens == expected, "ℓ=\(setting.exitLayer) η=\(setting.threshold) γ=\(setting.maxDraft)")
+                #expect(result.speculative!.rounds > 0)
+            }
+        }
+    }
+
+    @Test("layer-skip drafting equals plain decoding", arguments: [1, 4, 8, 24])
+    func layerSkip(exitLayer: Int) throws {
+        for prompt in prompts {
+            let expected = try plain(prompt).tokens
+            for (threshold, maxDraft) in [(Float(0), 6), (0.6, 1), (0.3, 12)] {
+                let decoder = try SpeculativeDecoder(model: real.model, drafter: .layerSkip,
+                                                     options: SpeculativeOptions(exitLayer: exitLayer, threshold: threshold, maxDraft: maxDraft),
+                                                     contextCapacity: 512)
+                #expect(try generate(decoder, prompt).tokens == expected, "ℓ=\(exitLayer) η=\(threshold) γ=\(maxDraft)")
+            }
+        }
+    }
+
+    /// At exit layer L an adapter whose attention adds nothing and whose norm is the model's drafts
+    /// exactly the full model's tokens: every draft is accepted, so every round ends with the adapter
+    /// one position behind ("lag by one").
+    @Test("a perfect drafter: every draft accepted, lag-by-one exercised, output unchanged", arguments: [1, 6, 12])
+    func perfectDrafter(maxDraft: Int) throws {
+        let layers = real.model.config.layerCount
+        for prompt in prompts {
+            let expected = try plain(prompt, maxTokens: 40).tokens
+            for drafter in [SpeculativeDecoder.Drafter.adapter(.identity(for: real.model, exitLayer: layers)), .layerSkip] {
+                let decoder = try SpeculativeDecoder(model: real.model, drafter: drafter,
+                                                     options: SpeculativeOptions(exitLayer: layers, threshold: 0, maxDraft: maxDraft),
+                                                     contextCapacity: 512)
+                let result = try generate(decoder, prompt, maxTokens: 40)
+                #expect(result.tokens == expected)
+                let stats = result.speculative!
+                // All rounds but the last (cut short by max tokens) accept all γ drafts.
+                #expect(stats.acceptedDrafts[maxDraft] >= stats.rounds - 1, "\(stats.acceptedDrafts)")
+                #expect(stats.meanAcceptedTokens > Double(maxDraft) * 0.8)
+            }
+        }
+    }
+
+    @Test("the context limit and stop strings end speculative generation where they end plain decoding")
+    func contextAndStops() throws {
+        let prompt = prompts[0]
+        let context = prompt.count + 29
+        let expected = try plain(prompt, maxTokens: 100, context: context)
+        #expect(expected.stopReason == .context)
+        let stopExpected = try plain(prompt, maxTokens: 100, stop: [" the"])
+        #expect(stopExpected.stopReason == .stop)
+        let layers = real.model.config.layerCount
+        let drafters: [(SpeculativeDecoder.Drafter, Int)] = [
+            (.adapter(.identity(for: real.model, exitLayer: layers)), layers),
+            (.adapter(.random(for: real.model, exitLayer: 2, seed: 3)), 2),
+            (.layerSkip, 4),
+        ]
+        for (drafter, exitLayer) in drafters {
+            let options = SpeculativeOptions(exitLayer: exitLayer, threshold: 0, maxDraft: 6)
+            let atContext = try generate(SpeculativeDecoder(model: real.model, drafter: drafter, options: options, contextCapacity: context),
+                                         prompt, maxTokens: 100)
+            #expect(atContext.tokens == expected.tokens)
+            #expect(atContext.stopReason == .context)
+            let stopped = try generate(SpeculativeDecoder(model: real.model, drafter: drafter, options: options, contextCapacity: 512),
+                                       prompt, maxTokens: 100, stop: [" the"])
+            #expect(stopped.text == stopExpected.text)
+            #expect(stopped.stopReason == .stop)
+        }
+    }
+
+    @Test("the shallow layers run once per position: layer evaluations add up to prompt + rounds + drafts")
+    func shallowLayersRunOncePerToken() throws {
+        let prompt = prompts[1]
+        let exitLayer = 4
+        let decoder = try SpeculativeDecoder(model: real.model, drafter: .adapter(.random(for: real.model, exitLayer: exitLayer, seed: 5)),
+                                             options: SpeculativeOptions(exitLayer: exitLayer, threshold: 0, maxDraft: 6),
+                                             contextCapacity: 512)
+        let result = try generate(decoder, prompt, maxTokens: 30)
+        let stats = result.speculative!
+        let counts = decoder.layerTokenCounts
+        // Each round feeds its pending token and each draft once; nothing is recomputed.
+        let positions = prompt.count + stats.rounds + stats.draftSteps
+        #expect(counts.allSatisfy { $0 == positions }, "\(counts) vs \(positions)")
+        // Plain decoding feeds each token once too: prompt + generated − 1 (the last is never fed).
+        let plainDecoder = PlainDecoder(model: real.model, contextCapacity: 512)
+        let plainResult = try generate(plainDecoder, prompt, maxTokens: 30)
+        #expect(plainDecoder.layerTokenCounts.allSatisfy { $0 == prompt.count + plainResult.tokens.count - 1 })
+    }
+
+    @Test("adapters round-trip through safetensors and are rejected for another model")
+    func adapterStorage() throws {
+        let adapter = KangarooAdapter.random(for: real.model, exitLayer: 3, seed: 11)
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("adapter-\(UUID().uuidString)").path
+        try adapter.save(to: folder)
+        let loaded = try KangarooAdapter.load(from: folder, for: real.model)
+        #expect(loaded.config == adapter.config)
+        #expect(loaded.query == adapter.query && loaded.output == adapter.output && loaded.norm == adapter.norm)
+
+        var config = adapter.config
+        config.modelFingerprint = "0"
+        try JSONEncoder().encode(config).write(to: URL(fileURLWithPath: folder + "/adapter.json"))
+        #expect(throws: AdapterError.self) { try KangarooAdapter.load(from: folder, for: real.model) }
+        #expect(throws: AdapterError.self) { try KangarooAdapter.load(from: "/nonexistent", for: real.model) }
+    }
+
+    @Test("a sub-vocabulary draft head drafts only its tokens and stays lossless")
+    func subVocabulary() throws {
+        let base = KangarooAdapter.identity(for: real.model, exitLayer: real.model.config.layerCount)
+        let vocabulary = Array(Int32(0)..<Int32(8192))
+        let adapter = KangarooAdapter(config: base.config, inputNorm: base.inputNorm, query: base.query, key: base.key,
+                                      value: base.value, output: base.output, norm: base.norm, draftVocabulary: vocabulary)
+        let prompt = prompts[0]
+        let decoder = try SpeculativeDecoder(model: real.model, drafter: .adapter(adapter),
+                                             options: SpeculativeOptions(exitLayer: real.model.config.layerCount, threshold: 0, maxDraft: 6),
+                                             contextCapacity: 512)
+        #expect(try generate(decoder, prompt).tokens == plain(prompt).tokens)
+    }
+}
