@@ -36,17 +36,19 @@ let package = Package(
         .target(name: "Adapter", dependencies: ["Llama", "ModelFormats", "Tensor"], swiftSettings: kernelFlags),
         // Decoders (plain, Kangaroo, layer-skip), samplers, stop conditions, streaming text, statistics.
         .target(name: "Decoding", dependencies: ["Llama", "Tokenizer", "Adapter"], swiftSettings: kernelFlags),
+        // Spec-Bench suites, per-turn records, metrics and reports.
+        .target(name: "Benchmark"),
         // Locating and downloading the default model.
         .target(name: "ModelStore", dependencies: [
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
         .executableTarget(name: "KangarooCLI", dependencies: [
-            "Decoding", "Adapter", "Llama", "Tokenizer", "ModelFormats", "ModelStore",
+            "Decoding", "Adapter", "Llama", "Tokenizer", "ModelFormats", "ModelStore", "Benchmark",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "KangarooTests", dependencies: [
-            "Decoding", "Adapter", "Llama", "Tokenizer", "ModelFormats", "Tensor", "ModelStore", "KernelsC",
+            "Decoding", "Adapter", "Llama", "Tokenizer", "ModelFormats", "Tensor", "ModelStore", "KernelsC", "Benchmark",
         ]),
     ]
 )

@@ -7,8 +7,9 @@ import Tokenizer
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Benchmarks.",
-        subcommands: [BenchSpeed.self])
+        abstract: "Benchmarks: Spec-Bench suites (default), raw speed, reports.",
+        subcommands: [BenchSuite.self, BenchSpeed.self, BenchReport.self],
+        defaultSubcommand: BenchSuite.self)
 }
 
 /// Decode and prefill speed, the cost of a forward over n tokens, and memory bandwidth use.

@@ -4,15 +4,24 @@ import Decoding
 import Foundation
 import Llama
 
-/// `--decoder` and the speculative settings, shared by the commands that generate.
+enum DecoderKind: String, ExpressibleByArgument, CaseIterable {
+    case plain, kangaroo, layerskip
+}
+
+/// `--decoder` and the speculative settings of `generate`.
 struct DecoderOptions: ParsableArguments {
-    enum Kind: String, ExpressibleByArgument, CaseIterable {
-        case plain, kangaroo, layerskip
-    }
-
     @Option(help: "Decoding method: plain, kangaroo (shallow layers + adapter draft, full model verifies) or layerskip (shallow layers + the model's head draft).")
-    var decoder: Kind = .plain
+    var decoder: DecoderKind = .plain
 
+    @OptionGroup var speculative: SpeculativeSettings
+
+    func makeDecoder(model: LlamaModel, context: Int?) throws -> Decoder {
+        try speculative.makeDecoder(decoder, model: model, context: context)
+    }
+}
+
+/// Settings of the speculative decoders.
+struct SpeculativeSettings: ParsableArguments {
     @Option(help: "Kangaroo/layer-skip: layers 0..<N feed the drafter.")
     var exitLayer = 2
 
@@ -25,9 +34,9 @@ struct DecoderOptions: ParsableArguments {
     @Option(help: "Kangaroo: adapter folder (adapter.json + adapter.safetensors). Default: the adapter shipped for the default model; otherwise a copy of layer --exit-layer's attention (untrained).")
     var adapter: String?
 
-    func makeDecoder(model: LlamaModel, context: Int?) throws -> Decoder {
+    func makeDecoder(_ kind: DecoderKind, model: LlamaModel, context: Int?) throws -> Decoder {
         let options = SpeculativeOptions(exitLayer: exitLayer, threshold: threshold, maxDraft: maxDraft)
-        switch decoder {
+        switch kind {
         case .plain:
             return PlainDecoder(model: model, contextCapacity: context)
         case .layerskip:

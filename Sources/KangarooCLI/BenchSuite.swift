@@ -1,0 +1,173 @@
+import ArgumentParser
+import Benchmark
+import Decoding
+import Foundation
+import Llama
+import Tokenizer
+
+/// Runs decoders on Spec-Bench questions, interleaved question by question, and reports per task.
+struct BenchSuite: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "suite",
+        abstract: "Spec-Bench evaluation: tokens/s, speedup and mean accepted tokens per task, with a losslessness check.",
+        discussion: """
+        Reads Spec-Bench's question.jsonl, builds prompts with the model's chat template (a second turn \
+        continues the conversation with the decoder's own first answer), and runs every decoder greedily \
+        on the same prompts, interleaved question by question so that drift of a shared machine hits \
+        all alike. Each turn is timed including prefill. Every speculative output is compared with plain \
+        decoding's; any difference is reported and the command exits with status 1.
+        Writes results.json (every per-turn record) and report.md into --output.
+        """)
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var speculative: SpeculativeSettings
+
+    @Option(help: "Spec-Bench question file (JSON lines with question_id, category, turns).")
+    var suite: String
+
+    @Option(help: "Comma-separated decoders to run; the first is the baseline for speedups.")
+    var decoders = "plain,kangaroo"
+
+    @Option(help: "At most N questions per category.")
+    var limit: Int?
+
+    @Option(help: "Comma-separated categories or task groups (mt_bench, translation, summarization, qa, math_reasoning, rag).")
+    var categories: String?
+
+    @Option(help: "Tokens generated per turn at most.")
+    var maxTokens = 256
+
+    @Option(help: "Folder for results.json and report.md.")
+    var output = "bench-results"
+
+    func validate() throws {
+        guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
+        if let limit, limit <= 0 { throw ValidationError("--limit must be positive") }
+        for name in decoderKinds() where name == nil { throw ValidationError("--decoders takes plain, kangaroo and layerskip") }
+    }
+
+    func decoderKinds() -> [DecoderKind?] {
+        decoders.split(separator: ",").map { DecoderKind(rawValue: $0.trimmingCharacters(in: .whitespaces)) }
+    }
+
+    func run() throws {
+        let questions = SpecBench.select(try SpecBench.load(path: suite), limit: limit,
+                                         categories: categories?.split(separator: ",").map { String($0) })
+        guard !questions.isEmpty else { throw ValidationError("no questions selected from \(suite)") }
+        let (model, tokenizer) = try modelOptions.load()
+        let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
+        let kinds = decoderKinds().compactMap { $0 }
+        let decoders = try kinds.map { try speculative.makeDecoder($0, model: model, context: 4096) }
+        let generator = Generator(tokenizer: tokenizer)
+        let options = GenerationOptions(maxTokens: maxTokens)
+
+        // Warm-up: caches and page faults out of the way for every decoder.
+        let warmPrompt = tokenizer.encode(template.render([ChatMessage(role: .user, content: "Hello!")]))
+        for decoder in decoders { _ = try generator.generate(prompt: warmPrompt, decoder: decoder, options: GenerationOptions(maxTokens: 16)) }
+
+        var records: [TurnRecord] = []
+        let progress = ProgressBar(total: questions.count)
+        for question in questions {
+            for decoder in decoders {
+                var messages: [ChatMessage] = []
+                for (turn, text) in question.turns.enumerated() {
+                    messages.append(ChatMessage(role: .user, content: text))
+                    let prompt = tokenizer.encode(template.render(messages))
+                    let result = try generator.generate(prompt: prompt, decoder: decoder, options: options)
+                    messages.append(ChatMessage(role: .assistant, content: result.text))
+                    let stats = result.speculative
+                    records.append(TurnRecord(
+                        questionID: question.questionID, category: question.category, taskGroup: question.taskGroup,
+                        turn: turn, decoder: decoder.name, promptTokens: prompt.count, tokenIDs: result.tokens,
+                        seconds: result.prefillSeconds + result.decodeSeconds, rounds: stats?.rounds ?? 0,
+                        acceptedDrafts: stats?.acceptedDrafts ?? [], draftSeconds: stats?.draftSeconds ?? 0,
+                        verifySeconds: stats?.verifySeconds ?? 0))
+                }
+            }
+            progress.advance()
+        }
+        progress.finish()
+
+        let settings = [
+            "suite": suite, "max_tokens": String(maxTokens), "exit_layer": String(speculative.exitLayer),
+            "threshold": String(speculative.threshold), "max_draft": String(speculative.maxDraft),
+            "adapter": speculative.adapter ?? "(untrained copy of the exit layer's attention)",
+            "threads": String(modelOptions.threads ?? 0), "model": model.gguf.path,
+        ]
+        let run = BenchmarkRun(settings: settings, decoders: decoders.map(\.name), records: records)
+        try BenchReport.write(run, to: output)
+        let mismatches = BenchmarkMetrics.mismatches(run, baseline: decoders[0].name)
+        if !mismatches.isEmpty {
+            FileHandle.standardError.write(Data(("LOSSLESSNESS CHECK FAILED:\n" + mismatches.map { "  \($0)" }.joined(separator: "\n") + "\n").utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// Re-renders the report of a results.json.
+struct BenchReport: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report", abstract: "Recompute the report from a results.json written by `kangaroo bench`.")
+
+    @Argument(help: "The results.json file.")
+    var results: String
+
+    @Option(help: "Folder for report.md (default: the folder of results.json).")
+    var output: String?
+
+    func run() throws {
+        guard let data = FileManager.default.contents(atPath: results) else { throw ValidationError("cannot read \(results)") }
+        let run = try JSONDecoder().decode(BenchmarkRun.self, from: data)
+        try Self.write(run, to: output ?? URL(fileURLWithPath: results).deletingLastPathComponent().path, writeResults: false)
+    }
+
+    /// Writes results.json (unless re-rendering) and report.md, and prints the table.
+    static func write(_ run: BenchmarkRun, to folder: String, writeResults: Bool = true) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        if writeResults {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            try encoder.encode(run).write(to: URL(fileURLWithPath: folder + "/results.json"))
+        }
+        let baseline = run.decoders.first ?? "plain"
+        let table = BenchmarkMetrics.markdown(run, baseline: baseline)
+        let mismatches = BenchmarkMetrics.mismatches(run, baseline: baseline)
+        var report = "# Spec-Bench results\n\n"
+        report += run.settings.sorted { $0.key < $1.key }.map { "- \($0.key): \($0.value)" }.joined(separator: "\n") + "\n\n"
+        report += table + "\n"
+        report += mismatches.isEmpty
+            ? "Losslessness: every speculative output equals the \(baseline) output.\n"
+            : "**Losslessness check failed:**\n" + mismatches.map { "- \($0)" }.joined(separator: "\n") + "\n"
+        try report.write(toFile: folder + "/report.md", atomically: true, encoding: .utf8)
+        writeOut(table)
+        writeOut("report: \(folder)/report.md\n")
+    }
+}
+
+/// A one-line progress bar with an ETA on standard error.
+final class ProgressBar {
+    let total: Int
+    private var done = 0
+    private let started = ContinuousClock.now
+
+    init(total: Int) {
+        self.total = total
+        draw()
+    }
+
+    func advance() {
+        done += 1
+        draw()
+    }
+
+    func finish() { FileHandle.standardError.write(Data("\n".utf8)) }
+
+    private func draw() {
+        let width = 30
+        let filled = total > 0 ? width * done / total : width
+        let elapsed = (ContinuousClock.now - started).seconds
+        let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
+        let line = "\r[\(String(repeating: "#", count: filled))\(String(repeating: ".", count: width - filled))] \(done)/\(total)  elapsed \(Int(elapsed))s  ETA \(Int(eta))s "
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+}
