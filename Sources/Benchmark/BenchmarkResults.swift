@@ -80,6 +80,13 @@ public struct Mismatch: Sendable, Equatable, CustomStringConvertible {
     /// First differing position.
     public var position: Int
 
+    public init(questionID: Int, turn: Int, decoder: String, position: Int) {
+        self.questionID = questionID
+        self.turn = turn
+        self.decoder = decoder
+        self.position = position
+    }
+
     public var description: String {
         "question \(questionID) turn \(turn): \(decoder) differs from the baseline at generated token \(position)"
     }

@@ -8,7 +8,7 @@ import Tokenizer
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: Spec-Bench suites (default), raw speed, reports.",
-        subcommands: [BenchSuite.self, BenchSpeed.self, BenchReport.self],
+        subcommands: [BenchSuite.self, BenchSpeed.self, BenchReport.self, BenchSweep.self],
         defaultSubcommand: BenchSuite.self)
 }
 

@@ -16,7 +16,7 @@ struct BenchSuite: ParsableCommand {
         on the same prompts, interleaved question by question so that drift of a shared machine hits \
         all alike. Each turn is timed including prefill. Every speculative output is compared with plain \
         decoding's; any difference is reported and the command exits with status 1.
-        Writes results.json (every per-turn record) and report.md into --output.
+        Writes results.json (every per-turn record), report.md and SVG charts (speedup per task,         accepted-length histogram, CTAR curves) into --output.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -138,6 +138,9 @@ struct BenchReport: ParsableCommand {
         report += mismatches.isEmpty
             ? "Losslessness: every speculative output equals the \(baseline) output.\n"
             : "**Losslessness check failed:**\n" + mismatches.map { "- \($0)" }.joined(separator: "\n") + "\n"
+        let charts = BenchmarkMetrics.charts(run, baseline: baseline)
+        for (name, svg) in charts { try svg.write(toFile: folder + "/" + name, atomically: true, encoding: .utf8) }
+        report += "\n" + charts.keys.sorted().map { "![\($0)](\($0))" }.joined(separator: "\n") + "\n"
         try report.write(toFile: folder + "/report.md", atomically: true, encoding: .utf8)
         writeOut(table)
         writeOut("report: \(folder)/report.md\n")
