@@ -59,9 +59,9 @@ public final class AdapterRunner: @unchecked Sendable {
         }
     }
 
-    /// Feeds rows `rows` of `exitStates` and drafts from the last one.
-    public func draft(_ exitStates: FloatMatrix, rows: Range<Int>, scratch: ForwardScratch) -> (token: Int32, confidence: Float) {
+    /// Feeds rows `rows` of `exitStates` and evaluates the draft head on the last one.
+    public func evaluate(_ exitStates: FloatMatrix, rows: Range<Int>, scratch: ForwardScratch) {
         feed(exitStates, rows: rows, scratch: scratch)
-        return head.draft(states.row(states.rows - 1), pool: scratch.pool)
+        head.evaluate(states.row(states.rows - 1), pool: scratch.pool)
     }
 }

@@ -43,17 +43,29 @@ public final class DraftHead: @unchecked Sendable {
 
     deinit { ownedRows?.deallocate() }
 
-    /// The draft token for `state` and its probability under the head's softmax.
-    public func draft(_ state: UnsafePointer<Float>, pool: ThreadPool) -> (token: Int32, confidence: Float) {
+    /// Rows of the head: the draft vocabulary's size.
+    public var rowCount: Int { head.rows }
+
+    /// The token id of head row `row`.
+    public func tokenID(row: Int) -> Int32 { ids?[row] ?? Int32(row) }
+
+    /// Computes `logits` (one per head row) for `state`.
+    public func evaluate(_ state: UnsafePointer<Float>, pool: ThreadPool) {
         VectorOps.rmsNorm(state, weight: normWeights, eps: eps, count: normed.columns, into: normed.pointer)
         input.set(normed.pointer, count: 1, columns: normed.columns)
         head.multiply(input, into: logits.pointer, pool: pool)
+        logits.rows = 1
+    }
+
+    /// The most likely token of the last `evaluate` and its softmax probability (the confidence that
+    /// Kangaroo's early exit compares with its threshold).
+    public func greedyDraft() -> (token: Int32, confidence: Float) {
         let row = logits.pointer, count = head.rows
         var best = 0
         for i in 1..<count where row[i] > row[best] { best = i }
         var sum: Float = 0
         let top = row[best]
         for i in 0..<count { sum += expf(row[i] - top) }
-        return (ids?[best] ?? Int32(best), 1 / sum)
+        return (tokenID(row: best), 1 / sum)
     }
 }

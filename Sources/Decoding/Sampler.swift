@@ -23,17 +23,16 @@ public struct SamplingOptions: Sendable, Equatable, Codable {
     public var isGreedy: Bool { temperature <= 0 }
 }
 
-/// A token with its probability in a processed (truncated, renormalised) distribution.
-public struct Candidate: Sendable, Equatable {
-    public var id: Int32
-    public var probability: Float
-}
-
 /// Chooses tokens: argmax when greedy, otherwise a seeded draw from the processed distribution
 /// (temperature → softmax → top-k → top-p → min-p → renormalise). Same seed, same draws.
+///
+/// Processed distributions are dense (one probability per token, zero for excluded ones), so that
+/// speculative sampling can compare the full model's `p` with the draft's `q` token by token.
 public struct Sampler: Sendable {
     public let options: SamplingOptions
     private var random: Xoshiro256
+    /// Reused buffer for `sample` (a class, so copies of the sampler share it).
+    private let buffer = ProbabilityBuffer()
 
     public init(options: SamplingOptions) {
         self.options = options
@@ -53,57 +52,85 @@ public struct Sampler: Sendable {
 
     public mutating func sample(_ logits: UnsafePointer<Float>, count: Int) -> Int32 {
         if options.isGreedy { return Self.argmax(logits, count: count) }
-        return draw(from: distribution(logits, count: count))
+        let probabilities = buffer.storage(count)
+        process(logits, count: count, into: probabilities)
+        return draw(probabilities, count: count)
     }
 
-    /// Draws one token from a processed distribution.
-    public mutating func draw(from candidates: [Candidate]) -> Int32 {
-        let u = Float(random.nextUnitDouble())
-        var cumulative: Float = 0
-        for candidate in candidates {
-            cumulative += candidate.probability
-            if u < cumulative { return candidate.id }
+    /// A uniform draw from [0, 1).
+    public mutating func uniform() -> Float {
+        Float(random.nextUnitDouble())
+    }
+
+    /// Draws a token from a dense distribution (which need not be normalised).
+    public mutating func draw(_ probabilities: UnsafePointer<Float>, count: Int) -> Int32 {
+        var total: Double = 0
+        for i in 0..<count { total += Double(probabilities[i]) }
+        let target = random.nextUnitDouble() * total
+        var cumulative: Double = 0
+        var last = 0
+        for i in 0..<count where probabilities[i] > 0 {
+            cumulative += Double(probabilities[i])
+            last = i
+            if target < cumulative { return Int32(i) }
         }
-        return candidates.last!.id
+        return Int32(last)
     }
 
-    /// The processed distribution over tokens, most likely first, summing to 1.
-    public func distribution(_ logits: UnsafePointer<Float>, count: Int) -> [Candidate] {
+    /// Writes the processed distribution of `logits` into `out` (`count` probabilities summing to 1).
+    public func process(_ logits: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>) {
         let temperature = max(options.temperature, 1e-6)
         var maxLogit = -Float.infinity
         for i in 0..<count { maxLogit = max(maxLogit, logits[i]) }
-        var candidates: [Candidate] = []
-        candidates.reserveCapacity(count)
         var total: Float = 0
         for i in 0..<count {
-            let p = expf((logits[i] - maxLogit) / temperature)
-            total += p
-            candidates.append(Candidate(id: Int32(i), probability: p))
+            out[i] = expf((logits[i] - maxLogit) / temperature)
+            total += out[i]
         }
-        candidates.sort { $0.probability > $1.probability || ($0.probability == $1.probability && $0.id < $1.id) }
-        for i in candidates.indices { candidates[i].probability /= total }
-
-        var keep = candidates.count
-        if options.topK > 0 { keep = min(keep, options.topK) }
-        if options.topP < 1 {
-            var cumulative: Float = 0
-            for i in 0..<keep {
-                cumulative += candidates[i].probability
-                if cumulative >= options.topP {
-                    keep = i + 1
-                    break
+        for i in 0..<count { out[i] /= total }
+        let truncates = (options.topK > 0 && options.topK < count) || options.topP < 1
+        if truncates {
+            // Most likely first; ties by lower id.
+            let order = (0..<count).sorted { out[$0] > out[$1] || (out[$0] == out[$1] && $0 < $1) }
+            var keep = options.topK > 0 ? min(options.topK, count) : count
+            if options.topP < 1 {
+                var cumulative: Float = 0
+                for (rank, id) in order.prefix(keep).enumerated() {
+                    cumulative += out[id]
+                    if cumulative >= options.topP {
+                        keep = rank + 1
+                        break
+                    }
                 }
             }
+            for id in order[keep...] { out[id] = 0 }
         }
         if options.minP > 0 {
-            let floor = candidates[0].probability * options.minP
-            while keep > 1 && candidates[keep - 1].probability < floor { keep -= 1 }
+            var top: Float = 0
+            for i in 0..<count { top = max(top, out[i]) }
+            for i in 0..<count where out[i] < top * options.minP { out[i] = 0 }
         }
-        candidates.removeSubrange(keep...)
-        let kept = candidates.reduce(0) { $0 + $1.probability }
-        for i in candidates.indices { candidates[i].probability /= kept }
-        return candidates
+        total = 0
+        for i in 0..<count { total += out[i] }
+        for i in 0..<count { out[i] /= total }
     }
+}
+
+/// Scratch storage for a dense distribution.
+final class ProbabilityBuffer: @unchecked Sendable {
+    private var pointer: UnsafeMutablePointer<Float>?
+    private var capacity = 0
+
+    func storage(_ count: Int) -> UnsafeMutablePointer<Float> {
+        if count > capacity {
+            pointer?.deallocate()
+            pointer = .allocate(capacity: count)
+            capacity = count
+        }
+        return pointer!
+    }
+
+    deinit { pointer?.deallocate() }
 }
 
 /// xoshiro256** seeded through SplitMix64: small, fast, and the same on every platform.

@@ -21,13 +21,28 @@ public struct SpeculativeOptions: Sendable, Equatable {
 
 public enum SpeculativeError: Error, CustomStringConvertible {
     case invalidOptions(String)
-    case samplingUnsupported
 
     public var description: String {
         switch self {
         case let .invalidOptions(reason): reason
-        case .samplingUnsupported: "speculative decoders support greedy decoding only so far (use --temperature 0 or --decoder plain)"
         }
+    }
+}
+
+/// Whether a sampled draft token is accepted, given its probability `p` under the full model's and
+/// `q` under the draft's processed distribution, and a uniform draw `u` ∈ [0, 1).
+public protocol AcceptanceRule: Sendable {
+    func accepts(p: Float, q: Float, uniform u: Float) -> Bool
+}
+
+/// Speculative sampling (Leviathan et al. 2023; Chen et al. 2023): accept with probability
+/// min(1, p/q); on rejection the token is drawn from normalise(max(0, p − q)). The output then has
+/// exactly the full model's distribution.
+public struct SpeculativeSamplingRule: AcceptanceRule {
+    public init() {}
+
+    public func accepts(p: Float, q: Float, uniform u: Float) -> Bool {
+        u * q < p
     }
 }
 
@@ -70,8 +85,16 @@ public final class SpeculativeDecoder: Decoder {
     private var pending: Int32 = 0
     private var drafts: [Int32] = []
 
+    /// How sampled drafts are accepted (greedy decoding compares tokens instead).
+    let acceptance: AcceptanceRule
+    /// Sampling: the draft's processed distribution for each draft of the round, dense over the vocabulary.
+    let draftProbabilities: FloatMatrix
+    /// Sampling: the full model's processed distribution at one position, and the draft head's rows.
+    let targetProbabilities: FloatMatrix
+    let headProbabilities: FloatMatrix
+
     public init(model: LlamaModel, drafter: Drafter, options: SpeculativeOptions, contextCapacity: Int? = nil,
-                pool: ThreadPool = .shared) throws {
+                acceptance: AcceptanceRule = SpeculativeSamplingRule(), pool: ThreadPool = .shared) throws {
         let c = model.config
         guard (1...c.layerCount).contains(options.exitLayer) else {
             throw SpeculativeError.invalidOptions("--exit-layer must be between 1 and \(c.layerCount)")
@@ -89,6 +112,9 @@ public final class SpeculativeDecoder: Decoder {
         exitStates = FloatMatrix(capacity: options.maxDraft + 1, columns: c.hiddenSize)
         logits = FloatMatrix(capacity: options.maxDraft + 1, columns: c.vocabularySize)
         lagging = FloatMatrix(capacity: 4, columns: c.hiddenSize)
+        self.acceptance = acceptance
+        draftProbabilities = FloatMatrix(capacity: max(options.maxDraft, 1), columns: c.vocabularySize)
+        targetProbabilities = FloatMatrix(capacity: 1, columns: c.vocabularySize)
         switch drafter {
         case let .adapter(weights):
             guard weights.config.exitLayer == options.exitLayer else {
@@ -102,6 +128,7 @@ public final class SpeculativeDecoder: Decoder {
             adapter = nil
             layerSkipHead = DraftHead(model: model, normWeights: model.outputNorm)
         }
+        headProbabilities = FloatMatrix(capacity: 1, columns: (adapter?.head ?? layerSkipHead!).rowCount)
     }
 
     public var committedLength: Int { cache.length(of: 0) }
@@ -115,7 +142,6 @@ public final class SpeculativeDecoder: Decoder {
     private var deep: Range<Int> { options.exitLayer..<model.config.layerCount }
 
     public func start(prompt: [Int32], sampler: inout Sampler) throws -> DecodedRound {
-        guard sampler.options.isGreedy else { throw SpeculativeError.samplingUnsupported }
         precondition(!prompt.isEmpty, "the prompt must hold at least one token")
         try model.validate(prompt)
         guard prompt.count < contextCapacity else {
@@ -150,7 +176,7 @@ public final class SpeculativeDecoder: Decoder {
         while true {
             try runShallow(token)
             if stop { break }
-            let (draft, confidence) = proposeDraft()
+            let (draft, confidence) = proposeDraft(&sampler)
             statistics.draftSteps += 1
             drafts.append(draft)
             token = draft
@@ -161,11 +187,7 @@ public final class SpeculativeDecoder: Decoder {
         // Verification: the deep layers once over [pending, d1…dk].
         try model.forward(layers: deep, hidden: exitStates, cache: cache, scratch: scratch)
         model.logits(exitStates, rows: 0..<exitStates.rows, into: logits, scratch: scratch)
-        var accepted = 0
-        while accepted < drafts.count, drafts[accepted] == Sampler.argmax(logits.row(accepted), count: logits.columns) {
-            accepted += 1
-        }
-        let next = sampler.sample(logits.row(accepted), count: logits.columns)
+        let (accepted, next) = sampler.options.isGreedy ? verifyGreedy(&sampler) : verifySampled(&sampler)
         var tokens = Array(drafts[0..<accepted])
         tokens.append(next)
 
@@ -205,13 +227,62 @@ public final class SpeculativeDecoder: Decoder {
         lagging.rows = 0
     }
 
-    /// The drafter's token and confidence for the newest exit state.
-    private func proposeDraft() -> (Int32, Float) {
+    /// Greedy verification: drafts are accepted while they equal the full model's argmax; the full
+    /// model's token follows.
+    private func verifyGreedy(_ sampler: inout Sampler) -> (accepted: Int, next: Int32) {
+        var accepted = 0
+        while accepted < drafts.count, drafts[accepted] == Sampler.argmax(logits.row(accepted), count: logits.columns) {
+            accepted += 1
+        }
+        return (accepted, sampler.sample(logits.row(accepted), count: logits.columns))
+    }
+
+    /// Speculative sampling: each draft is accepted by the acceptance rule; the first rejected one is
+    /// replaced by a draw from normalise(max(0, p − q)); after all are accepted, the next token is drawn
+    /// from p.
+    private func verifySampled(_ sampler: inout Sampler) -> (accepted: Int, next: Int32) {
+        let vocabulary = logits.columns
+        let p = targetProbabilities.pointer
+        for (i, draft) in drafts.enumerated() {
+            sampler.process(logits.row(i), count: vocabulary, into: p)
+            let q = draftProbabilities.row(i)
+            if acceptance.accepts(p: p[Int(draft)], q: q[Int(draft)], uniform: sampler.uniform()) { continue }
+            var residual: Float = 0
+            for v in 0..<vocabulary {
+                p[v] = max(0, p[v] - q[v])
+                residual += p[v]
+            }
+            // p = q exactly leaves nothing to correct: draw from p itself.
+            if residual <= 0 { sampler.process(logits.row(i), count: vocabulary, into: p) }
+            return (i, sampler.draw(p, count: vocabulary))
+        }
+        sampler.process(logits.row(drafts.count), count: vocabulary, into: p)
+        return (drafts.count, sampler.draw(p, count: vocabulary))
+    }
+
+    /// The drafter's next token and its confidence (top-1 probability of the draft distribution) for
+    /// the newest exit state. When sampling, the draft is drawn from the processed draft distribution,
+    /// which is kept (dense) for verification.
+    private func proposeDraft(_ sampler: inout Sampler) -> (Int32, Float) {
         let newest = exitStates.rows - 1
+        let head: DraftHead
         if let adapter {
             flushLagging(adapter)
-            return adapter.draft(exitStates, rows: newest..<(newest + 1), scratch: scratch)
+            adapter.evaluate(exitStates, rows: newest..<(newest + 1), scratch: scratch)
+            head = adapter.head
+        } else {
+            head = layerSkipHead!
+            head.evaluate(exitStates.row(newest), pool: scratch.pool)
         }
-        return layerSkipHead!.draft(exitStates.row(newest), pool: scratch.pool)
+        if sampler.options.isGreedy { return head.greedyDraft() }
+        let rows = head.rowCount, q = headProbabilities.pointer
+        sampler.process(head.logits.pointer, count: rows, into: q)
+        var confidence: Float = 0
+        for r in 0..<rows { confidence = max(confidence, q[r]) }
+        let row = Int(sampler.draw(q, count: rows))
+        let dense = draftProbabilities.row(drafts.count)
+        dense.initialize(repeating: 0, count: draftProbabilities.columns)
+        for r in 0..<rows { dense[Int(head.tokenID(row: r))] = q[r] }
+        return (head.tokenID(row: row), confidence)
     }
 }

@@ -69,18 +69,23 @@ struct GenerationTests {
     @Test("processed distributions: temperature, top-k, top-p, min-p")
     func distributions() {
         let logits: [Float] = [2, 1, 0, -1, 3]
-        func dist(_ options: SamplingOptions) -> [Candidate] {
-            logits.withUnsafeBufferPointer { Sampler(options: options).distribution($0.baseAddress!, count: logits.count) }
+        func dist(_ options: SamplingOptions) -> [Float] {
+            var out = [Float](repeating: .nan, count: logits.count)
+            logits.withUnsafeBufferPointer { Sampler(options: options).process($0.baseAddress!, count: logits.count, into: &out) }
+            return out
         }
+        func kept(_ p: [Float]) -> Set<Int> { Set(p.indices.filter { p[$0] > 0 }) }
         let full = dist(SamplingOptions(temperature: 1))
-        #expect(full.map(\.id) == [4, 0, 1, 2, 3])
-        #expect(abs(full.reduce(0) { $0 + $1.probability } - 1) < 1e-6)
-        #expect(dist(SamplingOptions(temperature: 1, topK: 2)).map(\.id) == [4, 0])
-        // p = [0.636, 0.234, 0.086, 0.032, 0.012]: top-p 0.8 keeps two tokens.
-        #expect(dist(SamplingOptions(temperature: 1, topP: 0.8)).map(\.id) == [4, 0])
-        #expect(dist(SamplingOptions(temperature: 1, minP: 0.1)).map(\.id) == [4, 0, 1])
-        let cold = dist(SamplingOptions(temperature: 0.1))
-        #expect(cold[0].id == 4 && cold[0].probability > 0.99)
+        #expect(kept(full) == [0, 1, 2, 3, 4])
+        #expect(abs(full.reduce(0, +) - 1) < 1e-6)
+        #expect(full[4] > full[0] && full[0] > full[1])
+        #expect(kept(dist(SamplingOptions(temperature: 1, topK: 2))) == [4, 0])
+        // p = [0.236, 0.087, 0.032, 0.012, 0.643] (ids 0…4): top-p 0.8 keeps ids 4 and 0.
+        #expect(kept(dist(SamplingOptions(temperature: 1, topP: 0.8))) == [4, 0])
+        #expect(kept(dist(SamplingOptions(temperature: 1, minP: 0.1))) == [4, 0, 1])
+        let topP = dist(SamplingOptions(temperature: 1, topP: 0.8))
+        #expect(abs(topP[4] + topP[0] - 1) < 1e-6)
+        #expect(dist(SamplingOptions(temperature: 0.1))[4] > 0.99)
         logits.withUnsafeBufferPointer { #expect(Sampler.argmax($0.baseAddress!, count: 5) == 4) }
     }
 }
