@@ -20,6 +20,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"4.0.0"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
         // Integer-dot kernels (AVX-512 VNNI / AVX2 / portable), chosen at run time; see kernels.c for why C.
@@ -43,12 +46,20 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
+        // OpenAI-compatible HTTP server (Hummingbird), in its own target so the core builds without it.
+        .target(name: "KangarooServer", dependencies: [
+            "Decoding", "Adapter", "Llama", "Tokenizer",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "KangarooCLI", dependencies: [
-            "Decoding", "Adapter", "Llama", "Tokenizer", "ModelFormats", "ModelStore", "Benchmark",
+            "Decoding", "Adapter", "Llama", "Tokenizer", "ModelFormats", "ModelStore", "Benchmark", "KangarooServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "KangarooTests", dependencies: [
             "Decoding", "Adapter", "Llama", "Tokenizer", "ModelFormats", "Tensor", "ModelStore", "KernelsC", "Benchmark",
+            "KangarooCLI",  // built so the server tests can start `kangaroo serve`
         ]),
     ]
 )

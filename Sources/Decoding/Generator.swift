@@ -31,6 +31,8 @@ public enum StopReason: String, Sendable, Codable {
     case stop
     /// The context is full.
     case context
+    /// The caller stopped it (a client went away, the server shuts down).
+    case cancelled
 }
 
 /// Everything a generation produced, with its timings.
@@ -67,7 +69,9 @@ public struct Generator {
 
     /// Generates a continuation of `prompt`. `onText` receives text pieces as soon as they are final
     /// (complete UTF-8 characters that cannot be the start of a stop string).
+    /// `shouldStop` is asked before every round; when it answers true, generation ends as `.cancelled`.
     public func generate(prompt: [Int32], decoder: Decoder, options: GenerationOptions,
+                         shouldStop: () -> Bool = { false },
                          onText: (String) -> Void = { _ in }) throws -> GenerationResult {
         precondition(options.maxTokens >= 0)
         var sampler = Sampler(options: options.sampling)
@@ -108,6 +112,10 @@ public struct Generator {
             // The next round feeds the last committed token, which needs one more position.
             guard decoder.committedLength + 1 < decoder.contextCapacity else {
                 result.stopReason = .context
+                break
+            }
+            if shouldStop() {
+                result.stopReason = .cancelled
                 break
             }
             round = try decoder.next(sampler: &sampler, limit: options.maxTokens - result.tokens.count)

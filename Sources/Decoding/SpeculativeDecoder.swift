@@ -66,7 +66,9 @@ public final class SpeculativeDecoder: Decoder {
 
     public let name: String
     public let model: LlamaModel
-    public let options: SpeculativeOptions
+    public private(set) var options: SpeculativeOptions
+    /// The largest γ the buffers were made for.
+    public let maxDraftCapacity: Int
     public let contextCapacity: Int
     public private(set) var statistics: SpeculativeStatistics
 
@@ -103,17 +105,18 @@ public final class SpeculativeDecoder: Decoder {
         guard (0...1).contains(options.threshold) else { throw SpeculativeError.invalidOptions("--threshold must be between 0 and 1") }
         self.model = model
         self.options = options
+        maxDraftCapacity = max(options.maxDraft, 16)
         let capacity = min(contextCapacity ?? c.contextLength, c.contextLength)
         self.contextCapacity = capacity
         statistics = SpeculativeStatistics(maxDraft: options.maxDraft)
         cache = KVCache(config: c, capacity: capacity)
-        scratch = ForwardScratch(config: c, tokens: max(64, options.maxDraft + 2), contextCapacity: capacity, pool: pool)
+        scratch = ForwardScratch(config: c, tokens: max(64, maxDraftCapacity + 2), contextCapacity: capacity, pool: pool)
         states = FloatMatrix(capacity: capacity, columns: c.hiddenSize)
-        exitStates = FloatMatrix(capacity: options.maxDraft + 1, columns: c.hiddenSize)
-        logits = FloatMatrix(capacity: options.maxDraft + 1, columns: c.vocabularySize)
+        exitStates = FloatMatrix(capacity: maxDraftCapacity + 1, columns: c.hiddenSize)
+        logits = FloatMatrix(capacity: maxDraftCapacity + 1, columns: c.vocabularySize)
         lagging = FloatMatrix(capacity: 4, columns: c.hiddenSize)
         self.acceptance = acceptance
-        draftProbabilities = FloatMatrix(capacity: max(options.maxDraft, 1), columns: c.vocabularySize)
+        draftProbabilities = FloatMatrix(capacity: maxDraftCapacity, columns: c.vocabularySize)
         targetProbabilities = FloatMatrix(capacity: 1, columns: c.vocabularySize)
         switch drafter {
         case let .adapter(weights):
@@ -132,6 +135,16 @@ public final class SpeculativeDecoder: Decoder {
     }
 
     public var committedLength: Int { cache.length(of: 0) }
+
+    /// Changes the threshold and γ for the next generations (the exit layer is fixed).
+    public func configure(threshold: Float, maxDraft: Int) throws {
+        guard (0...1).contains(threshold) else { throw SpeculativeError.invalidOptions("threshold must be between 0 and 1") }
+        guard (0...maxDraftCapacity).contains(maxDraft) else {
+            throw SpeculativeError.invalidOptions("max_draft must be between 0 and \(maxDraftCapacity)")
+        }
+        options.threshold = threshold
+        options.maxDraft = maxDraft
+    }
 
     /// Tokens each decoder layer processed since `start`.
     public var layerTokenCounts: [Int] { scratch.layerTokenCounts }

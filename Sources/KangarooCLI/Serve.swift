@@ -1,0 +1,58 @@
+import Adapter
+import ArgumentParser
+import Decoding
+import Foundation
+import KangarooServer
+
+/// `kangaroo serve`: the OpenAI-compatible HTTP server.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve the model over an OpenAI-compatible HTTP API (completions and chat completions, with streaming).",
+        discussion: """
+        Endpoints: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (stream: true gives \
+        server-sent events ending with data: [DONE]), GET /health, GET /metrics (Prometheus). Requests \
+        may carry "kangaroo": {"decoder": "plain|kangaroo|layerskip", "threshold": 0.6, "max_draft": 6}; \
+        responses report acceptance statistics under "kangaroo". One generation runs at a time; up to \
+        --queue requests wait, more are answered 503 with Retry-After. SIGINT/SIGTERM cancel running \
+        generations and stop the server.
+        """)
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var speculative: SpeculativeSettings
+
+    @Option(help: "Decoder for requests that do not choose one in \"kangaroo\": {\"decoder\": …}.")
+    var decoder: DecoderKind = .plain
+
+    @Option(help: "Address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0: any free port; the chosen one is printed).")
+    var port = 8080
+
+    @Option(help: "Context length in tokens.")
+    var context = 4096
+
+    @Option(help: "Requests that may wait while one generates; more get 503.")
+    var queue = 16
+
+    @Option(help: "Largest request body in bytes.")
+    var maxBody = 1 << 20
+
+    @Option(help: "Model id that clients name (default: the file name without extension).")
+    var modelID: String?
+
+    func run() async throws {
+        let (model, tokenizer) = try modelOptions.load()
+        let adapter: KangarooAdapter = try speculative.adapter.map { try KangarooAdapter.load(from: $0, for: model) }
+            ?? KangarooAdapter.copyingLayer(of: model, exitLayer: speculative.exitLayer)
+        let service = try GenerationService(
+            model: model, tokenizer: tokenizer, adapter: adapter,
+            options: SpeculativeOptions(exitLayer: speculative.exitLayer, threshold: speculative.threshold, maxDraft: speculative.maxDraft),
+            context: min(context, model.config.contextLength), queueLimit: queue, defaultDecoder: decoder.rawValue)
+        let id = modelID ?? URL(fileURLWithPath: model.gguf.path).deletingPathExtension().lastPathComponent
+        let server = OpenAIServer(service: service, modelID: id, maxBodyBytes: maxBody)
+        try await server.run(host: host, port: port) { port in
+            FileHandle.standardError.write(Data("kangaroo serving \(id) on http://\(host):\(port)\n".utf8))
+        }
+    }
+}

@@ -1,0 +1,103 @@
+"""Drives a running `kangaroo serve` with the official openai client; exits non-zero on any failure.
+
+usage: openai_client_check.py BASE_URL MODEL_ID KANGAROO_BINARY
+"""
+import json
+import subprocess
+import sys
+
+import httpx
+import openai
+
+base_url, model, binary = sys.argv[1], sys.argv[2], sys.argv[3]
+client = openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0, timeout=120)
+failures = []
+
+
+def check(condition, message):
+    print(("ok   " if condition else "FAIL ") + message)
+    if not condition:
+        failures.append(message)
+
+
+def cli(*args):
+    out = subprocess.run([binary, "generate", "--json", *args], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+# Models.
+ids = [m.id for m in client.models.list().data]
+check(ids == [model], f"models.list names the model: {ids}")
+
+# Completions, plain and streamed, equal `kangaroo generate` for the same greedy request.
+prompt = "The capital of France is"
+expected = cli("--prompt", prompt, "--max-tokens", "20")["text"]
+for decoder in ["plain", "kangaroo", "layerskip"]:
+    r = client.completions.create(model=model, prompt=prompt, max_tokens=20, temperature=0,
+                                  extra_body={"kangaroo": {"decoder": decoder, "threshold": 0.3, "max_draft": 4}})
+    check(r.choices[0].text == expected, f"completion ({decoder}) equals kangaroo generate: {r.choices[0].text!r}")
+    check(r.usage.completion_tokens > 0 and r.usage.prompt_tokens == 5, f"usage block ({decoder}): {r.usage}")
+    stats = (r.model_extra or {}).get("kangaroo", {})
+    check(stats.get("decoder") == decoder, f"statistics name the decoder ({decoder}): {stats.get('decoder')}")
+    if decoder != "plain":
+        check(stats.get("rounds", 0) > 0 and stats.get("mean_accepted_tokens", 0) >= 1, f"acceptance statistics ({decoder})")
+
+pieces = []
+finish = None
+for chunk in client.completions.create(model=model, prompt=prompt, max_tokens=20, temperature=0, stream=True):
+    pieces.append(chunk.choices[0].text)
+    finish = chunk.choices[0].finish_reason or finish
+check("".join(pieces) == expected, f"streamed completion equals kangaroo generate: {''.join(pieces)!r}")
+check(finish == "length", f"finish_reason length: {finish}")
+
+# Chat completions, plain and streamed.
+question = "What is 12 times 7?"
+expected_chat = cli("--chat", "--prompt", question, "--max-tokens", "24")["text"]
+r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], max_tokens=24, temperature=0,
+                                   extra_body={"kangaroo": {"decoder": "kangaroo"}})
+check(r.choices[0].message.content == expected_chat, f"chat completion equals kangaroo generate --chat: {r.choices[0].message.content!r}")
+check(r.choices[0].message.role == "assistant", "chat message role")
+streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": question}], max_tokens=24, temperature=0, stream=True))
+check(streamed == expected_chat, f"streamed chat equals kangaroo generate --chat: {streamed!r}")
+
+# Stop strings, seeds, logprobs.
+r = client.completions.create(model=model, prompt=prompt, max_tokens=20, temperature=0, stop=["\n"])
+check(r.choices[0].text == expected.split("\n")[0] and r.choices[0].finish_reason == "stop", f"stop string: {r.choices[0].text!r}")
+a = client.completions.create(model=model, prompt=prompt, max_tokens=16, temperature=1, seed=7).choices[0].text
+b = client.completions.create(model=model, prompt=prompt, max_tokens=16, temperature=1, seed=7).choices[0].text
+check(a == b, "same seed, same sampled text")
+r = client.completions.create(model=model, prompt=prompt, max_tokens=4, temperature=0, logprobs=3)
+lp = r.choices[0].logprobs
+check(lp is not None and len(lp.tokens) == 4 and len(lp.top_logprobs[0]) == 3, "completion logprobs")
+r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=3, temperature=0,
+                                   logprobs=True, top_logprobs=2)
+check(len(r.choices[0].logprobs.content) == 3 and len(r.choices[0].logprobs.content[0].top_logprobs) == 2, "chat logprobs")
+
+# Errors: OpenAI-style JSON with 4xx codes.
+def expect_error(call, status, what):
+    try:
+        call()
+        check(False, f"{what}: no error")
+    except openai.APIStatusError as e:
+        body = e.response.json()
+        check(e.status_code == status and "message" in body.get("error", {}), f"{what}: {e.status_code} {body['error'].get('message')}")
+
+expect_error(lambda: client.completions.create(model="no-such-model", prompt="x", max_tokens=2), 404, "unknown model")
+expect_error(lambda: client.completions.create(model=model, prompt="x", max_tokens=-1), 400, "negative max_tokens")
+expect_error(lambda: client.completions.create(model=model, prompt="x", max_tokens=10**9), 400, "absurd max_tokens")
+expect_error(lambda: client.completions.create(model=model, prompt="x " * 5000, max_tokens=2), 400, "prompt longer than the context")
+expect_error(lambda: client.chat.completions.create(model=model, messages=[], max_tokens=2), 400, "empty messages")
+expect_error(lambda: client.completions.create(model=model, prompt="x", max_tokens=2, extra_body={"temperature": "hot"}), 400, "wrong type")
+raw = httpx.post(base_url + "/v1/completions", content=b"{not json", headers={"content-type": "application/json"})
+check(raw.status_code == 400 and "error" in raw.json(), f"malformed JSON: {raw.status_code}")
+raw = httpx.post(base_url + "/v1/completions", content=b'{"model": "' + model.encode() + b'", "prompt": "\xff"}')
+check(raw.status_code == 400, f"invalid UTF-8: {raw.status_code}")
+raw = httpx.post(base_url + "/v1/completions", content=b"x" * (2 << 20))
+check(raw.status_code == 413, f"oversized body: {raw.status_code}")
+check(httpx.get(base_url + "/health").json() == {"status": "ok"}, "health")
+metrics = httpx.get(base_url + "/metrics").text
+check("kangaroo_generated_tokens_total" in metrics and "kangaroo_mean_accepted_tokens" in metrics, "metrics")
+
+print(f"{len(failures)} failed")
+sys.exit(1 if failures else 0)
