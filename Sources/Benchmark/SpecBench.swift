@@ -60,16 +60,36 @@ public enum SpecBench {
         return try parse(text, path: path)
     }
 
-    /// At most `limit` questions of each category (in file order), optionally only `categories`
-    /// (category names or task-group names).
+    /// At most `limit` questions of each task group, taken round-robin over the group's categories
+    /// (so the MT-bench group mixes writing, roleplay, …), optionally only `categories` (category or
+    /// task-group names). Order follows the file.
     public static func select(_ questions: [SpecBenchQuestion], limit: Int?, categories: [String]?) -> [SpecBenchQuestion] {
-        var taken: [String: Int] = [:]
-        return questions.filter { q in
-            if let categories, !categories.contains(q.category) && !categories.contains(q.taskGroup) { return false }
-            let count = taken[q.category, default: 0]
-            if let limit, count >= limit { return false }
-            taken[q.category] = count + 1
-            return true
+        let wanted = questions.filter { q in
+            categories.map { $0.contains(q.category) || $0.contains(q.taskGroup) } ?? true
         }
+        guard let limit else { return wanted }
+        var chosen = Set<Int>()
+        for group in Set(wanted.map(\.taskGroup)) {
+            var byCategory: [String: [Int]] = [:]
+            var categoryOrder: [String] = []
+            for (i, q) in wanted.enumerated() where q.taskGroup == group {
+                if byCategory[q.category] == nil { categoryOrder.append(q.category) }
+                byCategory[q.category, default: []].append(i)
+            }
+            var taken = 0, round = 0
+            while taken < limit {
+                var progressed = false
+                for category in categoryOrder where taken < limit {
+                    if let list = byCategory[category], round < list.count {
+                        chosen.insert(list[round])
+                        taken += 1
+                        progressed = true
+                    }
+                }
+                if !progressed { break }
+                round += 1
+            }
+        }
+        return wanted.indices.filter { chosen.contains($0) }.map { wanted[$0] }
     }
 }

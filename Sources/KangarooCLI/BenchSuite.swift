@@ -28,7 +28,7 @@ struct BenchSuite: ParsableCommand {
     @Option(help: "Comma-separated decoders to run; the first is the baseline for speedups.")
     var decoders = "plain,kangaroo"
 
-    @Option(help: "At most N questions per category.")
+    @Option(help: "At most N questions per task group (mixing the group's categories).")
     var limit: Int?
 
     @Option(help: "Comma-separated categories or task groups (mt_bench, translation, summarization, qa, math_reasoning, rag).")

@@ -37,7 +37,7 @@ struct BenchSweep: ParsableCommand {
     @Option(help: "Comma-separated γ values.")
     var maxDrafts = "2,4,6"
 
-    @Option(help: "Questions per category.")
+    @Option(help: "Questions per task group.")
     var limit = 1
 
     @Option(help: "Comma-separated categories or task groups (default: one of each group).")
@@ -50,7 +50,7 @@ struct BenchSweep: ParsableCommand {
         guard decoder != .plain else { throw ValidationError("--decoder must be kangaroo or layerskip") }
         let questions = SpecBench.select(try SpecBench.load(path: suite), limit: limit,
                                          categories: categories.map { $0.split(separator: ",").map(String.init) }
-                                             ?? ["writing", "translation", "summarization", "qa", "math_reasoning", "rag"])
+                                             ?? SpecBenchQuestion.taskGroups)
         let (model, tokenizer) = try modelOptions.load()
         let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
         let trained = try adapter.map { try KangarooAdapter.load(from: $0, for: model) }

@@ -14,8 +14,9 @@ struct BenchmarkTests {
         #expect(Set(questions.map(\.category)).count == 13)
         #expect(questions.filter { $0.turns.count == 2 }.count == 80)
         #expect(Set(questions.map(\.taskGroup)) == Set(SpecBenchQuestion.taskGroups))
-        let picked = SpecBench.select(questions, limit: 2, categories: ["mt_bench", "qa"])
-        #expect(picked.count == 8 * 2 + 2)
+        let picked = SpecBench.select(questions, limit: 10, categories: ["mt_bench", "qa"])
+        #expect(picked.count == 20)
+        #expect(Set(picked.filter { $0.taskGroup == "mt_bench" }.map(\.category)).count == 8)  // round-robin over categories
     }
 
     @Test("a malformed line is reported with its line number")
