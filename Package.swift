@@ -39,6 +39,8 @@ let package = Package(
         .target(name: "Adapter", dependencies: ["Llama", "ModelFormats", "Tensor"], swiftSettings: kernelFlags),
         // Decoders (plain, Kangaroo, layer-skip), samplers, stop conditions, streaming text, statistics.
         .target(name: "Decoding", dependencies: ["Llama", "Tokenizer", "Adapter"], swiftSettings: kernelFlags),
+        // Training Kangaroo's adapter: loss and hand-written gradients, optimiser.
+        .target(name: "Training", dependencies: ["Adapter", "Llama", "Tensor"], swiftSettings: kernelFlags),
         // Spec-Bench suites, per-turn records, metrics and reports.
         .target(name: "Benchmark"),
         // Locating and downloading the default model.
@@ -59,6 +61,7 @@ let package = Package(
         ]),
         .testTarget(name: "KangarooTests", dependencies: [
             "Decoding", "Adapter", "Llama", "Tokenizer", "ModelFormats", "Tensor", "ModelStore", "KernelsC", "Benchmark",
+            "Training",
             "KangarooCLI",  // built so the server tests can start `kangaroo serve`
         ]),
     ]

@@ -1,0 +1,75 @@
+/// AdamW (decoupled weight decay) over the adapter's tensors, with global-norm gradient clipping.
+public struct AdamW<S: BinaryFloatingPoint & Sendable>: Sendable {
+    public var beta1: S = 0.9
+    public var beta2: S = 0.95
+    public var epsilon: S = 1e-8
+    public var weightDecay: S = 0
+    /// Gradients are scaled down so that their global L2 norm is at most this (nil: no clipping).
+    public var clipNorm: S? = 1
+    private var first: [[S]] = []
+    private var second: [[S]] = []
+    public private(set) var step = 0
+
+    public init(weightDecay: S = 0, clipNorm: S? = 1) {
+        self.weightDecay = weightDecay
+        self.clipNorm = clipNorm
+    }
+
+    /// Updates `parameters` in place with `gradients` at learning rate `rate`; returns the gradients'
+    /// global norm before clipping.
+    @discardableResult
+    public mutating func update(_ parameters: inout AdapterTensors<S>, gradients: AdapterTensors<S>, rate: S) -> S {
+        var p = parameters.tensors
+        let g = gradients.tensors
+        if first.isEmpty {
+            first = g.map { Array(repeating: 0, count: $0.count) }
+            second = first
+        }
+        var squared: S = 0
+        for tensor in g { for x in tensor { squared += x * x } }
+        let norm = squared.squareRoot()
+        let clip = clipNorm.map { norm > $0 ? $0 / norm : 1 } ?? 1
+        step += 1
+        let correction1 = 1 - pow(beta1, step), correction2 = 1 - pow(beta2, step)
+        for t in p.indices {
+            for i in p[t].indices {
+                let grad = g[t][i] * clip
+                first[t][i] = beta1 * first[t][i] + (1 - beta1) * grad
+                second[t][i] = beta2 * second[t][i] + (1 - beta2) * grad * grad
+                let mHat = first[t][i] / correction1, vHat = second[t][i] / correction2
+                p[t][i] -= rate * (mHat / (vHat.squareRoot() + epsilon) + weightDecay * p[t][i])
+            }
+        }
+        parameters.tensors = p
+        return norm
+    }
+
+    private func pow(_ base: S, _ exponent: Int) -> S {
+        var result: S = 1
+        for _ in 0..<exponent { result *= base }
+        return result
+    }
+}
+
+/// Learning rate with linear warm-up then cosine decay to `floor × peak`.
+public struct LearningRateSchedule: Sendable {
+    public var peak: Double
+    public var warmup: Int
+    public var total: Int
+    public var floor: Double
+
+    public init(peak: Double, warmup: Int, total: Int, floor: Double = 0.1) {
+        self.peak = peak
+        self.warmup = warmup
+        self.total = total
+        self.floor = floor
+    }
+
+    public func rate(at step: Int) -> Double {
+        if step < warmup { return peak * Double(step + 1) / Double(warmup) }
+        let progress = min(1, Double(step - warmup) / Double(max(1, total - warmup)))
+        return peak * (floor + (1 - floor) * 0.5 * (1 + cos(Double.pi * progress)))
+    }
+}
+
+import Foundation

@@ -1,0 +1,284 @@
+import Foundation
+
+/// Shapes of an adapter: hidden size `d`, query heads and key-value heads of `headSize`.
+public struct AdapterShape: Sendable, Equatable {
+    public var hidden: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headSize: Int
+    public var ropeBase: Double
+    public var eps: Double
+
+    public init(hidden: Int, heads: Int, kvHeads: Int, headSize: Int, ropeBase: Double, eps: Double) {
+        self.hidden = hidden
+        self.heads = heads
+        self.kvHeads = kvHeads
+        self.headSize = headSize
+        self.ropeBase = ropeBase
+        self.eps = eps
+    }
+
+    public var querySize: Int { heads * headSize }
+    public var kvSize: Int { kvHeads * headSize }
+}
+
+/// The trainable tensors of an adapter, row-major (`rows × columns` = output × input), or their
+/// gradients. Order of `tensors`: input norm, q, k, v, o, final norm.
+public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equatable {
+    public var inputNorm: [S]   // [d]
+    public var query: [S]       // [heads·headSize × d]
+    public var key: [S]         // [kvHeads·headSize × d]
+    public var value: [S]       // [kvHeads·headSize × d]
+    public var output: [S]      // [d × heads·headSize]
+    public var norm: [S]        // [d]
+
+    public init(inputNorm: [S], query: [S], key: [S], value: [S], output: [S], norm: [S]) {
+        self.inputNorm = inputNorm
+        self.query = query
+        self.key = key
+        self.value = value
+        self.output = output
+        self.norm = norm
+    }
+
+    /// All zeros, shaped for `shape`.
+    public init(zerosFor shape: AdapterShape) {
+        let d = shape.hidden
+        self.init(inputNorm: Array(repeating: 0, count: d), query: Array(repeating: 0, count: shape.querySize * d),
+                  key: Array(repeating: 0, count: shape.kvSize * d), value: Array(repeating: 0, count: shape.kvSize * d),
+                  output: Array(repeating: 0, count: d * shape.querySize), norm: Array(repeating: 0, count: d))
+    }
+
+    public var tensors: [[S]] {
+        get { [inputNorm, query, key, value, output, norm] }
+        set { (inputNorm, query, key, value, output, norm) = (newValue[0], newValue[1], newValue[2], newValue[3], newValue[4], newValue[5]) }
+    }
+}
+
+/// Loss and gradients of an adapter on one sequence, by hand-written derivatives.
+///
+/// Forward (positions `start ..< start + T`, causal, attending only within the sequence):
+///   n₁ = RMSNorm(h; g₁); q, k, v = n₁Wqᵀ, n₁Wkᵀ, n₁Wvᵀ; RoPE(q, k) at absolute positions (adjacent pairs);
+///   o = softmax(qkᵀ/√hs + causal mask) v per head (grouped key-value heads); y = h + oWoᵀ;
+///   n₂ = RMSNorm(y; g₂); logits = n₂Eᵀ with the frozen head E.
+/// Loss: soft cross-entropy −Σᵥ p(v) log softmax(logits)(v) against the full model's distribution p,
+/// averaged over positions. Gradients flow to the adapter's tensors only (h and E are frozen).
+public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
+    public let shape: AdapterShape
+
+    public init(shape: AdapterShape) {
+        self.shape = shape
+    }
+
+    /// - Parameters:
+    ///   - states: exit-layer hidden states, `T × d`.
+    ///   - targets: the full model's next-token distribution at each position, `T × V`.
+    ///   - head: the frozen LM head, `V × d`.
+    public func evaluate(_ w: AdapterTensors<S>, states: [S], start: Int, targets: [S], head: [S],
+                         vocabulary: Int) -> (loss: S, gradients: AdapterTensors<S>, logits: [S]) {
+        let d = shape.hidden, hs = shape.headSize, dq = shape.querySize, dkv = shape.kvSize
+        let count = states.count / d
+        let group = shape.heads / shape.kvHeads
+        let scale = 1 / S(Double(hs).squareRoot())
+        let eps = S(shape.eps)
+
+        // RoPE tables for the positions.
+        var cosines = [S](repeating: 0, count: count * hs / 2), sines = cosines
+        for t in 0..<count {
+            for i in 0..<(hs / 2) {
+                let angle = Double(start + t) * pow(shape.ropeBase, -2 * Double(i) / Double(hs))
+                cosines[t * hs / 2 + i] = S(cos(angle))
+                sines[t * hs / 2 + i] = S(sin(angle))
+            }
+        }
+
+        // Forward.
+        let (n1, r1) = rmsNorm(states, weight: w.inputNorm, rows: count, eps: eps)
+        var q = matmul(n1, w.query, rows: count, inner: d, out: dq)
+        var k = matmul(n1, w.key, rows: count, inner: d, out: dkv)
+        let v = matmul(n1, w.value, rows: count, inner: d, out: dkv)
+        rope(&q, heads: shape.heads, rows: count, cosines: cosines, sines: sines, inverse: false)
+        rope(&k, heads: shape.kvHeads, rows: count, cosines: cosines, sines: sines, inverse: false)
+        var attention = [S](repeating: 0, count: count * count * shape.heads)  // [head][i][j], j ≤ i
+        var o = [S](repeating: 0, count: count * dq)
+        for h in 0..<shape.heads {
+            let kvOffset = (h / group) * hs
+            for i in 0..<count {
+                var row = [S](repeating: 0, count: i + 1)
+                var maxScore = -S.infinity
+                for j in 0...i {
+                    var s: S = 0
+                    for c in 0..<hs { s += q[i * dq + h * hs + c] * k[j * dkv + kvOffset + c] }
+                    row[j] = s * scale
+                    maxScore = max(maxScore, row[j])
+                }
+                var sum: S = 0
+                for j in 0...i {
+                    row[j] = S(exp(Double(row[j] - maxScore)))
+                    sum += row[j]
+                }
+                for j in 0...i {
+                    let a = row[j] / sum
+                    attention[(h * count + i) * count + j] = a
+                    for c in 0..<hs { o[i * dq + h * hs + c] += a * v[j * dkv + kvOffset + c] }
+                }
+            }
+        }
+        var y = matmul(o, w.output, rows: count, inner: dq, out: d)
+        for i in 0..<(count * d) { y[i] += states[i] }
+        let (n2, r2) = rmsNorm(y, weight: w.norm, rows: count, eps: eps)
+        let logits = matmul(n2, head, rows: count, inner: d, out: vocabulary)
+
+        // Soft cross-entropy and its gradient with respect to the logits: (softmax − p) / T.
+        var loss: S = 0
+        var dLogits = [S](repeating: 0, count: count * vocabulary)
+        for t in 0..<count {
+            let row = t * vocabulary
+            var maxLogit = -S.infinity
+            for v in 0..<vocabulary { maxLogit = max(maxLogit, logits[row + v]) }
+            var sum: Double = 0
+            for v in 0..<vocabulary { sum += exp(Double(logits[row + v] - maxLogit)) }
+            let logSum = S(log(sum)) + maxLogit
+            for v in 0..<vocabulary {
+                let logProbability = logits[row + v] - logSum
+                loss -= targets[row + v] * logProbability
+                dLogits[row + v] = (S(exp(Double(logProbability))) - targets[row + v]) / S(count)
+            }
+        }
+        loss /= S(count)
+
+        // Backward.
+        var g = AdapterTensors<S>(zerosFor: shape)
+        let dN2 = matmulTransposed(dLogits, head, rows: count, inner: vocabulary, out: d)
+        let dY = rmsNormBackward(dN2, input: y, weight: w.norm, inverseRMS: r2, rows: count, weightGradient: &g.norm)
+        g.output = outerSum(dY, o, rows: count, left: d, right: dq)
+        let dO = matmulTransposed(dY, w.output, rows: count, inner: d, out: dq)
+        var dQ = [S](repeating: 0, count: count * dq), dK = [S](repeating: 0, count: count * dkv), dV = dK
+        for h in 0..<shape.heads {
+            let kvOffset = (h / group) * hs
+            for i in 0..<count {
+                // dA_ij = dO_i · v_j;  dS_ij = A_ij (dA_ij − Σ_j' A_ij' dA_ij').
+                var dA = [S](repeating: 0, count: i + 1)
+                var weighted: S = 0
+                for j in 0...i {
+                    let a = attention[(h * count + i) * count + j]
+                    var dot: S = 0
+                    for c in 0..<hs {
+                        dot += dO[i * dq + h * hs + c] * v[j * dkv + kvOffset + c]
+                        dV[j * dkv + kvOffset + c] += a * dO[i * dq + h * hs + c]
+                    }
+                    dA[j] = dot
+                    weighted += a * dot
+                }
+                for j in 0...i {
+                    let dS = attention[(h * count + i) * count + j] * (dA[j] - weighted) * scale
+                    for c in 0..<hs {
+                        dQ[i * dq + h * hs + c] += dS * k[j * dkv + kvOffset + c]
+                        dK[j * dkv + kvOffset + c] += dS * q[i * dq + h * hs + c]
+                    }
+                }
+            }
+        }
+        // RoPE is a rotation: its transpose (the inverse rotation) carries the gradient back.
+        rope(&dQ, heads: shape.heads, rows: count, cosines: cosines, sines: sines, inverse: true)
+        rope(&dK, heads: shape.kvHeads, rows: count, cosines: cosines, sines: sines, inverse: true)
+        g.query = outerSum(dQ, n1, rows: count, left: dq, right: d)
+        g.key = outerSum(dK, n1, rows: count, left: dkv, right: d)
+        g.value = outerSum(dV, n1, rows: count, left: dkv, right: d)
+        var dN1 = matmulTransposed(dQ, w.query, rows: count, inner: dq, out: d)
+        let fromK = matmulTransposed(dK, w.key, rows: count, inner: dkv, out: d)
+        let fromV = matmulTransposed(dV, w.value, rows: count, inner: dkv, out: d)
+        for i in 0..<(count * d) { dN1[i] += fromK[i] + fromV[i] }
+        _ = rmsNormBackward(dN1, input: states, weight: w.inputNorm, inverseRMS: r1, rows: count, weightGradient: &g.inputNorm)
+        return (loss, g, logits)
+    }
+
+    // MARK: Pieces
+
+    /// `x · (1/rms(x)) · g` per row; also returns the inverse RMS of each row.
+    func rmsNorm(_ x: [S], weight: [S], rows: Int, eps: S) -> ([S], [S]) {
+        let d = weight.count
+        var out = x, inverse = [S](repeating: 0, count: rows)
+        for t in 0..<rows {
+            var sum: S = 0
+            for c in 0..<d { sum += x[t * d + c] * x[t * d + c] }
+            let r = 1 / (sum / S(d) + eps).squareRoot()
+            inverse[t] = r
+            for c in 0..<d { out[t * d + c] = x[t * d + c] * r * weight[c] }
+        }
+        return (out, inverse)
+    }
+
+    /// With u = g ⊙ dn: dx = r·u − (r³/d)·x·Σ(u ⊙ x); dg += dn ⊙ x·r.
+    func rmsNormBackward(_ dn: [S], input x: [S], weight: [S], inverseRMS: [S], rows: Int, weightGradient: inout [S]) -> [S] {
+        let d = weight.count
+        var dx = [S](repeating: 0, count: rows * d)
+        for t in 0..<rows {
+            let r = inverseRMS[t]
+            var dot: S = 0
+            for c in 0..<d {
+                weightGradient[c] += dn[t * d + c] * x[t * d + c] * r
+                dot += weight[c] * dn[t * d + c] * x[t * d + c]
+            }
+            for c in 0..<d {
+                dx[t * d + c] = r * weight[c] * dn[t * d + c] - r * r * r / S(d) * x[t * d + c] * dot
+            }
+        }
+        return dx
+    }
+
+    /// `x W ᵀ`: x is `rows × inner`, W is `out × inner`.
+    func matmul(_ x: [S], _ w: [S], rows: Int, inner: Int, out: Int) -> [S] {
+        var y = [S](repeating: 0, count: rows * out)
+        for t in 0..<rows {
+            for o in 0..<out {
+                var s: S = 0
+                for i in 0..<inner { s += x[t * inner + i] * w[o * inner + i] }
+                y[t * out + o] = s
+            }
+        }
+        return y
+    }
+
+    /// `dy W`: dy is `rows × inner`, W is `inner × out` (the gradient through `x Wᵀ`).
+    func matmulTransposed(_ dy: [S], _ w: [S], rows: Int, inner: Int, out: Int) -> [S] {
+        var dx = [S](repeating: 0, count: rows * out)
+        for t in 0..<rows {
+            for i in 0..<inner {
+                let g = dy[t * inner + i]
+                if g == 0 { continue }
+                for o in 0..<out { dx[t * out + o] += g * w[i * out + o] }
+            }
+        }
+        return dx
+    }
+
+    /// `Σ_t a_tᵀ b_t`: the weight gradient `left × right` of `y = x Wᵀ` from dy (`left`) and x (`right`).
+    func outerSum(_ a: [S], _ b: [S], rows: Int, left: Int, right: Int) -> [S] {
+        var out = [S](repeating: 0, count: left * right)
+        for t in 0..<rows {
+            for l in 0..<left {
+                let g = a[t * left + l]
+                if g == 0 { continue }
+                for r in 0..<right { out[l * right + r] += g * b[t * right + r] }
+            }
+        }
+        return out
+    }
+
+    /// Rotates adjacent pairs of each head by the position's angles (or back, when `inverse`).
+    func rope(_ x: inout [S], heads: Int, rows: Int, cosines: [S], sines: [S], inverse: Bool) {
+        let hs = shape.headSize, width = heads * hs
+        for t in 0..<rows {
+            for h in 0..<heads {
+                for i in 0..<(hs / 2) {
+                    let c = cosines[t * hs / 2 + i], s = inverse ? -sines[t * hs / 2 + i] : sines[t * hs / 2 + i]
+                    let p = t * width + h * hs + 2 * i
+                    let a = x[p], b = x[p + 1]
+                    x[p] = a * c - b * s
+                    x[p + 1] = a * s + b * c
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+import Adapter
+import Foundation
+import Llama
+import Tensor
+import Testing
+import Training
+
+@Suite("Adapter training: gradients and optimiser")
+struct TrainingTests {
+    static let shape = AdapterShape(hidden: 8, heads: 2, kvHeads: 1, headSize: 4, ropeBase: 10000, eps: 1e-5)
+    static let vocabulary = 11, count = 5
+
+    struct Problem {
+        var weights: AdapterTensors<Double>
+        var states: [Double]
+        var targets: [Double]
+        var head: [Double]
+    }
+
+    static func problem(seed: UInt64) -> Problem {
+        var random = SeededRandom(seed)
+        func values(_ n: Int, _ scale: Double = 1) -> [Double] { (0..<n).map { _ in Double(random.float()) * scale } }
+        let s = shape, d = s.hidden
+        let weights = AdapterTensors<Double>(
+            inputNorm: values(d).map { 1 + 0.3 * $0 }, query: values(s.querySize * d, 0.6), key: values(s.kvSize * d, 0.6),
+            value: values(s.kvSize * d, 0.6), output: values(d * s.querySize, 0.6), norm: values(d).map { 1 + 0.3 * $0 })
+        var targets = values(count * vocabulary).map { exp(2 * $0) }
+        for t in 0..<count {
+            let sum = targets[(t * vocabulary)..<((t + 1) * vocabulary)].reduce(0, +)
+            for v in 0..<vocabulary { targets[t * vocabulary + v] /= sum }
+        }
+        return Problem(weights: weights, states: values(count * d, 2), targets: targets, head: values(vocabulary * d))
+    }
+
+    @Test("every backward agrees with central finite differences (float64)")
+    func gradientCheck() {
+        let loss = AdapterLoss<Double>(shape: Self.shape)
+        let p = Self.problem(seed: 3)
+        let (_, analytic, _) = loss.evaluate(p.weights, states: p.states, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary)
+        let names = ["input norm", "q", "k", "v", "o", "norm"]
+        let h = 1e-6
+        for tensor in 0..<6 {
+            for index in stride(from: 0, to: p.weights.tensors[tensor].count, by: max(1, p.weights.tensors[tensor].count / 13)) {
+                var plus = p.weights, minus = p.weights
+                plus.tensors[tensor][index] += h
+                minus.tensors[tensor][index] -= h
+                let lp = loss.evaluate(plus, states: p.states, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary).loss
+                let lm = loss.evaluate(minus, states: p.states, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary).loss
+                let numeric = (lp - lm) / (2 * h)
+                let exact = analytic.tensors[tensor][index]
+                #expect(abs(numeric - exact) <= 1e-6 + 1e-5 * abs(numeric), "\(names[tensor])[\(index)]: \(exact) vs \(numeric)")
+            }
+        }
+    }
+
+    @Test("a few AdamW steps on a tiny problem reduce the loss")
+    func trainingReducesLoss() {
+        let loss = AdapterLoss<Double>(shape: Self.shape)
+        var p = Self.problem(seed: 5)
+        var optimiser = AdamW<Double>()
+        let schedule = LearningRateSchedule(peak: 3e-2, warmup: 5, total: 60)
+        let initial = loss.evaluate(p.weights, states: p.states, start: 0, targets: p.targets, head: p.head, vocabulary: Self.vocabulary).loss
+        var last = initial
+        for step in 0..<60 {
+            let (value, gradients, _) = loss.evaluate(p.weights, states: p.states, start: 0, targets: p.targets, head: p.head,
+                                                      vocabulary: Self.vocabulary)
+            last = value
+            optimiser.update(&p.weights, gradients: gradients, rate: schedule.rate(at: step))
+        }
+        // The floor is the targets' entropy; the loss must move well towards it.
+        var entropy = 0.0
+        for t in p.targets where t > 0 { entropy -= t * log(t) }
+        entropy /= Double(Self.count)
+        #expect(last < initial - 0.5 * (initial - entropy), "loss \(initial) → \(last), entropy \(entropy)")
+    }
+
+    @Test("the training forward computes the logits the inference adapter drafts from")
+    func trainingMatchesInference() throws {
+        let model = try TinyModel.make(seed: 2)
+        let c = model.config
+        let adapter = KangarooAdapter.random(for: model, exitLayer: 2, seed: 9)
+        let tokens: [Int32] = [1, 4, 2, 7, 3, 0]
+        // Exit-layer states from the engine.
+        let cache = KVCache(config: c, capacity: 16)
+        let scratch = ForwardScratch(config: c, contextCapacity: 16)
+        let hidden = FloatMatrix(capacity: 16, columns: c.hiddenSize)
+        model.embed(tokens, into: hidden)
+        try model.forward(layers: 0..<2, hidden: hidden, cache: cache, scratch: scratch)
+        // Inference: the adapter runner, position by position.
+        let runner = AdapterRunner(adapter: adapter, model: model, contextCapacity: 16, chunk: 8)
+        var inference: [[Float]] = []
+        for t in 0..<tokens.count {
+            runner.evaluate(hidden, rows: t..<(t + 1), scratch: scratch)
+            inference.append(runner.head.logits.rowArray(0))
+        }
+        // Training forward on the same states, with the model's head dequantised.
+        var head = [Float](repeating: 0, count: c.vocabularySize * c.hiddenSize)
+        head.withUnsafeMutableBufferPointer { buffer in
+            for r in 0..<c.vocabularySize { model.output.dequantizeRow(r, into: buffer.baseAddress! + r * c.hiddenSize) }
+        }
+        let shape = AdapterShape(hidden: c.hiddenSize, heads: c.headCount, kvHeads: c.kvHeadCount, headSize: c.headSize,
+                                 ropeBase: Double(c.ropeBase), eps: Double(c.rmsNormEpsilon))
+        let weights = AdapterTensors<Float>(inputNorm: adapter.inputNorm, query: adapter.query, key: adapter.key, value: adapter.value,
+                                            output: adapter.output, norm: adapter.norm)
+        let states = (0..<tokens.count).flatMap { hidden.rowArray($0) }
+        let uniform = [Float](repeating: 1 / Float(c.vocabularySize), count: tokens.count * c.vocabularySize)
+        let (_, _, logits) = AdapterLoss<Float>(shape: shape).evaluate(weights, states: states, start: 0, targets: uniform, head: head,
+                                                                       vocabulary: c.vocabularySize)
+        for t in 0..<tokens.count {
+            for v in 0..<c.vocabularySize {
+                #expect(abs(logits[t * c.vocabularySize + v] - inference[t][v]) <= 1e-3, "position \(t) token \(v)")
+            }
+        }
+    }
+}
