@@ -71,28 +71,7 @@ struct BenchSuite: ParsableCommand {
         let warmPrompt = tokenizer.encode(template.render([ChatMessage(role: .user, content: "Hello!")]))
         for decoder in decoders { _ = try generator.generate(prompt: warmPrompt, decoder: decoder, options: GenerationOptions(maxTokens: 16)) }
 
-        var records: [TurnRecord] = []
-        let progress = ProgressBar(total: questions.count)
-        for question in questions {
-            for decoder in decoders {
-                var messages: [ChatMessage] = []
-                for (turn, text) in question.turns.enumerated() {
-                    messages.append(ChatMessage(role: .user, content: text))
-                    let prompt = tokenizer.encode(template.render(messages))
-                    let result = try generator.generate(prompt: prompt, decoder: decoder, options: options)
-                    messages.append(ChatMessage(role: .assistant, content: result.text))
-                    let stats = result.speculative
-                    records.append(TurnRecord(
-                        questionID: question.questionID, category: question.category, taskGroup: question.taskGroup,
-                        turn: turn, decoder: decoder.name, promptTokens: prompt.count, tokenIDs: result.tokens,
-                        seconds: result.prefillSeconds + result.decodeSeconds, rounds: stats?.rounds ?? 0,
-                        acceptedDrafts: stats?.acceptedDrafts ?? [], draftSeconds: stats?.draftSeconds ?? 0,
-                        verifySeconds: stats?.verifySeconds ?? 0))
-                }
-            }
-            progress.advance()
-        }
-        progress.finish()
+        let records = try runSuite(questions, decoders: decoders, generator: generator, template: template, options: options)
 
         let settings = [
             "suite": suite, "max_tokens": String(maxTokens), "exit_layer": String(speculative.exitLayer),
@@ -109,6 +88,35 @@ struct BenchSuite: ParsableCommand {
             throw ExitCode(1)
         }
     }
+}
+
+/// Runs every decoder on every turn of every question, interleaved question by question (a second turn
+/// continues the conversation with the decoder's own first answer); each turn is timed with its prefill.
+func runSuite(_ questions: [SpecBenchQuestion], decoders: [Decoder], generator: Generator, template: ChatTemplate,
+              options: GenerationOptions) throws -> [TurnRecord] {
+    var records: [TurnRecord] = []
+    let progress = ProgressBar(total: questions.count)
+    for question in questions {
+        for decoder in decoders {
+            var messages: [ChatMessage] = []
+            for (turn, text) in question.turns.enumerated() {
+                messages.append(ChatMessage(role: .user, content: text))
+                let prompt = generator.tokenizer.encode(template.render(messages))
+                let result = try generator.generate(prompt: prompt, decoder: decoder, options: options)
+                messages.append(ChatMessage(role: .assistant, content: result.text))
+                let stats = result.speculative
+                records.append(TurnRecord(
+                    questionID: question.questionID, category: question.category, taskGroup: question.taskGroup,
+                    turn: turn, decoder: decoder.name, promptTokens: prompt.count, tokenIDs: result.tokens,
+                    seconds: result.prefillSeconds + result.decodeSeconds, rounds: stats?.rounds ?? 0,
+                    acceptedDrafts: stats?.acceptedDrafts ?? [], draftSeconds: stats?.draftSeconds ?? 0,
+                    verifySeconds: stats?.verifySeconds ?? 0))
+            }
+        }
+        progress.advance()
+    }
+    progress.finish()
+    return records
 }
 
 /// Re-renders the report of a results.json.

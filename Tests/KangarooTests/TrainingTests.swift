@@ -3,6 +3,8 @@ import Foundation
 import Llama
 import Tensor
 import Testing
+import ModelStore
+import Tokenizer
 import Training
 
 @Suite("Adapter training: gradients and optimiser")
@@ -111,5 +113,46 @@ struct TrainingTests {
                 #expect(abs(logits[t * c.vocabularySize + v] - inference[t][v]) <= 1e-3, "position \(t) token \(v)")
             }
         }
+    }
+}
+
+@Suite("Training data and adapter evaluation")
+struct TrainingDataTests {
+    @Test("ShareGPT records are read one by one; a record cut off at the end is dropped, roles are mapped")
+    func shareGPTParsing() throws {
+        let text = """
+        [
+          {"id": "a_0", "conversations": [{"from": "human", "value": "Hi \\"there\\" {"}, {"from": "gpt", "value": "Hello]"}]},
+          {"id": "b_0", "conversations": [{"from": "human", "value": "only a question"}]},
+          {"id": "c_0", "conversations": [{"from": "system", "value": "Be brief."}, {"from": "user", "value": "2+2?"}, {"from": "chatgpt", "value": "4"}]},
+          {"id": "d_0", "conversations": [{"from": "human", "value": "cut off her
+        """
+        let conversations = try ShareGPT.parse(Data(text.utf8))
+        #expect(conversations.map(\.id) == ["a_0", "c_0"])
+        #expect(conversations[0].messages == [ChatMessage(role: .user, content: "Hi \"there\" {"), ChatMessage(role: .assistant, content: "Hello]")])
+        #expect(conversations[1].messages.map(\.role) == [.system, .user, .assistant])
+        #expect(throws: ShareGPTError.self) { try ShareGPT.parse(Data("{}".utf8)) }
+    }
+
+    @Test("the real ShareGPT file yields thousands of conversations and a ~2% validation split")
+    func realShareGPT() throws {
+        let path = try ShareGPTFile.file.ensure().path
+        let conversations = try ShareGPT.read(path: path, limit: 5000)
+        #expect(conversations.count == 5000)
+        let validation = conversations.filter(\.isValidation).count
+        #expect((40...160).contains(validation), "\(validation) validation conversations")
+    }
+
+    @Test("an adapter that drafts exactly the full model agrees everywhere; a random one rarely")
+    func evaluatorExtremes() throws {
+        let model = try TinyModel.make(seed: 4)
+        let sequences: [[Int32]] = [[1, 2, 3, 4, 5, 6, 7, 0, 1], [3, 3, 2]]
+        let perfect = try AdapterEvaluator(model: model, adapter: .identity(for: model, exitLayer: model.config.layerCount))
+            .agreement(on: sequences)
+        #expect(perfect.positions == 10)
+        #expect(perfect.top1Agreement == 1)
+        #expect(abs(perfect.expectedAcceptance - 1) < 1e-4)
+        let random = try AdapterEvaluator(model: model, adapter: .random(for: model, exitLayer: 1, seed: 3)).agreement(on: sequences)
+        #expect(random.expectedAcceptance < 0.95)
     }
 }

