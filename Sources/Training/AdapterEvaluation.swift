@@ -89,14 +89,10 @@ public struct AdapterEvaluator {
     }
 
     static func softmax(_ logits: UnsafePointer<Float>, count: Int, into out: inout [Float]) {
-        var top = -Float.infinity
-        for i in 0..<count { top = max(top, logits[i]) }
-        var sum: Float = 0
-        for i in 0..<count {
-            out[i] = expf(logits[i] - top)
-            sum += out[i]
+        out.withUnsafeMutableBufferPointer { buffer in
+            buffer.baseAddress!.update(from: logits, count: count)
+            VectorOps.softmax(buffer.baseAddress!, count: count)
         }
-        for i in 0..<count { out[i] /= sum }
     }
 }
 
