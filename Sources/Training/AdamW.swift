@@ -6,9 +6,10 @@ public struct AdamW<S: BinaryFloatingPoint & Sendable>: Sendable {
     public var weightDecay: S = 0
     /// Gradients are scaled down so that their global L2 norm is at most this (nil: no clipping).
     public var clipNorm: S? = 1
-    private var first: [[S]] = []
-    private var second: [[S]] = []
-    public private(set) var step = 0
+    /// Moment estimates per tensor (saved with checkpoints so training can resume).
+    public var first: [[S]] = []
+    public var second: [[S]] = []
+    public var step = 0
 
     public init(weightDecay: S = 0, clipNorm: S? = 1) {
         self.weightDecay = weightDecay

@@ -229,6 +229,9 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
 
     /// `x W ᵀ`: x is `rows × inner`, W is `out × inner`.
     func matmul(_ x: [S], _ w: [S], rows: Int, inner: Int, out: Int) -> [S] {
+        if S.self == Float.self {
+            return FloatProducts.matmul(x as! [Float], w as! [Float], rows: rows, inner: inner, out: out) as! [S]
+        }
         var y = [S](repeating: 0, count: rows * out)
         for t in 0..<rows {
             for o in 0..<out {
@@ -242,6 +245,9 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
 
     /// `dy W`: dy is `rows × inner`, W is `inner × out` (the gradient through `x Wᵀ`).
     func matmulTransposed(_ dy: [S], _ w: [S], rows: Int, inner: Int, out: Int) -> [S] {
+        if S.self == Float.self {
+            return FloatProducts.matmulTransposed(dy as! [Float], w as! [Float], rows: rows, inner: inner, out: out) as! [S]
+        }
         var dx = [S](repeating: 0, count: rows * out)
         for t in 0..<rows {
             for i in 0..<inner {
@@ -255,6 +261,9 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
 
     /// `Σ_t a_tᵀ b_t`: the weight gradient `left × right` of `y = x Wᵀ` from dy (`left`) and x (`right`).
     func outerSum(_ a: [S], _ b: [S], rows: Int, left: Int, right: Int) -> [S] {
+        if S.self == Float.self {
+            return FloatProducts.outerSum(a as! [Float], b as! [Float], rows: rows, left: left, right: right) as! [S]
+        }
         var out = [S](repeating: 0, count: left * right)
         for t in 0..<rows {
             for l in 0..<left {

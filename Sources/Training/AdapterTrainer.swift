@@ -1,0 +1,155 @@
+import Adapter
+import Foundation
+import Llama
+import ModelFormats
+import Tensor
+
+/// Settings of `AdapterTrainer`.
+public struct TrainingOptions: Sendable {
+    public var steps = 1000
+    public var learningRate = 1e-3
+    public var warmup = 50
+    public var weightDecay = 0.0
+    public var clipNorm = 1.0
+    /// Rows of the draft head: the most frequent target tokens (0: the whole vocabulary).
+    public var draftVocabulary = 8192
+    public var seed: UInt64 = 1
+    public var checkpointEvery = 100
+
+    public init() {}
+}
+
+/// One optimisation step's figures.
+public struct TrainingProgress: Sendable {
+    public var step: Int
+    public var loss: Double
+    /// Share of the step's positions where the adapter's top token is the full model's.
+    public var agreement: Double
+    public var learningRate: Double
+}
+
+/// Trains an adapter's tensors on teacher-forced sequences: soft cross-entropy between the full
+/// model's distribution (its top-k, restricted to the draft vocabulary and renormalised) and the
+/// adapter's, AdamW (β = 0.9, 0.95), warm-up then cosine decay, gradient clipping. One sequence a step,
+/// in a seeded order. The base model is frozen.
+public final class AdapterTrainer {
+    public let model: LlamaModel
+    public let options: TrainingOptions
+    public private(set) var weights: AdapterTensors<Float>
+    public private(set) var optimiser: AdamW<Float>
+    let base: KangarooAdapter
+    let shape: AdapterShape
+    /// Draft vocabulary (token ids) and its head rows, dequantised: `ids.count × d`.
+    public let vocabulary: [Int32]
+    let head: [Float]
+    let examples: [TeacherForcedSequence]
+    private var order: [Int]
+
+    public init(model: LlamaModel, start: KangarooAdapter, examples: [TeacherForcedSequence], options: TrainingOptions) {
+        self.model = model
+        self.options = options
+        base = start
+        let c = model.config
+        shape = AdapterShape(hidden: c.hiddenSize, heads: c.headCount, kvHeads: c.kvHeadCount, headSize: c.headSize,
+                             ropeBase: Double(c.ropeBase), eps: Double(c.rmsNormEpsilon))
+        weights = AdapterTensors(inputNorm: start.inputNorm, query: start.query, key: start.key, value: start.value,
+                                 output: start.output, norm: start.norm)
+        optimiser = AdamW(weightDecay: Float(options.weightDecay), clipNorm: Float(options.clipNorm))
+        self.examples = examples
+        let ids = Self.frequentTokens(examples, limit: options.draftVocabulary, vocabularySize: c.vocabularySize)
+        var rows = [Float](repeating: 0, count: ids.count * c.hiddenSize)
+        rows.withUnsafeMutableBufferPointer { buffer in
+            for (i, id) in ids.enumerated() { model.output.dequantizeRow(Int(id), into: buffer.baseAddress! + i * c.hiddenSize) }
+        }
+        vocabulary = ids
+        head = rows
+        var random = SplitMix64(seed: options.seed)
+        order = Array(examples.indices).shuffled(using: &random)
+    }
+
+    /// Token ids ranked by how much target probability they carry (all ids when `limit` is 0 or larger).
+    static func frequentTokens(_ examples: [TeacherForcedSequence], limit: Int, vocabularySize: Int) -> [Int32] {
+        guard limit > 0, limit < vocabularySize else { return (0..<Int32(vocabularySize)).map { $0 } }
+        var mass = [Double](repeating: 0, count: vocabularySize)
+        for e in examples {
+            for (id, p) in zip(e.topIDs, e.topProbabilities) { mass[Int(id)] += Double(p) }
+        }
+        let ranked = (0..<vocabularySize).sorted { mass[$0] > mass[$1] || (mass[$0] == mass[$1] && $0 < $1) }
+        return ranked.prefix(limit).map { Int32($0) }.sorted()
+    }
+
+    /// Dense targets over the draft vocabulary for `example`: its top-k, restricted and renormalised.
+    func targets(_ example: TeacherForcedSequence) -> [Float] {
+        let index = Dictionary(uniqueKeysWithValues: vocabulary.enumerated().map { ($1, $0) })
+        var dense = [Float](repeating: 0, count: example.count * vocabulary.count)
+        for t in 0..<example.count {
+            var total: Float = 0
+            for j in 0..<example.k {
+                let id = example.topIDs[t * example.k + j]
+                if let column = index[id] {
+                    dense[t * vocabulary.count + column] = example.topProbabilities[t * example.k + j]
+                    total += example.topProbabilities[t * example.k + j]
+                }
+            }
+            if total > 0 { for v in 0..<vocabulary.count { dense[t * vocabulary.count + v] /= total } }
+        }
+        return dense
+    }
+
+    /// Runs one step on the next sequence.
+    public func step() -> TrainingProgress {
+        let index = order[optimiser.step % order.count]
+        let example = examples[index]
+        let target = targets(example)
+        let loss = AdapterLoss<Float>(shape: shape)
+        let (value, gradients, logits) = loss.evaluate(weights, states: example.states, start: 0, targets: target, head: head,
+                                                       vocabulary: vocabulary.count)
+        let schedule = LearningRateSchedule(peak: options.learningRate, warmup: options.warmup, total: options.steps)
+        let rate = schedule.rate(at: optimiser.step)
+        optimiser.update(&weights, gradients: gradients, rate: Float(rate))
+        var agree = 0
+        let v = vocabulary.count
+        for t in 0..<example.count {
+            var best = 0, bestTarget = 0
+            for j in 1..<v {
+                if logits[t * v + j] > logits[t * v + best] { best = j }
+                if target[t * v + j] > target[t * v + bestTarget] { bestTarget = j }
+            }
+            if best == bestTarget { agree += 1 }
+        }
+        return TrainingProgress(step: optimiser.step, loss: Double(value), agreement: Double(agree) / Double(max(example.count, 1)),
+                                learningRate: rate)
+    }
+
+    /// The adapter with the current weights and the draft vocabulary.
+    public func adapter(origin: String) -> KangarooAdapter {
+        var config = base.config
+        config.origin = origin
+        return KangarooAdapter(config: config, inputNorm: weights.inputNorm, query: weights.query, key: weights.key, value: weights.value,
+                               output: weights.output, norm: weights.norm,
+                               draftVocabulary: vocabulary.count < model.config.vocabularySize ? vocabulary : nil)
+    }
+
+    // MARK: Checkpoints
+
+    /// Saves the adapter and the optimiser's state into `folder`.
+    public func checkpoint(to folder: String, origin: String) throws {
+        try adapter(origin: origin).save(to: folder)
+        var tensors: [String: SafeTensors.Tensor] = [:]
+        for (i, m) in optimiser.first.enumerated() { tensors["first.\(i)"] = .init(floats: m, shape: [m.count]) }
+        for (i, v) in optimiser.second.enumerated() { tensors["second.\(i)"] = .init(floats: v, shape: [v.count]) }
+        try SafeTensors.write(SafeTensors.File(tensors: tensors, metadata: ["step": String(optimiser.step)]),
+                              to: folder + "/optimizer.safetensors")
+    }
+
+    /// Continues from a checkpoint written by `checkpoint` (same data and options).
+    public func resume(from folder: String) throws {
+        let saved = try KangarooAdapter.load(from: folder, for: model)
+        weights = AdapterTensors(inputNorm: saved.inputNorm, query: saved.query, key: saved.key, value: saved.value,
+                                 output: saved.output, norm: saved.norm)
+        let state = try SafeTensors.read(path: folder + "/optimizer.safetensors")
+        optimiser.first = (0..<6).compactMap { state.tensors["first.\($0)"]?.floats() }
+        optimiser.second = (0..<6).compactMap { state.tensors["second.\($0)"]?.floats() }
+        optimiser.step = Int(state.metadata["step"] ?? "0") ?? 0
+    }
+}
