@@ -79,6 +79,16 @@ public enum VectorOps {
     /// `y[i] += a · x[i]` (attention's weighted sum of values).
     @inline(__always)
     public static func addScaled(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, scale a: Float, count n: Int) {
-        for i in 0..<n { y[i] += a * x[i] }
+        // 16 lanes at a time; each element still gets y + (a·x), rounded twice, exactly as the scalar tail.
+        var i = 0
+        while i + 16 <= n {
+            let yp = UnsafeMutableRawPointer(y + i), xp = UnsafeRawPointer(x + i)
+            yp.storeBytes(of: yp.loadUnaligned(as: SIMD16<Float>.self) + a * xp.loadUnaligned(as: SIMD16<Float>.self), as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < n {
+            y[i] += a * x[i]
+            i += 1
+        }
     }
 }
