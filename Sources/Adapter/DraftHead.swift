@@ -61,8 +61,7 @@ public final class DraftHead: @unchecked Sendable {
     /// Kangaroo's early exit compares with its threshold).
     public func greedyDraft() -> (token: Int32, confidence: Float) {
         let row = logits.pointer, count = head.rows
-        var best = 0
-        for i in 1..<count where row[i] > row[best] { best = i }
+        let best = VectorOps.argmax(row, count: count)
         var sum: Float = 0
         let top = row[best]
         for i in 0..<count { sum += expf(row[i] - top) }

@@ -146,17 +146,22 @@ struct TextAccumulator {
     /// How much of `text` has been handed out.
     private var emitted: String.Index
 
+    /// Characters in the longest stop string.
+    private let longestStop: Int
+
     init(stopStrings: [String]) {
         self.stopStrings = stopStrings.filter { !$0.isEmpty }
+        longestStop = self.stopStrings.map(\.count).max() ?? 0
         emitted = text.startIndex
     }
 
     /// Adds a token's bytes. Returns the text that became safe to show, and whether a stop string was found.
     mutating func append(_ bytes: [UInt8]) -> (ready: String, stopped: Bool) {
         let emittedOffset = text.utf8.distance(from: text.startIndex, to: emitted)
-        text += decoder.append(bytes)
+        let piece = decoder.append(bytes)
+        text += piece
         emitted = text.utf8.index(text.startIndex, offsetBy: emittedOffset)
-        if let stop = firstStop() {
+        if let stop = firstStop(newCharacters: piece.count) {
             text = String(text[..<stop])
             let ready = String(text[emitted...])
             emitted = text.endIndex
@@ -176,16 +181,20 @@ struct TextAccumulator {
         return ready
     }
 
-    private func firstStop() -> String.Index? {
-        stopStrings.compactMap { text.range(of: $0)?.lowerBound }.min()
+    /// The earliest stop string that the newest characters completed. Only the tail that overlaps them
+    /// is searched (a stop wholly inside older text would have ended generation already), so the cost
+    /// per token does not grow with the text.
+    private func firstStop(newCharacters: Int) -> String.Index? {
+        guard !stopStrings.isEmpty, newCharacters > 0 else { return nil }
+        let tail = text.index(text.endIndex, offsetBy: -(newCharacters + longestStop), limitedBy: text.startIndex) ?? text.startIndex
+        return stopStrings.compactMap { text.range(of: $0, range: tail..<text.endIndex)?.lowerBound }.min()
     }
 
     /// Characters at the end of `text` that could start a stop string.
     private func heldBackCount() -> Int {
         var longest = 0
         for stop in stopStrings {
-            for length in stride(from: min(stop.count - 1, text.count), to: longest, by: -1)
-            where text.hasSuffix(stop.prefix(length)) {
+            for length in stride(from: stop.count - 1, to: longest, by: -1) where text.hasSuffix(stop.prefix(length)) {
                 longest = length
                 break
             }

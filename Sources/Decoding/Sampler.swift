@@ -42,13 +42,7 @@ public struct Sampler: Sendable {
 
     /// The index of the largest logit (the lowest index on ties).
     public static func argmax(_ logits: UnsafePointer<Float>, count: Int) -> Int32 {
-        var best = 0
-        var bestValue = logits[0]
-        for i in 1..<count where logits[i] > bestValue {
-            best = i
-            bestValue = logits[i]
-        }
-        return Int32(best)
+        Int32(VectorOps.argmax(logits, count: count))
     }
 
     public mutating func sample(_ logits: UnsafePointer<Float>, count: Int) -> Int32 {

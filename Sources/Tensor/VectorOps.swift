@@ -27,6 +27,13 @@ public enum VectorOps {
         }
     }
 
+    /// Index of the largest of `n` values (the lowest index on ties).
+    public static func argmax(_ x: UnsafePointer<Float>, count n: Int) -> Int {
+        var best = 0
+        for i in 1..<n where x[i] > x[best] { best = i }
+        return best
+    }
+
     /// In-place softmax over `n` elements.
     public static func softmax(_ x: UnsafeMutablePointer<Float>, count n: Int) {
         var maxValue = -Float.infinity

@@ -57,13 +57,9 @@ public struct AdapterEvaluator {
                 let head = runner.head
                 Self.softmax(head.logits.pointer, count: head.rowCount, into: &q)
                 var dense = [Float](repeating: 0, count: c.vocabularySize)
-                var best = 0
-                for r in 0..<head.rowCount {
-                    dense[Int(head.tokenID(row: r))] = q[r]
-                    if q[r] > q[best] { best = r }
-                }
+                for r in 0..<head.rowCount { dense[Int(head.tokenID(row: r))] = q[r] }
                 drafts.append(dense)
-                draftTop.append(head.tokenID(row: best))
+                draftTop.append(head.tokenID(row: VectorOps.argmax(head.logits.pointer, count: head.rowCount)))
             }
             try model.forward(layers: adapter.config.exitLayer..<c.layerCount, hidden: hidden, cache: cache, scratch: scratch)
             for start in stride(from: 0, to: tokens.count - 1, by: chunk) {
@@ -74,18 +70,12 @@ public struct AdapterEvaluator {
                     Self.softmax(row, count: c.vocabularySize, into: &p)
                     var overlap: Double = 0
                     for v in 0..<c.vocabularySize { overlap += Double(min(p[v], drafts[t][v])) }
-                    stats.add(agree: draftTop[t] == Self.argmax(row, count: c.vocabularySize), overlap: overlap)
+                    stats.add(agree: Int(draftTop[t]) == VectorOps.argmax(row, count: c.vocabularySize), overlap: overlap)
                 }
             }
             progress(index + 1)
         }
         return stats
-    }
-
-    static func argmax(_ row: UnsafePointer<Float>, count: Int) -> Int32 {
-        var best = 0
-        for i in 1..<count where row[i] > row[best] { best = i }
-        return Int32(best)
     }
 
     static func softmax(_ logits: UnsafePointer<Float>, count: Int, into out: inout [Float]) {

@@ -109,13 +109,12 @@ public final class AdapterTrainer {
         optimiser.update(&weights, gradients: gradients, rate: Float(rate))
         var agree = 0
         let v = vocabulary.count
-        for t in 0..<example.count {
-            var best = 0, bestTarget = 0
-            for j in 1..<v {
-                if logits[t * v + j] > logits[t * v + best] { best = j }
-                if target[t * v + j] > target[t * v + bestTarget] { bestTarget = j }
+        logits.withUnsafeBufferPointer { l in
+            target.withUnsafeBufferPointer { p in
+                for t in 0..<example.count where VectorOps.argmax(l.baseAddress! + t * v, count: v) == VectorOps.argmax(p.baseAddress! + t * v, count: v) {
+                    agree += 1
+                }
             }
-            if best == bestTarget { agree += 1 }
         }
         return TrainingProgress(step: optimiser.step, loss: Double(value), agreement: Double(agree) / Double(max(example.count, 1)),
                                 learningRate: rate)
