@@ -38,6 +38,12 @@ struct BenchSpeed: ParsableCommand {
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
+    func validate() throws {
+        guard (1...512).contains(prefillTokens) else { throw ValidationError("--prefill-tokens must be 1…512") }
+        guard decodeTokens >= 1 else { throw ValidationError("--decode-tokens must be at least 1") }
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
+    }
+
     struct Report: Encodable {
         struct Forward: Encodable {
             var tokens: Int
@@ -69,12 +75,12 @@ struct BenchSpeed: ParsableCommand {
         let decode = try generator.generate(prompt: prompt, decoder: decoder, options: options)
 
         // Prefill: one long prompt of ordinary text.
-        var long = tokenizer.encode(String(repeating: "Kangaroos are large marsupials found only in Australia. ", count: 64))
-        long = Array(long.prefix(prefillTokens))
+        let long = tokenizer.encode(String(repeating: "Kangaroos are large marsupials found only in Australia. ", count: 64))
+        let prefillPrompt = Array(long.prefix(prefillTokens))
         var sampler = Sampler(options: SamplingOptions())
-        _ = try decoder.start(prompt: long, sampler: &sampler)
+        _ = try decoder.start(prompt: prefillPrompt, sampler: &sampler)
         let prefillStart = ContinuousClock.now
-        _ = try decoder.start(prompt: long, sampler: &sampler)
+        _ = try decoder.start(prompt: prefillPrompt, sampler: &sampler)
         let prefillSeconds = (ContinuousClock.now - prefillStart).seconds
 
         // Forward over n tokens from a warm cache, logits for every token.
@@ -107,7 +113,7 @@ struct BenchSpeed: ParsableCommand {
         let report = Report(
             threads: pool.threads, kernelLevel: KernelInfo.levelName,
             decodeTokensPerSecond: decode.decodeTokensPerSecond,
-            prefillTokensPerSecond: Double(long.count) / prefillSeconds,
+            prefillTokensPerSecond: Double(prefillPrompt.count) / prefillSeconds,
             forward: forward, weightBytesPerToken: weightBytes,
             effectiveBandwidthGBs: effective, streamingBandwidthGBs: streaming, bandwidthShare: effective / streaming)
         if json {
@@ -117,7 +123,7 @@ struct BenchSpeed: ParsableCommand {
         writeOut("""
         threads \(report.threads), kernels \(report.kernelLevel)
         decode   \(String(format: "%7.1f", report.decodeTokensPerSecond)) tokens/s (\(decodeTokens) tokens)
-        prefill  \(String(format: "%7.1f", report.prefillTokensPerSecond)) tokens/s (\(long.count)-token prompt)
+        prefill  \(String(format: "%7.1f", report.prefillTokensPerSecond)) tokens/s (\(prefillPrompt.count)-token prompt)
         forward over n tokens from a warm cache (with logits for all n):
 
         """)

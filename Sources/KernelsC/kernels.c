@@ -1,43 +1,10 @@
-#include "KernelsC.h"
-
-#include <math.h>
-#include <string.h>
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define KQ_X86 1
-#endif
+#include "common.h"
 
 // Why C: swiftc emits no vpdpbusd (VNNI) for a widened int8 multiply-add, and its generic SIMD integer →
 // float conversions were not inlined: the Swift float kernel for Q4_1 ran the default model at 21 tok/s
 // on one thread (`kangaroo generate --threads 1`, release build), see the kernels issue note for the
 // measured figures of this C path.
 
-static float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exponent = (h >> 10) & 0x1F;
-    uint32_t mantissa = h & 0x3FF;
-    uint32_t bits;
-    if (exponent == 0) {
-        if (mantissa == 0) {
-            bits = sign;
-        } else {  // subnormal: normalise
-            exponent = 1;
-            while (!(mantissa & 0x400)) { mantissa <<= 1; exponent--; }
-            mantissa &= 0x3FF;
-            bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-        }
-    } else if (exponent == 31) {
-        bits = sign | 0x7F800000 | (mantissa << 13);
-    } else {
-        bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
 // ---------------------------------------------------------------------------------------------
 // Activation quantisation (portable; the compiler vectorises it).
@@ -149,8 +116,6 @@ static void matmul_portable(int type, const uint8_t *weights, size_t row_bytes, 
 // ---------------------------------------------------------------------------------------------
 // x86: weights unpacked to 32 unsigned bytes in a ymm register, activations signed.
 
-#define KQ_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define KQ_TARGET_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")))
 
 // Rows are taken KQ_ROWS at a time: their blocks are unpacked once into a small buffer that stays in
 // L1 (32 unsigned bytes, scale and per-block term per block), then every token streams through them with
@@ -384,63 +349,6 @@ void kq_matmul_q8_0_float(const void *weights, size_t row_bytes, int columns, in
     matmul_q8_0_float_portable(weights, row_bytes, columns, row_begin, row_end, x, tokens, y, ldy);
 }
 
-#if KQ_X86
-// ---------------------------------------------------------------------------------------------
-// Q4_0 / Q4_1 × int8 with AVX-512 VNNI on row pairs: one zmm holds the same block of two rows, so one
-// vpdpbusd forms both rows' eight lanes. Per (row, token) the operations are those of the ymm kernels
-// (same lanes, same products d_w·d_x, same fused multiply-adds, same final lane order), so results are
-// bit-identical to them; only the instruction count per block is lower.
-
-KQ_TARGET_VNNI static void matmul_q4_pairs_vnni(const int type, const uint8_t *weights, size_t row_bytes,
-                                               int columns, int row_begin, int row_end, const int8_t *q,
-                                               const float *d, const float *ds, int tokens, float *y, size_t ldy) {
-    int blocks = columns / 32, bsize = block_bytes(type);
-    const __m256i low_mask = _mm256_set1_epi8(0x0F);
-    __m512i w[2][blocks];          // rows (0,1) and (2,3) of the tile, block b
-    __m512 scale[2][blocks];       // [d_w(row a) × 8 | d_w(row b) × 8]
-    __m128 factor[blocks];         // the per-block term of the four rows
-    for (int r0 = row_begin; r0 < row_end; r0 += 4) {
-        int nr = row_end - r0 < 4 ? row_end - r0 : 4;
-        for (int b = 0; b < blocks; b++) {
-            __m256i wr[4];
-            float dw[4], f[4];
-            for (int i = 0; i < 4; i++) {
-                const uint8_t *block = weights + (size_t)(r0 + (i < nr ? i : nr - 1)) * row_bytes + (size_t)b * bsize;
-                dw[i] = _cvtsh_ss(load_u16(block));
-                __m128i raw = _mm_loadu_si128((const __m128i *)(block + (type == 3 ? 4 : 2)));
-                wr[i] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low_mask);
-                f[i] = type == 3 ? _cvtsh_ss(load_u16(block + 2)) : -8.0f * dw[i];
-            }
-            for (int p = 0; p < 2; p++) {
-                w[p][b] = _mm512_inserti64x4(_mm512_castsi256_si512(wr[2 * p]), wr[2 * p + 1], 1);
-                scale[p][b] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(dw[2 * p])), _mm256_set1_ps(dw[2 * p + 1]), 1);
-            }
-            factor[b] = _mm_loadu_ps(f);
-        }
-        for (int t = 0; t < tokens; t++) {
-            const int8_t *xq = q + (size_t)t * columns;
-            const float *xd = d + (size_t)t * blocks, *xds = ds + (size_t)t * blocks;
-            __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-            __m128 extra = _mm_setzero_ps();
-            for (int b = 0; b < blocks; b++) {
-                __m512i x = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(xq + b * 32)));
-                __m512 dx = _mm512_set1_ps(xd[b]);
-                __m512i l0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0][b], x);
-                __m512i l1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[1][b], x);
-                acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(l0), _mm512_mul_ps(scale[0][b], dx), acc0);
-                acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(l1), _mm512_mul_ps(scale[1][b], dx), acc1);
-                extra = _mm_fmadd_ps(factor[b], _mm_set1_ps(xds[b]), extra);
-            }
-            float l[4][8], e[4];
-            _mm512_storeu_ps(l[0], acc0);
-            _mm512_storeu_ps(l[2], acc1);
-            _mm_storeu_ps(e, extra);
-            for (int i = 0; i < nr; i++) y[(size_t)t * ldy + r0 + i] = sum_lanes(l[i]) + e[i];
-        }
-    }
-}
-#endif
-
 static int detected_level(void) {
 #if KQ_X86
     __builtin_cpu_init();
@@ -468,8 +376,7 @@ void kq_matmul(int type, const void *weights, size_t row_bytes, int columns, int
     switch (kq_instruction_level()) {
 #if KQ_X86
     case 2:
-        if (tokens > 1 && type != 8) matmul_q4_pairs_vnni(type, weights, row_bytes, columns, row_begin, row_end, q, d, ds, tokens, y, ldy);
-        else matmul_vnni(type, weights, row_bytes, columns, row_begin, row_end, q, d, ds, tokens, y, ldy);
+        matmul_vnni(type, weights, row_bytes, columns, row_begin, row_end, q, d, ds, tokens, y, ldy);
         return;
     case 1: matmul_avx2(type, weights, row_bytes, columns, row_begin, row_end, q, d, ds, tokens, y, ldy); return;
 #endif

@@ -88,15 +88,15 @@ public final class LlamaModel: @unchecked Sendable {
             layers.append(LlamaLayerWeights(
                 attention: AttentionWeights(
                     norm: try gguf.vector(p + "attn_norm.weight", count: d),
-                    query: try gguf.matrix(p + "attn_q.weight", rows: config.querySize, columns: d),
-                    key: try gguf.matrix(p + "attn_k.weight", rows: config.kvSize, columns: d),
-                    value: try gguf.matrix(p + "attn_v.weight", rows: config.kvSize, columns: d),
-                    output: try gguf.matrix(p + "attn_output.weight", rows: d, columns: config.querySize)),
+                    query: try gguf.matrix(p + "attn_q.weight", rows: config.querySize, columns: d).repacked(),
+                    key: try gguf.matrix(p + "attn_k.weight", rows: config.kvSize, columns: d).repacked(),
+                    value: try gguf.matrix(p + "attn_v.weight", rows: config.kvSize, columns: d).repacked(),
+                    output: try gguf.matrix(p + "attn_output.weight", rows: d, columns: config.querySize).repacked()),
                 feedForward: FeedForwardWeights(
                     norm: try gguf.vector(p + "ffn_norm.weight", count: d),
-                    gate: try gguf.matrix(p + "ffn_gate.weight", rows: config.feedForwardSize, columns: d),
-                    up: try gguf.matrix(p + "ffn_up.weight", rows: config.feedForwardSize, columns: d),
-                    down: try gguf.matrix(p + "ffn_down.weight", rows: d, columns: config.feedForwardSize))))
+                    gate: try gguf.matrix(p + "ffn_gate.weight", rows: config.feedForwardSize, columns: d).repacked(),
+                    up: try gguf.matrix(p + "ffn_up.weight", rows: config.feedForwardSize, columns: d).repacked(),
+                    down: try gguf.matrix(p + "ffn_down.weight", rows: d, columns: config.feedForwardSize).repacked())))
         }
         self.layers = layers
         inverseFrequencies = (0..<(config.headSize / 2)).map {

@@ -31,6 +31,16 @@ func floatActivationMatrix(_ matrix: WeightMatrix) -> WeightMatrix {
     return copy
 }
 
+/// Every way products can run on `matrix`: as stored, and also repacked (Q4_0, Q4_1) or with float
+/// activations (Q8_0, the output head).
+func kernelVariants(_ matrix: WeightMatrix) -> [WeightMatrix] {
+    switch matrix.type {
+    case .q4_0, .q4_1: [matrix, matrix.repacked()]
+    case .q8_0: [matrix, floatActivationMatrix(matrix)]
+    default: [matrix]
+    }
+}
+
 /// Runs `matrix × x` for `count` tokens through the product API.
 func multiply(_ matrix: WeightMatrix, _ x: [Float], count: Int) -> [Float] {
     let batch = ActivationBatch(capacity: x.count)
@@ -73,7 +83,7 @@ struct KernelTests {
             let x = (0..<(count * columns)).map { _ in random.float() }
             weights.withUnsafeBytes { w in
                 let stored = WeightMatrix(type: type, rows: rows, columns: columns, data: w.baseAddress!)
-                for matrix in type == .q8_0 ? [stored, floatActivationMatrix(stored)] : [stored] {
+                for matrix in kernelVariants(stored) {
                 let y = multiply(matrix, x, count: count)
                 // The integer kernels multiply by int8-rounded activations: compare with exactly those.
                 let seen = matrix.usesIntegerKernel ? int8RoundTrip(x) : x
@@ -105,19 +115,13 @@ struct KernelTests {
         let weights = randomRows(type, rows: rows, columns: columns, random: &random)
         let x = (0..<(16 * columns)).map { _ in random.float() }
         weights.withUnsafeBytes { w in
-            let matrix = WeightMatrix(type: type, rows: rows, columns: columns, data: w.baseAddress!)
-            var single: [Float] = []
-            for t in 0..<16 { single += multiply(matrix, Array(x[t * columns..<(t + 1) * columns]), count: 1) }
-            for n in 1...16 {
-                let batched = multiply(matrix, Array(x.prefix(n * columns)), count: n)
-                #expect(batched.map(\.bitPattern) == single.prefix(n * rows).map(\.bitPattern), "n = \(n)")
-            }
-            if type == .q8_0 {  // the output head's float-activation kernel
-                let head = floatActivationMatrix(matrix)
-                var one: [Float] = []
-                for t in 0..<16 { one += multiply(head, Array(x[t * columns..<(t + 1) * columns]), count: 1) }
-                for n in [2, 5, 16] {
-                    #expect(multiply(head, Array(x.prefix(n * columns)), count: n).map(\.bitPattern) == one.prefix(n * rows).map(\.bitPattern))
+            let stored = WeightMatrix(type: type, rows: rows, columns: columns, data: w.baseAddress!)
+            for matrix in kernelVariants(stored) {
+                var single: [Float] = []
+                for t in 0..<16 { single += multiply(matrix, Array(x[t * columns..<(t + 1) * columns]), count: 1) }
+                for n in 1...16 {
+                    let batched = multiply(matrix, Array(x.prefix(n * columns)), count: n)
+                    #expect(batched.map(\.bitPattern) == single.prefix(n * rows).map(\.bitPattern), "n = \(n)")
                 }
             }
         }
@@ -129,20 +133,20 @@ struct KernelTests {
         defer { kq_set_instruction_level(best) }
         for type in [QuantType.q4_0, .q4_1, .q8_0] {
             var random = SeededRandom(UInt64(type.rawValue) + 99)
-            let rows = 13, columns = 96
+            let rows = 21, columns = 96
             let weights = randomRows(type, rows: rows, columns: columns, random: &random)
-            let x = (0..<(5 * columns)).map { _ in random.float() }
+            let x = (0..<(11 * columns)).map { _ in random.float() }
             weights.withUnsafeBytes { w in
                 let matrix = WeightMatrix(type: type, rows: rows, columns: columns, data: w.baseAddress!)
-                let matrices = type == .q8_0 ? [matrix, floatActivationMatrix(matrix)] : [matrix]
+                let matrices = kernelVariants(matrix)
                 var results: [[UInt32]] = []
                 for level in (0...best).reversed() {
                     kq_set_instruction_level(level)
                     for m in matrices {
-                        for n in [1, 5] { results.append(multiply(m, Array(x.prefix(n * columns)), count: n).map(\.bitPattern)) }
+                        for n in [1, 5, 11] { results.append(multiply(m, Array(x.prefix(n * columns)), count: n).map(\.bitPattern)) }
                     }
                 }
-                let perLevel = 2 * matrices.count
+                let perLevel = 3 * matrices.count
                 for (i, result) in results.enumerated() { #expect(result == results[i % perLevel], "\(type) result \(i)") }
             }
         }

@@ -27,6 +27,24 @@ void kq_quantize(const float *x, int columns, int tokens, int8_t *q, float *d, f
 void kq_matmul(int type, const void *weights, size_t row_bytes, int columns, int row_begin, int row_end,
                const int8_t *q, const float *d, const float *ds, int tokens, float *y, size_t ldy);
 
+/// Q4_0 / Q4_1 weights repacked for the integer kernels, 16 rows at a time. For each group of 16 rows
+/// (the last one padded with zero rows) and each block of 32 columns, in this order:
+///   16 × f16 d, then for Q4_1 16 × f16 m, then 4 chunks of 64 bytes; chunk k holds, for row r, the
+///   original block's nibble bytes 4k…4k+3 at bytes 4r…4r+3 (low nibbles: columns 4k…4k+3, high
+///   nibbles: columns 16+4k…16+4k+3).
+/// The same bytes as the original blocks, so decode reads no more memory.
+size_t kq_packed_size(int type, int rows, int columns);
+
+/// Repacks `rows` rows of Q4_0 (type 2) or Q4_1 (type 3) into `packed` (kq_packed_size bytes).
+void kq_pack(int type, const void *weights, size_t row_bytes, int rows, int columns, void *packed);
+
+/// y[t · ldy + r] = Σ_c W[r][c] · x[t][c] for the rows of groups [group_begin, group_end) of a packed
+/// matrix with `rows` rows. Per (row, token), block after block: acc = fma(s, d_w · d_x, acc), then
+/// acc = fma(m_w, d_x · Σq, acc) with s the exact integer dot product (Q4_0: m_w = −8 · d_w); the same
+/// bits on every instruction level and for every number of tokens.
+void kq_matmul_packed(int type, const void *packed, int rows, int columns, int group_begin, int group_end,
+                      const int8_t *q, const float *d, const float *ds, int tokens, float *y, size_t ldy);
+
 /// Q8_0 weights against float activations (the output head, where logits need full precision):
 /// y[t · ldy + r] = Σ_c W[r][c] · x[t][c]. Per block, 16 float lanes take w·x of its two halves, are
 /// scaled by the block's d and accumulated; the lanes are added in a fixed order. Same bits on every

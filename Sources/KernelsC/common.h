@@ -1,0 +1,43 @@
+// Helpers shared by the kernel files (not part of the public header).
+#ifndef KANGAROO_KERNELS_COMMON_H
+#define KANGAROO_KERNELS_COMMON_H
+
+#include "KernelsC.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define KQ_X86 1
+#define KQ_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define KQ_TARGET_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")))
+#endif
+
+static inline float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exponent = (h >> 10) & 0x1F;
+    uint32_t mantissa = h & 0x3FF;
+    uint32_t bits;
+    if (exponent == 0) {
+        if (mantissa == 0) {
+            bits = sign;
+        } else {  // subnormal: normalise
+            exponent = 1;
+            while (!(mantissa & 0x400)) { mantissa <<= 1; exponent--; }
+            mantissa &= 0x3FF;
+            bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+        }
+    } else if (exponent == 31) {
+        bits = sign | 0x7F800000 | (mantissa << 13);
+    } else {
+        bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+#endif
