@@ -40,7 +40,7 @@ let package = Package(
         // Decoders (plain, Kangaroo, layer-skip), samplers, stop conditions, streaming text, statistics.
         .target(name: "Decoding", dependencies: ["Llama", "Tokenizer", "Adapter"], swiftSettings: kernelFlags),
         // Training Kangaroo's adapter: loss and hand-written gradients, optimiser.
-        .target(name: "Training", dependencies: ["Adapter", "Llama", "Tensor", "Tokenizer", "ModelFormats"], swiftSettings: kernelFlags),
+        .target(name: "Training", dependencies: ["Adapter", "Decoding", "Llama", "Tensor", "Tokenizer", "ModelFormats"], swiftSettings: kernelFlags),
         // Spec-Bench suites, per-turn records, metrics and reports.
         .target(name: "Benchmark"),
         // Locating and downloading the default model.

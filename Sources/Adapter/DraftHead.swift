@@ -26,9 +26,7 @@ public final class DraftHead: @unchecked Sendable {
             for (i, id) in vocabulary.enumerated() {
                 (rows + i * full.rowBytes).copyMemory(from: full.row(Int(id)), byteCount: full.rowBytes)
             }
-            var subset = WeightMatrix(type: full.type, rows: vocabulary.count, columns: full.columns, data: rows)
-            subset.activationPrecision = full.activationPrecision
-            head = subset
+            head = WeightMatrix(type: full.type, rows: vocabulary.count, columns: full.columns, data: rows).forLogits()
             ownedRows = rows
             ids = vocabulary
         } else {

@@ -35,6 +35,12 @@ struct EvalAdapter: ParsableCommand {
     @Option(help: "Tokens per conversation at most.")
     var tokensPerConversation = 512
 
+    @Option(help: """
+        Score the model's own greedy answers (up to N tokens) to the held-out conversations' first \
+        user messages instead of the conversations' text (0: off); what the adapter sees when drafting.
+        """)
+    var selfDistill = 0
+
     @Option(help: "Spec-Bench question file; omit to skip the decoding part.")
     var suite: String?
 
@@ -57,14 +63,24 @@ struct EvalAdapter: ParsableCommand {
         let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
 
         let data = try ShareGPTFile.file.ensure()
-        let heldOut = try ShareGPT.read(path: data.path).filter(\.isValidation).prefix(conversations)
-        let sequences = heldOut.map { ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation) }
+        let heldOut = try ShareGPT.read(path: data.path).filter(\.isValidation)
+        var sequences: [[Int32]] = []
+        if selfDistill > 0 {
+            let distillation = SelfDistillation(model: model, tokenizer: tokenizer, template: template,
+                                                maxNewTokens: selfDistill, maxTokens: tokensPerConversation)
+            let prompts = heldOut.lazy.compactMap { distillation.prompt(for: $0) }.prefix(conversations)
+            FileHandle.standardError.write(Data("generating the model's answers to \(prompts.count) held-out prompts …\n".utf8))
+            for prompt in prompts { sequences.append(try distillation.sequence(prompt: prompt)) }
+        } else {
+            sequences = heldOut.prefix(conversations)
+                .map { ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation) }
+        }
         let progress = ProgressBar(total: sequences.count)
         let stats = try AdapterEvaluator(model: model, adapter: weights).agreement(on: sequences) { _ in progress.advance() }
         progress.finish()
         writeOut("adapter: \(weights.config.origin), exit layer \(weights.config.exitLayer)\n")
-        writeOut(String(format: "held-out: %d conversations, %d positions: top-1 agreement %.3f, expected acceptance %.3f\n",
-                        sequences.count, stats.positions, stats.top1Agreement, stats.expectedAcceptance))
+        writeOut(String(format: "held-out%@: %d conversations, %d positions: top-1 agreement %.3f, expected acceptance %.3f\n",
+                        selfDistill > 0 ? " (model's own answers)" : "", sequences.count, stats.positions, stats.top1Agreement, stats.expectedAcceptance))
 
         guard let suite else { return }
         let selected = SpecBench.select(try SpecBench.load(path: suite), limit: questions, categories: nil)

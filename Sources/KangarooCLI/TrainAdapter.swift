@@ -1,6 +1,7 @@
 import Adapter
 import ArgumentParser
 import Foundation
+import Llama
 import ModelStore
 import Tokenizer
 import Training
@@ -47,6 +48,13 @@ struct TrainAdapter: ParsableCommand {
     @Option(help: "Start from random weights with this seed instead of a copy of the exit layer's attention.")
     var randomInit: UInt64?
 
+    @Option(help: """
+        Self-distillation: train on the model's own greedy answers (up to N tokens) to each \
+        conversation's first user message instead of the conversation's text (0: off). Answers are kept \
+        in --output/self-distill.jsonl and reused.
+        """)
+    var selfDistill = 0
+
     @Option(help: "Seed of the data order.")
     var seed: UInt64 = 1
 
@@ -64,9 +72,12 @@ struct TrainAdapter: ParsableCommand {
         }
         let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
         let data = try ShareGPTFile.file.ensure()
-        let chosen = try ShareGPT.read(path: data.path, limit: conversations * 2).filter { !$0.isValidation }.prefix(conversations)
-        let sequences = chosen.map { ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation) }
-            .filter { $0.count > 8 }
+        let candidates = try ShareGPT.read(path: data.path, limit: conversations * 3).filter { !$0.isValidation }
+        let sequences = selfDistill > 0
+            ? try selfDistilledSequences(candidates, model: model, tokenizer: tokenizer, template: template)
+            : candidates.prefix(conversations)
+                .map { ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation) }
+                .filter { $0.count > 8 }
         FileHandle.standardError.write(Data("teacher forcing \(sequences.count) conversations (\(sequences.reduce(0) { $0 + $1.count }) tokens) …\n".utf8))
         let forcing = TeacherForcing(model: model, exitLayer: exitLayer)
         let bar = ProgressBar(total: sequences.count)
@@ -87,7 +98,8 @@ struct TrainAdapter: ParsableCommand {
             ?? KangarooAdapter.copyingLayer(of: model, exitLayer: exitLayer)
         let trainer = AdapterTrainer(model: model, start: start, examples: examples, options: options)
         if resume { try trainer.resume(from: output) }
-        let origin = "trained: exit layer \(exitLayer), \(examples.count) ShareGPT conversations × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")"
+        let source = selfDistill > 0 ? "self-distilled answers (≤\(selfDistill) tokens) to " : ""
+        let origin = "trained: exit layer \(exitLayer), \(source)\(examples.count) ShareGPT conversations × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")"
         let trainingStart = Date()
         var recentLoss: [Double] = [], recentAgreement: [Double] = []
         var done = trainer.optimiser.step
@@ -107,5 +119,30 @@ struct TrainAdapter: ParsableCommand {
             if done % checkpointEvery == 0 || done == steps { try trainer.checkpoint(to: output, origin: origin) }
         }
         writeOut(String(format: "wrote %@ (%@) in %.0f s\n", output, origin, Date().timeIntervalSince(began)))
+    }
+
+    /// The model's own answers to the first `conversations` prompts that fit, generated once and kept
+    /// in --output/self-distill.jsonl.
+    private func selfDistilledSequences(_ candidates: [Conversation], model: LlamaModel, tokenizer: Tokenizer,
+                                        template: ChatTemplate) throws -> [[Int32]] {
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        let distillation = SelfDistillation(model: model, tokenizer: tokenizer, template: template,
+                                            maxNewTokens: selfDistill, maxTokens: tokensPerConversation)
+        var store = try SelfDistilledStore(path: output + "/self-distill.jsonl")
+        var prompts: [(id: String, tokens: [Int32])] = []
+        for conversation in candidates where prompts.count < conversations {
+            if let prompt = distillation.prompt(for: conversation) { prompts.append((conversation.id, prompt)) }
+        }
+        let missing = prompts.filter { store.sequences[$0.id] == nil }
+        if !missing.isEmpty {
+            FileHandle.standardError.write(Data("generating the model's answers to \(missing.count) prompts (≤\(selfDistill) tokens each) …\n".utf8))
+            let bar = ProgressBar(total: missing.count)
+            for prompt in missing {
+                try store.append(id: prompt.id, tokens: try distillation.sequence(prompt: prompt.tokens))
+                bar.advance()
+            }
+            bar.finish()
+        }
+        return prompts.compactMap { store.sequences[$0.id] }.filter { $0.count > 8 }
     }
 }

@@ -203,3 +203,177 @@ void kq_matmul_packed(int type, const void *packed, int rows, int columns, int g
     default: packed_portable(type, packed, rows, columns, group_begin, group_end, q, d, ds, tokens, y, ldy); return;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Q8_0 × int16 activations (the output head). 16 rows at a time again: for each (group, block),
+// 16 × f16 d, then 16 chunks of 32 bytes; chunk p holds (w[r][2p], w[r][2p+1]) at bytes 2r, 2r+1, so
+// sign-extended to int16 each 32-bit lane is one row's pair of weights and vpdpwssd adds the row's two
+// products with the broadcast activation pair. Per (row, token), block after block:
+//   s = Σ_{c < 32} w_c · x_c   (exact in int32: |s| ≤ 32 · 128 · 32767 < 2³¹)
+//   acc = fma((float)s, d_w · d_x, acc)
+
+enum { HEAD_GROUP_BLOCK = 32 + 512 };
+
+size_t kq_packed_q8_0_size(int rows, int columns) {
+    return (size_t)((rows + GROUP - 1) / GROUP) * (size_t)(columns / 32) * HEAD_GROUP_BLOCK;
+}
+
+void kq_pack_q8_0(const void *weights, size_t row_bytes, int rows, int columns, void *packed) {
+    int groups = (rows + GROUP - 1) / GROUP, blocks = columns / 32;
+    memset(packed, 0, kq_packed_q8_0_size(rows, columns));
+    for (int g = 0; g < groups; g++) {
+        for (int b = 0; b < blocks; b++) {
+            uint8_t *out = (uint8_t *)packed + ((size_t)g * blocks + b) * HEAD_GROUP_BLOCK;
+            for (int r = 0; r < GROUP && g * GROUP + r < rows; r++) {
+                const uint8_t *block = (const uint8_t *)weights + (size_t)(g * GROUP + r) * row_bytes + (size_t)b * 34;
+                memcpy(out + 2 * r, block, 2);
+                for (int p = 0; p < 16; p++) memcpy(out + 32 + 32 * p + 2 * r, block + 2 + 2 * p, 2);
+            }
+        }
+    }
+}
+
+void kq_quantize16(const float *x, int columns, int tokens, int16_t *q, float *d) {
+    int blocks = columns / 32;
+    for (int t = 0; t < tokens; t++) {
+        for (int b = 0; b < blocks; b++) {
+            const float *v = x + (size_t)t * columns + b * 32;
+            int16_t *out = q + (size_t)t * columns + b * 32;
+            float amax = 0;
+            for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+            float scale = amax / 32767.0f;
+            float inverse = scale != 0 ? 1.0f / scale : 0.0f;
+            for (int i = 0; i < 32; i++) {
+                float value = nearbyintf(v[i] * inverse);
+                out[i] = (int16_t)fminf(fmaxf(value, -32767.0f), 32767.0f);
+            }
+            d[(size_t)t * blocks + b] = scale;
+        }
+    }
+}
+
+static void head_portable(const uint8_t *packed, int rows, int columns, int group_begin, int group_end,
+                          const int16_t *q, const float *d, int tokens, float *y, size_t ldy) {
+    int blocks = columns / 32;
+    for (int g = group_begin; g < group_end; g++) {
+        int nr = rows - g * GROUP < GROUP ? rows - g * GROUP : GROUP;
+        for (int t = 0; t < tokens; t++) {
+            float acc[GROUP] = {0};
+            for (int b = 0; b < blocks; b++) {
+                const uint8_t *base = packed + ((size_t)g * blocks + b) * HEAD_GROUP_BLOCK;
+                const int16_t *x = q + (size_t)t * columns + b * 32;
+                float dx = d[(size_t)t * blocks + b];
+                for (int r = 0; r < GROUP; r++) {
+                    int32_t s = 0;
+                    for (int p = 0; p < 16; p++) {
+                        s += (int8_t)base[32 + 32 * p + 2 * r] * x[2 * p] + (int8_t)base[32 + 32 * p + 2 * r + 1] * x[2 * p + 1];
+                    }
+                    acc[r] = fmaf((float)s, half_to_float(load_u16(base + 2 * r)) * dx, acc[r]);
+                }
+            }
+            for (int r = 0; r < nr; r++) y[(size_t)t * ldy + (size_t)g * GROUP + r] = acc[r];
+        }
+    }
+}
+
+#if KQ_X86
+KQ_TARGET_VNNI static inline __attribute__((always_inline)) void
+head_tile_vnni(const int nt, const uint8_t *group, int blocks, const int16_t *q, int columns, const float *d,
+               float *y, size_t ldy, int nr) {
+    __m512 acc[8];
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < blocks; b++) {
+        const uint8_t *base = group + (size_t)b * HEAD_GROUP_BLOCK;
+        __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)base));
+        // Few tokens: two chains per token hide vpdpwssd's latency (integer sums: the split is exact).
+        __m512i s[8][2];
+        for (int t = 0; t < nt; t++) s[t][0] = s[t][1] = _mm512_setzero_si512();
+        for (int p = 0; p < 16; p++) {
+            __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(base + 32 + 32 * p)));
+            for (int t = 0; t < nt; t++) {
+                int32_t pair;
+                memcpy(&pair, q + (size_t)t * columns + b * 32 + 2 * p, 4);
+                int chain = nt <= 4 ? (p & 1) : 0;
+                s[t][chain] = _mm512_dpwssd_epi32(s[t][chain], w, _mm512_set1_epi32(pair));
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s[t][0], s[t][1]));
+            acc[t] = _mm512_fmadd_ps(f, _mm512_mul_ps(dw, _mm512_set1_ps(d[(size_t)t * blocks + b])), acc[t]);
+        }
+    }
+    __mmask16 store = (__mmask16)((1u << nr) - 1);
+    for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(y + (size_t)t * ldy, store, acc[t]);
+}
+
+KQ_TARGET_AVX2 static inline __attribute__((always_inline)) void
+head_tile_avx2(const int nt, const uint8_t *group, int blocks, const int16_t *q, int columns, const float *d,
+               float *y, size_t ldy, int nr) {
+    for (int h = 0; h < 2; h++) {
+        __m256 acc[8];
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+        for (int b = 0; b < blocks; b++) {
+            const uint8_t *base = group + (size_t)b * HEAD_GROUP_BLOCK;
+            __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(base + 16 * h)));
+            __m256i s[8];
+            for (int t = 0; t < nt; t++) s[t] = _mm256_setzero_si256();
+            for (int p = 0; p < 16; p++) {
+                __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(base + 32 + 32 * p + 16 * h)));
+                for (int t = 0; t < nt; t++) {
+                    int32_t pair;
+                    memcpy(&pair, q + (size_t)t * columns + b * 32 + 2 * p, 4);
+                    s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(w, _mm256_set1_epi32(pair)));
+                }
+            }
+            for (int t = 0; t < nt; t++) {
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(dw, _mm256_set1_ps(d[(size_t)t * blocks + b])), acc[t]);
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            float out[8];
+            _mm256_storeu_ps(out, acc[t]);
+            for (int r = 0; r < 8 && 8 * h + r < nr; r++) y[(size_t)t * ldy + 8 * h + r] = out[r];
+        }
+    }
+}
+
+#define KQ_DEFINE_HEAD(NAME, TARGET, TILE)                                                               \
+TARGET static void NAME(const uint8_t *packed, int rows, int columns, int group_begin, int group_end,    \
+                        const int16_t *q, const float *d, int tokens, float *y, size_t ldy) {            \
+    int blocks = columns / 32;                                                                           \
+    for (int g = group_begin; g < group_end; g++) {                                                      \
+        int nr = rows - g * GROUP < GROUP ? rows - g * GROUP : GROUP;                                    \
+        const uint8_t *group = packed + (size_t)g * blocks * HEAD_GROUP_BLOCK;                           \
+        for (int t0 = 0; t0 < tokens; t0 += 8) {                                                         \
+            int nt = tokens - t0 < 8 ? tokens - t0 : 8;                                                  \
+            const int16_t *qt = q + (size_t)t0 * columns;                                                \
+            const float *dt = d + (size_t)t0 * blocks;                                                   \
+            float *yt = y + (size_t)t0 * ldy + (size_t)g * GROUP;                                        \
+            switch (nt) {                                                                                \
+            case 1: TILE(1, group, blocks, qt, columns, dt, yt, ldy, nr); break;                         \
+            case 2: TILE(2, group, blocks, qt, columns, dt, yt, ldy, nr); break;                         \
+            case 3: TILE(3, group, blocks, qt, columns, dt, yt, ldy, nr); break;                         \
+            case 4: TILE(4, group, blocks, qt, columns, dt, yt, ldy, nr); break;                         \
+            case 5: TILE(5, group, blocks, qt, columns, dt, yt, ldy, nr); break;                         \
+            case 6: TILE(6, group, blocks, qt, columns, dt, yt, ldy, nr); break;                         \
+            case 7: TILE(7, group, blocks, qt, columns, dt, yt, ldy, nr); break;                         \
+            default: TILE(8, group, blocks, qt, columns, dt, yt, ldy, nr); break;                        \
+            }                                                                                            \
+        }                                                                                                \
+    }                                                                                                    \
+}
+
+KQ_DEFINE_HEAD(head_vnni, KQ_TARGET_VNNI, head_tile_vnni)
+KQ_DEFINE_HEAD(head_avx2, KQ_TARGET_AVX2, head_tile_avx2)
+#endif
+
+void kq_matmul_q8_0_int16(const void *packed, int rows, int columns, int group_begin, int group_end,
+                          const int16_t *q, const float *d, int tokens, float *y, size_t ldy) {
+    switch (kq_instruction_level()) {
+#if KQ_X86
+    case 2: head_vnni(packed, rows, columns, group_begin, group_end, q, d, tokens, y, ldy); return;
+    case 1: head_avx2(packed, rows, columns, group_begin, group_end, q, d, tokens, y, ldy); return;
+#endif
+    default: head_portable(packed, rows, columns, group_begin, group_end, q, d, tokens, y, ldy); return;
+    }
+}

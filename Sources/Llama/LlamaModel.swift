@@ -60,7 +60,7 @@ public final class LlamaModel: @unchecked Sendable {
     /// The attention weights of decoder layer `index` (Kangaroo's adapter can start from a copy).
     public func attentionWeights(layer index: Int) -> AttentionWeights { layers[index].attention }
     public let outputNorm: [Float]   // [hidden]
-    public let output: WeightMatrix  // [vocab × hidden]; the token embedding when tied; float activations
+    public let output: WeightMatrix  // [vocab × hidden]; the token embedding when tied; see forLogits()
     /// RoPE inverse frequencies `base^(-2i/headSize)`, i < headSize/2.
     let inverseFrequencies: [Double]
 
@@ -75,13 +75,9 @@ public final class LlamaModel: @unchecked Sendable {
         let d = config.hiddenSize
         tokenEmbedding = try gguf.matrix("token_embd.weight", rows: config.vocabularySize, columns: d)
         outputNorm = try gguf.vector("output_norm.weight", count: d)
-        var output = gguf.tensor("output.weight") == nil
+        output = (gguf.tensor("output.weight") == nil
             ? tokenEmbedding
-            : try gguf.matrix("output.weight", rows: config.vocabularySize, columns: d)
-        // Logits decide tokens: the head keeps float activations (int8 ones moved log-probabilities
-        // of the golden prompts by up to 0.29 instead of 0.23, and swapped a near-tie top token).
-        output.activationPrecision = .float
-        self.output = output
+            : try gguf.matrix("output.weight", rows: config.vocabularySize, columns: d)).forLogits()
         var layers: [LlamaLayerWeights] = []
         for i in 0..<config.layerCount {
             let p = "blk.\(i)."

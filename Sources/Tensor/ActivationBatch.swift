@@ -9,9 +9,13 @@ public final class ActivationBatch: @unchecked Sendable {
     public private(set) var count = 0
     public private(set) var columns = 0
     private var quantizedIsCurrent = false
+    private var quantized16IsCurrent = false
     let quantized: UnsafeMutablePointer<Int8>
     let scales: UnsafeMutablePointer<Float>
     let scaledSums: UnsafeMutablePointer<Float>
+    /// The int16 quantisation, for the output head (`WeightMatrix.forLogits()`).
+    let quantized16: UnsafeMutablePointer<Int16>
+    let scales16: UnsafeMutablePointer<Float>
     /// The job object every product of this batch reuses (so products allocate nothing).
     private(set) lazy var productJob = MatrixProductJob(input: self)
 
@@ -21,6 +25,8 @@ public final class ActivationBatch: @unchecked Sendable {
         quantized = .allocate(capacity: capacity)
         scales = .allocate(capacity: capacity / 32 + 1)
         scaledSums = .allocate(capacity: capacity / 32 + 1)
+        quantized16 = .allocate(capacity: capacity)
+        scales16 = .allocate(capacity: capacity / 32 + 1)
         floats = UnsafePointer(quantized.withMemoryRebound(to: Float.self, capacity: 0) { $0 })
     }
 
@@ -28,6 +34,8 @@ public final class ActivationBatch: @unchecked Sendable {
         quantized.deallocate()
         scales.deallocate()
         scaledSums.deallocate()
+        quantized16.deallocate()
+        scales16.deallocate()
     }
 
     /// Points the batch at new input; the floats must stay unchanged while the batch is used.
@@ -37,6 +45,7 @@ public final class ActivationBatch: @unchecked Sendable {
         self.count = count
         self.columns = columns
         quantizedIsCurrent = false
+        quantized16IsCurrent = false
     }
 
     /// Quantises the floats unless already done for the current input.
@@ -45,6 +54,14 @@ public final class ActivationBatch: @unchecked Sendable {
         precondition(columns % 32 == 0, "quantised kernels need rows of whole 32-element blocks")
         kq_quantize(floats, Int32(columns), Int32(count), quantized, scales, scaledSums)
         quantizedIsCurrent = true
+    }
+
+    /// Quantises the floats to int16 unless already done for the current input.
+    func quantize16() {
+        guard !quantized16IsCurrent else { return }
+        precondition(columns % 32 == 0, "quantised kernels need rows of whole 32-element blocks")
+        kq_quantize16(floats, Int32(columns), Int32(count), quantized16, scales16)
+        quantized16IsCurrent = true
     }
 }
 

@@ -8,14 +8,14 @@ public struct WeightMatrix: @unchecked Sendable {
     public let rows: Int
     public let columns: Int
     public let data: UnsafeRawPointer
-    /// Whether products may quantise the activations to int8 (faster) or must keep them as floats
-    /// (for the output head, whose logits need the precision).
-    public var activationPrecision: ActivationPrecision = .int8
+    /// How products treat the activations: quantised to int8 (the layers' products), to int16 (the
+    /// output head, whose logits decide tokens; see `forLogits()`) or kept as floats.
+    public private(set) var activationPrecision: ActivationPrecision = .int8
     /// The rows repacked 16 at a time for the integer kernels (Q4_0 and Q4_1, see `repacked()`).
     private(set) var packed: PackedRows?
 
     public enum ActivationPrecision: Sendable {
-        case int8, float
+        case int8, int16, float
     }
 
     public init(type: QuantType, rows: Int, columns: Int, data: UnsafeRawPointer) {
@@ -41,7 +41,7 @@ public struct WeightMatrix: @unchecked Sendable {
         activationPrecision == .int8 && (type == .q4_0 || type == .q4_1 || type == .q8_0)
     }
 
-    var usesPackedKernel: Bool { packed != nil && usesIntegerKernel }
+    var usesPackedKernel: Bool { packed != nil }
 
     /// The same matrix with its rows repacked 16 at a time for the integer kernels (KernelsC.h:
     /// kq_pack), when its format has a repacked kernel (Q4_0, Q4_1); otherwise the matrix itself.
@@ -50,7 +50,22 @@ public struct WeightMatrix: @unchecked Sendable {
     public func repacked() -> WeightMatrix {
         guard usesIntegerKernel, type == .q4_0 || type == .q4_1 else { return self }
         var copy = self
-        copy.packed = PackedRows(self)
+        copy.packed = PackedRows(self, layout: .q4ForInt8)
+        return copy
+    }
+
+    /// The matrix set up as the output head: logits decide tokens, so a Q8_0 head multiplies int16
+    /// activations (repacked rows; int8 ones moved the golden log-probabilities by up to 0.29 instead of
+    /// 0.23, and swapped a near-tie top token), and any other format keeps float activations.
+    public func forLogits() -> WeightMatrix {
+        var copy = self
+        copy.packed = nil
+        if type == .q8_0 {
+            copy.activationPrecision = .int16
+            copy.packed = PackedRows(self, layout: .q8_0ForInt16)
+        } else {
+            copy.activationPrecision = .float
+        }
         return copy
     }
 
@@ -59,7 +74,11 @@ public struct WeightMatrix: @unchecked Sendable {
     /// Each token's row of `y` is bit-identical whatever the number of tokens in the call.
     public func multiply(_ input: ActivationBatch, into y: UnsafeMutablePointer<Float>, pool: ThreadPool = .shared) {
         precondition(input.columns == columns, "input has \(input.columns) columns, matrix \(columns)")
-        if usesIntegerKernel { input.quantize() }
+        switch activationPrecision {
+        case .int8: if usesIntegerKernel { input.quantize() }
+        case .int16: input.quantize16()  // only set together with the repacked Q8_0 rows
+        case .float: break
+        }
         let job = input.productJob
         job.matrix = self
         job.input = input
@@ -84,16 +103,16 @@ final class MatrixProductJob: ParallelJob {
 
     func run(_ range: Range<Int>, part: Int) {
         let m = matrix, count = Int32(input.count), rows = range
-        if m.usesPackedKernel, let packed = m.packed {
+        if let packed = m.packed, m.activationPrecision == .int16 {
+            kq_matmul_q8_0_int16(packed.bytes, Int32(m.rows), Int32(m.columns), Int32(range.lowerBound), Int32(range.upperBound),
+                                 input.quantized16, input.scales16, count, output, m.rows)
+        } else if let packed = m.packed {
             kq_matmul_packed(Int32(m.type.rawValue), packed.bytes, Int32(m.rows), Int32(m.columns),
                              Int32(range.lowerBound), Int32(range.upperBound),
                              input.quantized, input.scales, input.scaledSums, count, output, m.rows)
         } else if m.usesIntegerKernel {
             kq_matmul(Int32(m.type.rawValue), m.data, m.rowBytes, Int32(m.columns), Int32(rows.lowerBound), Int32(rows.upperBound),
                       input.quantized, input.scales, input.scaledSums, count, output, m.rows)
-        } else if m.type == .q8_0 {
-            kq_matmul_q8_0_float(m.data, m.rowBytes, Int32(m.columns), Int32(rows.lowerBound), Int32(rows.upperBound),
-                                 input.floats, count, output, m.rows)
         } else {
             // Formats without a dedicated kernel (none in the default model): dequantise each row,
             // then a float dot product.
@@ -111,13 +130,22 @@ final class MatrixProductJob: ParallelJob {
 
 /// Owns the repacked bytes of a matrix (64-byte aligned for the vector loads).
 final class PackedRows: @unchecked Sendable {
+    enum Layout {
+        case q4ForInt8, q8_0ForInt16
+    }
+
     let bytes: UnsafeMutableRawPointer
 
-    init(_ matrix: WeightMatrix) {
-        let type = Int32(matrix.type.rawValue)
-        let size = kq_packed_size(type, Int32(matrix.rows), Int32(matrix.columns))
-        bytes = .allocate(byteCount: max(size, 1), alignment: 64)
-        kq_pack(type, matrix.data, matrix.rowBytes, Int32(matrix.rows), Int32(matrix.columns), bytes)
+    init(_ matrix: WeightMatrix, layout: Layout) {
+        let type = Int32(matrix.type.rawValue), rows = Int32(matrix.rows), columns = Int32(matrix.columns)
+        switch layout {
+        case .q4ForInt8:
+            bytes = .allocate(byteCount: max(kq_packed_size(type, rows, columns), 1), alignment: 64)
+            kq_pack(type, matrix.data, matrix.rowBytes, rows, columns, bytes)
+        case .q8_0ForInt16:
+            bytes = .allocate(byteCount: max(kq_packed_q8_0_size(rows, columns), 1), alignment: 64)
+            kq_pack_q8_0(matrix.data, matrix.rowBytes, rows, columns, bytes)
+        }
     }
 
     deinit { bytes.deallocate() }

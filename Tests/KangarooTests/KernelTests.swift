@@ -24,20 +24,25 @@ func randomRows(_ type: QuantType, rows: Int, columns: Int, random: inout Seeded
     return out
 }
 
-/// The Q8_0 matrix of the output head, which keeps float activations.
-func floatActivationMatrix(_ matrix: WeightMatrix) -> WeightMatrix {
-    var copy = matrix
-    copy.activationPrecision = .float
-    return copy
+/// What the output head's kernel sees of the activations: each block of 32 rounded to multiples of
+/// max|x|/32767.
+func int16RoundTrip(_ x: [Float]) -> [Float] {
+    var out = x
+    for start in stride(from: 0, to: x.count, by: 32) {
+        let block = x[start..<start + 32]
+        let scale = block.map(abs).max()! / 32767
+        let inverse: Float = scale != 0 ? 1 / scale : 0
+        for i in block.indices { out[i] = (x[i] * inverse).rounded(.toNearestOrEven) * scale }
+    }
+    return out
 }
 
-/// Every way products can run on `matrix`: as stored, and also repacked (Q4_0, Q4_1) or with float
-/// activations (Q8_0, the output head).
+/// Every way products can run on `matrix`: as stored, and also repacked (Q4_0, Q4_1) or as an output
+/// head (any format: int16 activations for Q8_0, floats otherwise).
 func kernelVariants(_ matrix: WeightMatrix) -> [WeightMatrix] {
     switch matrix.type {
-    case .q4_0, .q4_1: [matrix, matrix.repacked()]
-    case .q8_0: [matrix, floatActivationMatrix(matrix)]
-    default: [matrix]
+    case .q4_0, .q4_1: [matrix, matrix.repacked(), matrix.forLogits()]
+    default: [matrix, matrix.forLogits()]
     }
 }
 
@@ -86,7 +91,11 @@ struct KernelTests {
                 for matrix in kernelVariants(stored) {
                 let y = multiply(matrix, x, count: count)
                 // The integer kernels multiply by int8-rounded activations: compare with exactly those.
-                let seen = matrix.usesIntegerKernel ? int8RoundTrip(x) : x
+                let seen = switch matrix.activationPrecision {
+                case .int8: matrix.usesIntegerKernel ? int8RoundTrip(x) : x
+                case .int16: int16RoundTrip(x)
+                case .float: x
+                }
                 var row = [Float](repeating: 0, count: columns)
                 for r in 0..<rows {
                     matrix.dequantizeRow(r, into: &row)
@@ -127,7 +136,7 @@ struct KernelTests {
         }
     }
 
-    @Test("AVX-512 VNNI, AVX2 and portable integer kernels give the same bits")
+    @Test("AVX-512 VNNI, AVX2 and portable kernels give the same bits")
     func instructionLevelsAgree() {
         let best = kq_instruction_level()
         defer { kq_set_instruction_level(best) }

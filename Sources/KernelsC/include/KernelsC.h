@@ -45,11 +45,22 @@ void kq_pack(int type, const void *weights, size_t row_bytes, int rows, int colu
 void kq_matmul_packed(int type, const void *packed, int rows, int columns, int group_begin, int group_end,
                       const int8_t *q, const float *d, const float *ds, int tokens, float *y, size_t ldy);
 
-/// Q8_0 weights against float activations (the output head, where logits need full precision):
-/// y[t · ldy + r] = Σ_c W[r][c] · x[t][c]. Per block, 16 float lanes take w·x of its two halves, are
-/// scaled by the block's d and accumulated; the lanes are added in a fixed order. Same bits on every
-/// path and for every number of tokens.
-void kq_matmul_q8_0_float(const void *weights, size_t row_bytes, int columns, int row_begin, int row_end,
-                          const float *x, int tokens, float *y, size_t ldy);
+/// Quantises `tokens` rows of `columns` floats to int16 per block of 32 (q = round(x / d), d = max|x| /
+/// 32767). q: tokens × columns; d: tokens × columns/32. For the output head: a logit's error is about
+/// 1/65534 of the block's largest activation per element, against 1/254 with int8.
+void kq_quantize16(const float *x, int columns, int tokens, int16_t *q, float *d);
+
+/// Q8_0 weights repacked 16 rows at a time for int16 activations: for each group of 16 rows and block
+/// of 32 columns, 16 × f16 d, then 16 chunks of 32 bytes; chunk p holds row r's weights 2p, 2p+1 at
+/// bytes 2r, 2r+1. As many bytes as the original blocks.
+size_t kq_packed_q8_0_size(int rows, int columns);
+void kq_pack_q8_0(const void *weights, size_t row_bytes, int rows, int columns, void *packed);
+
+/// y[t · ldy + r] = Σ_c W[r][c] · x[t][c] for the rows of groups [group_begin, group_end) of a repacked
+/// Q8_0 matrix, against int16 activations. Per (row, token), block after block:
+/// acc = fma(s, d_w · d_x, acc) with s the exact integer dot product: the same bits on every
+/// instruction level and for every number of tokens.
+void kq_matmul_q8_0_int16(const void *packed, int rows, int columns, int group_begin, int group_end,
+                          const int16_t *q, const float *d, int tokens, float *y, size_t ldy);
 
 #endif

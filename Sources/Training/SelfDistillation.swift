@@ -1,0 +1,80 @@
+import Decoding
+import Foundation
+import Llama
+import Tokenizer
+
+/// Training sequences in the model's own words: a ShareGPT conversation's opening (up to its first
+/// user message) followed by the model's greedy answer. At inference the adapter drafts continuations
+/// of the model's own text, so these are the contexts it will see there, unlike ShareGPT's human and
+/// ChatGPT answers.
+public final class SelfDistillation {
+    let tokenizer: Tokenizer
+    let template: ChatTemplate
+    let decoder: PlainDecoder
+    let generator: Generator
+    /// Longest answer generated.
+    public let maxNewTokens: Int
+    /// Longest sequence (prompt and answer).
+    public let maxTokens: Int
+
+    public init(model: LlamaModel, tokenizer: Tokenizer, template: ChatTemplate, maxNewTokens: Int, maxTokens: Int) {
+        self.tokenizer = tokenizer
+        self.template = template
+        decoder = PlainDecoder(model: model, contextCapacity: maxTokens)
+        generator = Generator(tokenizer: tokenizer)
+        self.maxNewTokens = maxNewTokens
+        self.maxTokens = maxTokens
+    }
+
+    /// The tokens of the conversation's opening as a generation prompt, or nil when it takes more than
+    /// half of `maxTokens` (too little room would be left for the answer).
+    public func prompt(for conversation: Conversation) -> [Int32]? {
+        var opening: [ChatMessage] = []
+        for message in conversation.messages {
+            opening.append(message)
+            if message.role == .user { break }
+        }
+        let tokens = tokenizer.encode(template.render(opening, addGenerationPrompt: true), addBOS: true)
+        return tokens.count <= maxTokens / 2 ? tokens : nil
+    }
+
+    /// The prompt followed by the model's greedy answer (without a final end-of-turn token).
+    public func sequence(prompt: [Int32]) throws -> [Int32] {
+        let options = GenerationOptions(maxTokens: min(maxNewTokens, maxTokens - prompt.count))
+        return prompt + (try generator.generate(prompt: prompt, decoder: decoder, options: options).tokens)
+    }
+}
+
+/// Generated sequences kept on disk as JSON lines (`{"id", "tokens"}`), so that an interrupted run
+/// continues where it stopped and later runs reuse the answers.
+public struct SelfDistilledStore {
+    struct Line: Codable {
+        var id: String
+        var tokens: [Int32]
+    }
+
+    public let path: String
+    public private(set) var sequences: [String: [Int32]] = [:]
+
+    /// Reads `path` if it exists; a line that does not decode (a run killed mid-write) is skipped.
+    public init(path: String) throws {
+        self.path = path
+        guard let data = FileManager.default.contents(atPath: path) else { return }
+        for line in data.split(separator: UInt8(ascii: "\n")) {
+            if let entry = try? JSONDecoder().decode(Line.self, from: Data(line)) { sequences[entry.id] = entry.tokens }
+        }
+    }
+
+    public mutating func append(id: String, tokens: [Int32]) throws {
+        var line = try JSONEncoder().encode(Line(id: id, tokens: tokens))
+        line.append(UInt8(ascii: "\n"))
+        if !FileManager.default.fileExists(atPath: path) {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else { throw CocoaError(.fileWriteUnknown) }
+        }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        try handle.seekToEnd()
+        try handle.write(contentsOf: line)
+        sequences[id] = tokens
+    }
+}
