@@ -36,7 +36,8 @@ let package = Package(
         // Llama configuration, weights, forward pass by layer range, KV cache.
         .target(name: "Llama", dependencies: ["ModelFormats", "Tensor"], swiftSettings: kernelFlags),
         // Kangaroo's adapter: weights, safetensors storage, forward pass, draft head.
-        .target(name: "Adapter", dependencies: ["Llama", "ModelFormats", "Tensor"], swiftSettings: kernelFlags),
+        .target(name: "Adapter", dependencies: ["Llama", "ModelFormats", "Tensor"], resources: [.copy("Shipped")],
+                swiftSettings: kernelFlags),
         // Decoders (plain, Kangaroo, layer-skip), samplers, stop conditions, streaming text, statistics.
         .target(name: "Decoding", dependencies: ["Llama", "Tokenizer", "Adapter"], swiftSettings: kernelFlags),
         // Training Kangaroo's adapter: loss and hand-written gradients, optimiser.

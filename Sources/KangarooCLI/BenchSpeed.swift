@@ -35,6 +35,9 @@ struct BenchSpeed: ParsableCommand {
     @Option(help: "Timed repetitions of each n-token forward.")
     var repeats = 30
 
+    @Option(help: "Token counts of the n-token forward, comma-separated (the first is the ratios' base).")
+    var sizes = "1,2,4,8,16"
+
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
@@ -42,6 +45,7 @@ struct BenchSpeed: ParsableCommand {
         guard (1...512).contains(prefillTokens) else { throw ValidationError("--prefill-tokens must be 1…512") }
         guard decodeTokens >= 1 else { throw ValidationError("--decode-tokens must be at least 1") }
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
+        guard forwardSizes?.isEmpty == false else { throw ValidationError("--sizes must list token counts between 1 and 64, e.g. 1,2,4,8,16") }
     }
 
     struct Report: Encodable {
@@ -59,6 +63,13 @@ struct BenchSpeed: ParsableCommand {
         var effectiveBandwidthGBs: Double
         var streamingBandwidthGBs: Double
         var bandwidthShare: Double
+    }
+
+    /// --sizes parsed, or nil when it is not a list of counts in 1…64.
+    var forwardSizes: [Int]? {
+        let counts = sizes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard counts.allSatisfy({ $0 != nil && (1...64).contains($0!) }) else { return nil }
+        return counts.map { $0! }
     }
 
     func run() throws {
@@ -87,11 +98,11 @@ struct BenchSpeed: ParsableCommand {
         let cache = KVCache(config: config, capacity: 128)
         let scratch = ForwardScratch(config: config, contextCapacity: 128, pool: pool)
         let hidden = FloatMatrix(capacity: 64, columns: config.hiddenSize)
-        let logits = FloatMatrix(capacity: 16, columns: config.vocabularySize)
+        let logits = FloatMatrix(capacity: 64, columns: config.vocabularySize)
         model.embed(Array(long.prefix(64)), into: hidden)
         try model.forward(layers: 0..<config.layerCount, hidden: hidden, cache: cache, scratch: scratch)
         var forward: [Report.Forward] = []
-        for n in [1, 2, 4, 8, 16] {
+        for n in forwardSizes ?? [] {
             var times: [Double] = []
             for repeat_ in 0..<(repeats + 3) {
                 let begin = ContinuousClock.now

@@ -76,7 +76,7 @@ struct BenchSuite: ParsableCommand {
         let settings = [
             "suite": suite, "max_tokens": String(maxTokens), "exit_layer": String(speculative.exitLayer),
             "threshold": String(speculative.threshold), "max_draft": String(speculative.maxDraft),
-            "adapter": speculative.adapter ?? "(untrained copy of the exit layer's attention)",
+            "adapter": kinds.contains(.kangaroo) ? try speculative.resolveAdapter(for: model).config.origin : "",
             "threads": String(modelOptions.threads ?? 0), "model": model.gguf.path,
             "temperature": String(temperature), "seed": String(seed),
         ]

@@ -42,16 +42,25 @@ struct SpeculativeSettings: ParsableArguments {
         case .layerskip:
             return try SpeculativeDecoder(model: model, drafter: .layerSkip, options: options, contextCapacity: context)
         case .kangaroo:
-            let weights: KangarooAdapter
-            if let adapter {
-                weights = try KangarooAdapter.load(from: adapter, for: model)
-            } else {
-                FileHandle.standardError.write(Data("note: no trained adapter was given; using an untrained copy of layer \(exitLayer)'s attention (pass --adapter DIR)\n".utf8))
-                weights = KangarooAdapter.copyingLayer(of: model, exitLayer: exitLayer)
-            }
+            let weights = try resolveAdapter(for: model)
             return try SpeculativeDecoder(model: model, drafter: .adapter(weights),
                                           options: SpeculativeOptions(exitLayer: weights.config.exitLayer, threshold: threshold, maxDraft: maxDraft),
                                           contextCapacity: context)
         }
     }
+
+    /// --adapter if given; otherwise the adapter shipped for this model file; otherwise (with a note) an
+    /// untrained copy of layer --exit-layer's attention.
+    func resolveAdapter(for model: LlamaModel) throws -> KangarooAdapter {
+        try chooseAdapter(path: adapter, model: model, exitLayer: exitLayer)
+    }
+}
+
+/// The adapter at `path` if given; otherwise the adapter shipped for this model file; otherwise (with a
+/// note) an untrained copy of layer `exitLayer`'s attention.
+func chooseAdapter(path: String?, model: LlamaModel, exitLayer: Int) throws -> KangarooAdapter {
+    if let path { return try KangarooAdapter.load(from: path, for: model) }
+    if let shipped = try KangarooAdapter.shipped(for: model) { return shipped }
+    FileHandle.standardError.write(Data("note: no adapter ships for this model and none was given; using an untrained copy of layer \(exitLayer)'s attention (pass --adapter DIR)\n".utf8))
+    return KangarooAdapter.copyingLayer(of: model, exitLayer: exitLayer)
 }

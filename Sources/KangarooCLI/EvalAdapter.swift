@@ -23,10 +23,10 @@ struct EvalAdapter: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
-    @Option(help: "Adapter folder (default: an untrained copy of layer --exit-layer's attention).")
+    @Option(help: "Adapter folder (default: the adapter shipped for this model, else an untrained copy of layer --exit-layer's attention).")
     var adapter: String?
 
-    @Option(help: "Exit layer of the untrained adapter when no --adapter is given.")
+    @Option(help: "Exit layer of the untrained adapter when no --adapter is given and none ships.")
     var exitLayer = 2
 
     @Option(help: "Held-out conversations to score.")
@@ -58,8 +58,7 @@ struct EvalAdapter: ParsableCommand {
 
     func run() throws {
         let (model, tokenizer) = try modelOptions.load()
-        let weights = try adapter.map { try KangarooAdapter.load(from: $0, for: model) }
-            ?? KangarooAdapter.copyingLayer(of: model, exitLayer: exitLayer)
+        let weights = try chooseAdapter(path: adapter, model: model, exitLayer: exitLayer)
         let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
 
         let data = try ShareGPTFile.file.ensure()

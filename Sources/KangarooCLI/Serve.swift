@@ -43,11 +43,10 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let (model, tokenizer) = try modelOptions.load()
-        let adapter: KangarooAdapter = try speculative.adapter.map { try KangarooAdapter.load(from: $0, for: model) }
-            ?? KangarooAdapter.copyingLayer(of: model, exitLayer: speculative.exitLayer)
+        let adapter = try speculative.resolveAdapter(for: model)
         let service = try GenerationService(
             model: model, tokenizer: tokenizer, adapter: adapter,
-            options: SpeculativeOptions(exitLayer: speculative.exitLayer, threshold: speculative.threshold, maxDraft: speculative.maxDraft),
+            options: SpeculativeOptions(exitLayer: adapter.config.exitLayer, threshold: speculative.threshold, maxDraft: speculative.maxDraft),
             context: min(context, model.config.contextLength), queueLimit: queue, defaultDecoder: decoder.rawValue)
         let id = modelID ?? URL(fileURLWithPath: model.gguf.path).deletingPathExtension().lastPathComponent
         let server = OpenAIServer(service: service, modelID: id, maxBodyBytes: maxBody)

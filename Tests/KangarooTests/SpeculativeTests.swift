@@ -51,6 +51,29 @@ struct SpeculativeTests {
         }
     }
 
+    @Test("the adapter shipped for the default model loads, drafts with acceptance, and equals plain decoding")
+    func shippedAdapter() throws {
+        let adapter = try #require(try KangarooAdapter.shipped(for: real.model))
+        #expect(adapter.draftVocabulary != nil)
+        var accepted = 0, rounds = 0
+        for prompt in prompts {
+            let expected = try plain(prompt, maxTokens: 48).tokens
+            for (threshold, maxDraft) in [(Float(0.3), 6), (0.6, 4), (0, 12)] {
+                let decoder = try SpeculativeDecoder(
+                    model: real.model, drafter: .adapter(adapter),
+                    options: SpeculativeOptions(exitLayer: adapter.config.exitLayer, threshold: threshold, maxDraft: maxDraft),
+                    contextCapacity: 512)
+                let result = try generate(decoder, prompt, maxTokens: 48)
+                #expect(result.tokens == expected, "η=\(threshold) γ=\(maxDraft)")
+                rounds += result.speculative!.rounds
+                accepted += result.tokens.count
+            }
+        }
+        // Trained drafts are accepted: more than one token per round on average (an untrained copy of
+        // the exit layer's attention stays near 1.06).
+        #expect(Double(accepted) / Double(rounds) > 1.3)
+    }
+
     @Test("layer-skip drafting equals plain decoding", arguments: [1, 4, 8, 24])
     func layerSkip(exitLayer: Int) throws {
         for prompt in prompts {
