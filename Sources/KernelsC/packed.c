@@ -72,6 +72,13 @@ static void packed_portable(int type, const uint8_t *packed, int rows, int colum
 }
 
 #if KQ_X86
+// Software prefetch distance in bytes ahead of the block being read (a prefetch past the end of the
+// matrix is harmless: prefetches do not fault). Measured A/B with `kangaroo bench speed`, two runs each,
+// back to back: decode 172/186 tokens/s without, 287/274 with; n = 8 forward 18.0 → 15.5 ms.
+#ifndef KQ_PREFETCH
+#define KQ_PREFETCH 1024
+#endif
+
 static inline int32_t load_i32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
 
 // Up to 8 tokens against one group of 16 rows; `nt` is a constant after inlining, so the accumulators
@@ -85,6 +92,7 @@ tile_vnni(const int type, const int nt, const uint8_t *group, int blocks, const 
     for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
     for (int b = 0; b < blocks; b++) {
         const uint8_t *base = group + (size_t)b * gbytes;
+        for (int line = 0; line < gbytes; line += 64) _mm_prefetch((const char *)(base + KQ_PREFETCH + line), _MM_HINT_T0);
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)base));
         __m512 m = type == 3 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(base + 32)))
                              : _mm512_mul_ps(dw, _mm512_set1_ps(-8.0f));
@@ -284,6 +292,7 @@ head_tile_vnni(const int nt, const uint8_t *group, int blocks, const int16_t *q,
     for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
     for (int b = 0; b < blocks; b++) {
         const uint8_t *base = group + (size_t)b * HEAD_GROUP_BLOCK;
+        for (int line = 0; line < HEAD_GROUP_BLOCK; line += 64) _mm_prefetch((const char *)(base + KQ_PREFETCH + line), _MM_HINT_T0);
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)base));
         // Few tokens: two chains per token hide vpdpwssd's latency (integer sums: the split is exact).
         __m512i s[8][2];
