@@ -241,7 +241,8 @@ void kq_pack_q8_0(const void *weights, size_t row_bytes, int rows, int columns, 
     }
 }
 
-void kq_quantize16(const float *x, int columns, int tokens, int16_t *q, float *d) {
+static inline __attribute__((always_inline)) void quantize16_body(const float *x, int columns, int tokens, int16_t *q,
+                                                                  float *d) {
     int blocks = columns / 32;
     for (int t = 0; t < tokens; t++) {
         for (int b = 0; b < blocks; b++) {
@@ -258,6 +259,24 @@ void kq_quantize16(const float *x, int columns, int tokens, int16_t *q, float *d
             d[(size_t)t * blocks + b] = scale;
         }
     }
+}
+
+static void quantize16_portable(const float *x, int columns, int tokens, int16_t *q, float *d) {
+    quantize16_body(x, columns, tokens, q, d);
+}
+
+#if KQ_X86
+KQ_TARGET_VNNI static void quantize16_avx512(const float *x, int columns, int tokens, int16_t *q, float *d) {
+    quantize16_body(x, columns, tokens, q, d);
+}
+#endif
+
+// Same body for both (see kq_quantize in kernels.c).
+void kq_quantize16(const float *x, int columns, int tokens, int16_t *q, float *d) {
+#if KQ_X86
+    if (kq_instruction_level() >= 2) { quantize16_avx512(x, columns, tokens, q, d); return; }
+#endif
+    quantize16_portable(x, columns, tokens, q, d);
 }
 
 static void head_portable(const uint8_t *packed, int rows, int columns, int group_begin, int group_end,

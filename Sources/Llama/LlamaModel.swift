@@ -184,9 +184,8 @@ public final class LlamaModel: @unchecked Sendable {
         }
         let input = scratch.input, pool = scratch.pool
         input.set(normed, count: count, columns: d)
-        w.query.multiply(input, into: scratch.query.pointer, pool: pool)
-        w.key.multiply(input, into: scratch.key.pointer, pool: pool)
-        w.value.multiply(input, into: scratch.value.pointer, pool: pool)
+        input.multiply(w.query, into: scratch.query.pointer, w.key, into: scratch.key.pointer,
+                       w.value, into: scratch.value.pointer, pool: pool)
         for t in 0..<count {
             let cos = scratch.ropeCos.row(t), sin = scratch.ropeSin.row(t)
             VectorOps.rope(scratch.query.row(t), heads: c.headCount, headSize: c.headSize, cos: cos, sin: sin)
@@ -210,8 +209,7 @@ public final class LlamaModel: @unchecked Sendable {
             VectorOps.rmsNorm(states + t * d, weight: w.norm, eps: c.rmsNormEpsilon, count: d, into: normed + t * d)
         }
         input.set(normed, count: count, columns: d)
-        w.gate.multiply(input, into: scratch.gate.pointer, pool: pool)
-        w.up.multiply(input, into: scratch.up.pointer, pool: pool)
+        input.multiply(w.gate, into: scratch.gate.pointer, w.up, into: scratch.up.pointer, pool: pool)
         VectorOps.swiglu(scratch.gate.pointer, up: scratch.up.pointer, count: count * c.feedForwardSize)
         input.set(scratch.gate.pointer, count: count, columns: c.feedForwardSize)
         w.down.multiply(input, into: scratch.projection.pointer, pool: pool)

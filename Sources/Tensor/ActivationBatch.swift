@@ -65,6 +65,25 @@ public final class ActivationBatch: @unchecked Sendable {
     }
 }
 
+extension ActivationBatch {
+    /// `WeightMatrix.multiply` for two or three matrices that read this input (query, key and value;
+    /// gate and up), run as one parallel job: one wake-up of the pool instead of one per matrix. Each
+    /// product's bits are those of its own `multiply`.
+    public func multiply(_ a: WeightMatrix, into ya: UnsafeMutablePointer<Float>,
+                         _ b: WeightMatrix? = nil, into yb: UnsafeMutablePointer<Float>? = nil,
+                         _ c: WeightMatrix? = nil, into yc: UnsafeMutablePointer<Float>? = nil,
+                         pool: ThreadPool = .shared) {
+        a.prepare(self)
+        b?.prepare(self)
+        c?.prepare(self)
+        let job = productJob
+        job.first = .init(matrix: a, output: ya)
+        job.second = b.map { .init(matrix: $0, output: yb!) }
+        job.third = c.map { .init(matrix: $0, output: yc!) }
+        pool.run(job, count: job.units, grain: 1)
+    }
+}
+
 /// Which kernel implementation runs on this CPU.
 public enum KernelInfo {
     public static var levelName: String {

@@ -41,8 +41,6 @@ public struct WeightMatrix: @unchecked Sendable {
         activationPrecision == .int8 && (type == .q4_0 || type == .q4_1 || type == .q8_0)
     }
 
-    var usesPackedKernel: Bool { packed != nil }
-
     /// The same matrix with its rows repacked 16 at a time for the integer kernels (KernelsC.h:
     /// kq_pack), when its format has a repacked kernel (Q4_0, Q4_1); otherwise the matrix itself.
     /// Products then do the float work once per 16 rows instead of once per row (the kernels issue
@@ -73,58 +71,82 @@ public struct WeightMatrix: @unchecked Sendable {
     /// `y` receives `input.count × rows` floats (token-major).
     /// Each token's row of `y` is bit-identical whatever the number of tokens in the call.
     public func multiply(_ input: ActivationBatch, into y: UnsafeMutablePointer<Float>, pool: ThreadPool = .shared) {
+        input.multiply(self, into: y, pool: pool)
+    }
+
+    /// Rows are handed to threads 16 at a time (a group of the repacked layout).
+    var units: Int { (rows + 15) / 16 }
+
+    /// Quantises `input` as this matrix's kernel reads it.
+    func prepare(_ input: ActivationBatch) {
         precondition(input.columns == columns, "input has \(input.columns) columns, matrix \(columns)")
         switch activationPrecision {
         case .int8: if usesIntegerKernel { input.quantize() }
         case .int16: input.quantize16()  // only set together with the repacked Q8_0 rows
         case .float: break
         }
-        let job = input.productJob
-        job.matrix = self
-        job.input = input
-        job.output = y
-        if usesPackedKernel {
-            pool.run(job, count: (rows + 15) / 16, grain: 1)  // ranges of 16-row groups
+    }
+
+    /// Rows `16 · units.lowerBound ..< 16 · units.upperBound` (clamped) of the product into `y`.
+    func compute(units: Range<Int>, input: ActivationBatch, into y: UnsafeMutablePointer<Float>) {
+        let count = Int32(input.count)
+        let rowRange = (units.lowerBound * 16)..<min(units.upperBound * 16, rows)
+        if let packed, activationPrecision == .int16 {
+            kq_matmul_q8_0_int16(packed.bytes, Int32(rows), Int32(columns), Int32(units.lowerBound), Int32(units.upperBound),
+                                 input.quantized16, input.scales16, count, y, rows)
+        } else if let packed {
+            kq_matmul_packed(Int32(type.rawValue), packed.bytes, Int32(rows), Int32(columns),
+                             Int32(units.lowerBound), Int32(units.upperBound),
+                             input.quantized, input.scales, input.scaledSums, count, y, rows)
+        } else if usesIntegerKernel {
+            kq_matmul(Int32(type.rawValue), data, rowBytes, Int32(columns), Int32(rowRange.lowerBound), Int32(rowRange.upperBound),
+                      input.quantized, input.scales, input.scaledSums, count, y, rows)
         } else {
-            pool.run(job, count: rows, grain: 16)
+            // Formats without a dedicated kernel (none in the default model): dequantise each row,
+            // then a float dot product.
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: columns) { scratch in
+                for r in rowRange {
+                    for t in 0..<input.count {
+                        y[t * rows + r] = dotRow(type, row(r), input.floats + t * columns, columns, scratch: scratch.baseAddress!)
+                    }
+                }
+            }
         }
     }
 }
 
-/// One matrix product, split by rows across the pool. Reused for every product of its batch.
+/// The products of up to three matrices with the same input, split across the pool as one job (one
+/// wake-up of the threads for the query, key and value projections, or for gate and up). Reused for
+/// every product of its batch, so products allocate nothing.
 final class MatrixProductJob: ParallelJob {
-    var matrix = WeightMatrix(type: .f32, rows: 0, columns: 0, data: UnsafeRawPointer(bitPattern: 1)!)
+    struct Product {
+        var matrix: WeightMatrix
+        var output: UnsafeMutablePointer<Float>
+    }
+
     unowned(unsafe) var input: ActivationBatch
-    var output = UnsafeMutablePointer<Float>(bitPattern: 1)!
+    var first, second, third: Product?
 
     init(input: ActivationBatch) {
         self.input = input
     }
 
+    var units: Int { (first?.matrix.units ?? 0) + (second?.matrix.units ?? 0) + (third?.matrix.units ?? 0) }
+
+    /// `range` counts units of the first matrix, then the second's, then the third's.
     func run(_ range: Range<Int>, part: Int) {
-        let m = matrix, count = Int32(input.count), rows = range
-        if let packed = m.packed, m.activationPrecision == .int16 {
-            kq_matmul_q8_0_int16(packed.bytes, Int32(m.rows), Int32(m.columns), Int32(range.lowerBound), Int32(range.upperBound),
-                                 input.quantized16, input.scales16, count, output, m.rows)
-        } else if let packed = m.packed {
-            kq_matmul_packed(Int32(m.type.rawValue), packed.bytes, Int32(m.rows), Int32(m.columns),
-                             Int32(range.lowerBound), Int32(range.upperBound),
-                             input.quantized, input.scales, input.scaledSums, count, output, m.rows)
-        } else if m.usesIntegerKernel {
-            kq_matmul(Int32(m.type.rawValue), m.data, m.rowBytes, Int32(m.columns), Int32(rows.lowerBound), Int32(rows.upperBound),
-                      input.quantized, input.scales, input.scaledSums, count, output, m.rows)
-        } else {
-            // Formats without a dedicated kernel (none in the default model): dequantise each row,
-            // then a float dot product.
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: m.columns) { scratch in
-                for r in rows {
-                    let row = m.row(r)
-                    for t in 0..<input.count {
-                        output[t * m.rows + r] = dotRow(m.type, row, input.floats + t * m.columns, m.columns, scratch: scratch.baseAddress!)
-                    }
-                }
-            }
-        }
+        var offset = 0
+        run(first, range, offset: &offset)
+        run(second, range, offset: &offset)
+        run(third, range, offset: &offset)
+    }
+
+    private func run(_ product: Product?, _ range: Range<Int>, offset: inout Int) {
+        guard let product else { return }
+        let units = product.matrix.units
+        let low = max(range.lowerBound - offset, 0), high = min(range.upperBound - offset, units)
+        if low < high { product.matrix.compute(units: low..<high, input: input, into: product.output) }
+        offset += units
     }
 }
 
