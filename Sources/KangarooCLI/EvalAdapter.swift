@@ -37,7 +37,8 @@ struct EvalAdapter: ParsableCommand {
 
     @Option(help: """
         Score the model's own greedy answers (up to N tokens) to the held-out conversations' first \
-        user messages instead of the conversations' text (0: off); what the adapter sees when drafting.
+        user messages instead of the conversations' text (0: off); what the adapter sees when drafting. \
+        Only answer positions are scored.
         """)
     var selfDistill = 0
 
@@ -63,19 +64,22 @@ struct EvalAdapter: ParsableCommand {
 
         let data = try ShareGPTFile.file.ensure()
         let heldOut = try ShareGPT.read(path: data.path).filter(\.isValidation)
-        var sequences: [[Int32]] = []
+        var sequences: [[Int32]] = [], firstScored: [Int] = []
         if selfDistill > 0 {
             let distillation = SelfDistillation(model: model, tokenizer: tokenizer, template: template,
                                                 maxNewTokens: selfDistill, maxTokens: tokensPerConversation)
             let prompts = heldOut.lazy.compactMap { distillation.prompt(for: $0) }.prefix(conversations)
             FileHandle.standardError.write(Data("generating the model's answers to \(prompts.count) held-out prompts …\n".utf8))
-            for prompt in prompts { sequences.append(try distillation.sequence(prompt: prompt)) }
+            for prompt in prompts {
+                sequences.append(try distillation.sequence(prompt: prompt))
+                firstScored.append(prompt.count - 1)  // score the answer only
+            }
         } else {
             sequences = heldOut.prefix(conversations)
                 .map { ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation) }
         }
         let progress = ProgressBar(total: sequences.count)
-        let stats = try AdapterEvaluator(model: model, adapter: weights).agreement(on: sequences) { _ in progress.advance() }
+        let stats = try AdapterEvaluator(model: model, adapter: weights).agreement(on: sequences, firstScored: selfDistill > 0 ? firstScored : nil) { _ in progress.advance() }
         progress.finish()
         writeOut("adapter: \(weights.config.origin), exit layer \(weights.config.exitLayer)\n")
         writeOut(String(format: "held-out%@: %d conversations, %d positions: top-1 agreement %.3f, expected acceptance %.3f\n",

@@ -50,8 +50,8 @@ struct TrainAdapter: ParsableCommand {
 
     @Option(help: """
         Self-distillation: train on the model's own greedy answers (up to N tokens) to each \
-        conversation's first user message instead of the conversation's text (0: off). Answers are kept \
-        in --output/self-distill.jsonl and reused.
+        conversation's first user message instead of the conversation's text (0: off); the loss covers \
+        the answers, the prompts are context. Answers are kept in --output/self-distill.jsonl and reused.
         """)
     var selfDistill = 0
 
@@ -76,14 +76,14 @@ struct TrainAdapter: ParsableCommand {
         let sequences = selfDistill > 0
             ? try selfDistilledSequences(candidates, model: model, tokenizer: tokenizer, template: template)
             : candidates.prefix(conversations)
-                .map { ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation) }
-                .filter { $0.count > 8 }
-        FileHandle.standardError.write(Data("teacher forcing \(sequences.count) conversations (\(sequences.reduce(0) { $0 + $1.count }) tokens) …\n".utf8))
+                .map { (tokens: ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation), firstTarget: 0) }
+                .filter { $0.tokens.count > 8 }
+        FileHandle.standardError.write(Data("teacher forcing \(sequences.count) conversations (\(sequences.reduce(0) { $0 + $1.tokens.count }) tokens) …\n".utf8))
         let forcing = TeacherForcing(model: model, exitLayer: exitLayer)
         let bar = ProgressBar(total: sequences.count)
         var examples: [TeacherForcedSequence] = []
-        for tokens in sequences {
-            examples.append(try forcing.run(tokens))
+        for sequence in sequences {
+            examples.append(try forcing.run(sequence.tokens, firstTarget: sequence.firstTarget))
             bar.advance()
         }
         bar.finish()
@@ -122,9 +122,9 @@ struct TrainAdapter: ParsableCommand {
     }
 
     /// The model's own answers to the first `conversations` prompts that fit, generated once and kept
-    /// in --output/self-distill.jsonl.
+    /// in --output/self-distill.jsonl. Targets start at the answer: the prompt is context only.
     private func selfDistilledSequences(_ candidates: [Conversation], model: LlamaModel, tokenizer: Tokenizer,
-                                        template: ChatTemplate) throws -> [[Int32]] {
+                                        template: ChatTemplate) throws -> [(tokens: [Int32], firstTarget: Int)] {
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         let distillation = SelfDistillation(model: model, tokenizer: tokenizer, template: template,
                                             maxNewTokens: selfDistill, maxTokens: tokensPerConversation)
@@ -143,6 +143,7 @@ struct TrainAdapter: ParsableCommand {
             }
             bar.finish()
         }
-        return prompts.compactMap { store.sequences[$0.id] }.filter { $0.count > 8 }
+        return prompts.compactMap { prompt in store.sequences[prompt.id].map { ($0, prompt.tokens.count - 1) } }
+            .filter { $0.tokens.count > $0.firstTarget + 8 }
     }
 }

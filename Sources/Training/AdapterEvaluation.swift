@@ -30,8 +30,10 @@ public struct AdapterEvaluator {
         self.adapter = adapter
     }
 
-    /// Statistics over every position of every sequence (each predicts the next token).
-    public func agreement(on sequences: [[Int32]], progress: (Int) -> Void = { _ in }) throws -> AgreementStatistics {
+    /// Statistics over every position of every sequence (each predicts the next token), from position
+    /// `firstScored[i]` on in sequence i when given (earlier positions are context only).
+    public func agreement(on sequences: [[Int32]], firstScored: [Int]? = nil,
+                          progress: (Int) -> Void = { _ in }) throws -> AgreementStatistics {
         let c = model.config
         let longest = sequences.map(\.count).max() ?? 1
         let cache = KVCache(config: c, capacity: longest)
@@ -65,7 +67,7 @@ public struct AdapterEvaluator {
             for start in stride(from: 0, to: tokens.count - 1, by: chunk) {
                 let rows = start..<min(start + chunk, tokens.count - 1)
                 model.logits(hidden, rows: rows, into: logits, scratch: scratch)
-                for t in rows {
+                for t in rows where t >= firstScored?[index] ?? 0 {
                     let row = logits.row(t - start)
                     Self.softmax(row, count: c.vocabularySize, into: &p)
                     var overlap: Double = 0

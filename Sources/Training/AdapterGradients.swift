@@ -129,10 +129,13 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
         let (n2, r2) = rmsNorm(y, weight: w.norm, rows: count, eps: eps)
         let logits = matmul(n2, head, rows: count, inner: d, out: vocabulary)
 
-        // Soft cross-entropy and its gradient with respect to the logits: (softmax − p) / T.
+        // Soft cross-entropy and its gradient with respect to the logits: (softmax − p) / T, over the T
+        // positions that have a target (a row of zeros marks a context-only position).
         var loss: S = 0
         var dLogits = [S](repeating: 0, count: count * vocabulary)
-        for t in 0..<count {
+        let targeted = (0..<count).filter { t in targets[(t * vocabulary)..<((t + 1) * vocabulary)].contains { $0 != 0 } }
+        let positions = S(max(targeted.count, 1))
+        for t in targeted {
             let row = t * vocabulary
             var maxLogit = -S.infinity
             for v in 0..<vocabulary { maxLogit = max(maxLogit, logits[row + v]) }
@@ -142,10 +145,10 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
             for v in 0..<vocabulary {
                 let logProbability = logits[row + v] - logSum
                 loss -= targets[row + v] * logProbability
-                dLogits[row + v] = (S(exp(Double(logProbability))) - targets[row + v]) / S(count)
+                dLogits[row + v] = (S(exp(Double(logProbability))) - targets[row + v]) / positions
             }
         }
-        loss /= S(count)
+        loss /= positions
 
         // Backward.
         var g = AdapterTensors<S>(zerosFor: shape)

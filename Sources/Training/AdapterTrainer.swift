@@ -72,17 +72,18 @@ public final class AdapterTrainer {
         guard limit > 0, limit < vocabularySize else { return (0..<Int32(vocabularySize)).map { $0 } }
         var mass = [Double](repeating: 0, count: vocabularySize)
         for e in examples {
-            for (id, p) in zip(e.topIDs, e.topProbabilities) { mass[Int(id)] += Double(p) }
+            for i in (e.firstTarget * e.k)..<(e.count * e.k) { mass[Int(e.topIDs[i])] += Double(e.topProbabilities[i]) }
         }
         let ranked = (0..<vocabularySize).sorted { mass[$0] > mass[$1] || (mass[$0] == mass[$1] && $0 < $1) }
         return ranked.prefix(limit).map { Int32($0) }.sorted()
     }
 
-    /// Dense targets over the draft vocabulary for `example`: its top-k, restricted and renormalised.
+    /// Dense targets over the draft vocabulary for `example`: its top-k, restricted and renormalised;
+    /// rows of context-only positions stay zero.
     func targets(_ example: TeacherForcedSequence) -> [Float] {
         let index = Dictionary(uniqueKeysWithValues: vocabulary.enumerated().map { ($1, $0) })
         var dense = [Float](repeating: 0, count: example.count * vocabulary.count)
-        for t in 0..<example.count {
+        for t in example.firstTarget..<example.count {
             var total: Float = 0
             for j in 0..<example.k {
                 let id = example.topIDs[t * example.k + j]
@@ -111,12 +112,12 @@ public final class AdapterTrainer {
         let v = vocabulary.count
         logits.withUnsafeBufferPointer { l in
             target.withUnsafeBufferPointer { p in
-                for t in 0..<example.count where VectorOps.argmax(l.baseAddress! + t * v, count: v) == VectorOps.argmax(p.baseAddress! + t * v, count: v) {
+                for t in example.firstTarget..<example.count where VectorOps.argmax(l.baseAddress! + t * v, count: v) == VectorOps.argmax(p.baseAddress! + t * v, count: v) {
                     agree += 1
                 }
             }
         }
-        return TrainingProgress(step: optimiser.step, loss: Double(value), agreement: Double(agree) / Double(max(example.count, 1)),
+        return TrainingProgress(step: optimiser.step, loss: Double(value), agreement: Double(agree) / Double(max(example.count - example.firstTarget, 1)),
                                 learningRate: rate)
     }
 

@@ -38,7 +38,8 @@ public final class SelfDistillation {
         return tokens.count <= maxTokens / 2 ? tokens : nil
     }
 
-    /// The prompt followed by the model's greedy answer (without a final end-of-turn token).
+    /// The prompt followed by the model's greedy answer (without a final end-of-turn token). Position
+    /// `prompt.count − 1` is the first whose next token is the model's own.
     public func sequence(prompt: [Int32]) throws -> [Int32] {
         let options = GenerationOptions(maxTokens: min(maxNewTokens, maxTokens - prompt.count))
         return prompt + (try generator.generate(prompt: prompt, decoder: decoder, options: options).tokens)

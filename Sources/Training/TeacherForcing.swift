@@ -13,6 +13,9 @@ public struct TeacherForcedSequence: Sendable {
     public var topProbabilities: [Float]
     public var count: Int
     public var k: Int
+    /// Positions before this one are context only: they feed the adapter's attention but carry no
+    /// target (the prompt of a self-distilled answer, whose words are not the model's).
+    public var firstTarget = 0
 }
 
 public struct TeacherForcing {
@@ -26,8 +29,9 @@ public struct TeacherForcing {
         self.k = k
     }
 
-    /// Runs the model over `tokens` (all but the last position predict a next token).
-    public func run(_ tokens: [Int32]) throws -> TeacherForcedSequence {
+    /// Runs the model over `tokens` (all but the last position predict a next token); positions before
+    /// `firstTarget` are context only.
+    public func run(_ tokens: [Int32], firstTarget: Int = 0) throws -> TeacherForcedSequence {
         let c = model.config
         try model.validate(tokens)
         let count = tokens.count - 1
@@ -56,7 +60,8 @@ public struct TeacherForcing {
                 }
             }
         }
-        return TeacherForcedSequence(states: states, topIDs: ids, topProbabilities: probabilities, count: count, k: k)
+        return TeacherForcedSequence(states: states, topIDs: ids, topProbabilities: probabilities, count: count, k: k,
+                                     firstTarget: min(max(firstTarget, 0), count))
     }
 }
 

@@ -34,10 +34,20 @@ struct TrainingTests {
         return Problem(weights: weights, states: values(count * d, 2), targets: targets, head: values(vocabulary * d))
     }
 
-    @Test("every backward agrees with central finite differences (float64)")
-    func gradientCheck() {
+    @Test("every backward agrees with central finite differences (float64), also with context-only positions",
+          arguments: [false, true])
+    func gradientCheck(contextOnlyPrefix: Bool) {
         let loss = AdapterLoss<Double>(shape: Self.shape)
-        let p = Self.problem(seed: 3)
+        var p = Self.problem(seed: 3)
+        if contextOnlyPrefix {  // the first two positions have no target (a prompt before an answer)
+            for i in 0..<(2 * Self.vocabulary) { p.targets[i] = 0 }
+            // They still feed the later positions' attention: changing their states changes the loss.
+            var moved = p.states
+            for i in 0..<Self.shape.hidden { moved[i] += 0.5 }
+            let before = loss.evaluate(p.weights, states: p.states, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary).loss
+            let after = loss.evaluate(p.weights, states: moved, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary).loss
+            #expect(abs(before - after) > 1e-6)
+        }
         let (_, analytic, _) = loss.evaluate(p.weights, states: p.states, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary)
         let names = ["input norm", "q", "k", "v", "o", "norm"]
         let h = 1e-6
