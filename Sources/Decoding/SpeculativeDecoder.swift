@@ -7,15 +7,20 @@ import Tensor
 public struct SpeculativeOptions: Sendable, Equatable {
     /// Layers `0..<exitLayer` form the shallow sub-network that feeds the drafter.
     public var exitLayer: Int
-    /// Drafting stops once a draft's top-1 probability is below this (that draft is still verified).
+    /// Drafting stops once a draft's top-1 probability is below this.
     public var threshold: Float
     /// γ: drafts per round at most.
     public var maxDraft: Int
+    /// Whether the draft that fell below the threshold is dropped instead of verified (the paper
+    /// verifies it). Dropping saves its verification width, which costs more than its rare acceptance
+    /// brings when drafts are weak; either way the output is unchanged.
+    public var dropsUncertainDraft: Bool
 
-    public init(exitLayer: Int = 2, threshold: Float = 0.6, maxDraft: Int = 6) {
+    public init(exitLayer: Int = 2, threshold: Float = 0.6, maxDraft: Int = 6, dropsUncertainDraft: Bool = false) {
         self.exitLayer = exitLayer
         self.threshold = threshold
         self.maxDraft = maxDraft
+        self.dropsUncertainDraft = dropsUncertainDraft
     }
 }
 
@@ -186,11 +191,18 @@ public final class SpeculativeDecoder: Decoder {
         exitStates.rows = 0
         var token = pending
         var stop = maxDrafts == 0
+        // Whether the adapter has seen the exit state of the round's last row (a dropped draft's
+        // proposal fed it); otherwise that row lags by one when the whole round is accepted.
+        var adapterSawLastRow = false
         while true {
             try runShallow(token)
             if stop { break }
             let (draft, confidence) = proposeDraft(&sampler)
             statistics.draftSteps += 1
+            if confidence < options.threshold && options.dropsUncertainDraft {
+                adapterSawLastRow = true
+                break
+            }
             drafts.append(draft)
             token = draft
             stop = confidence < options.threshold || drafts.count == maxDrafts
@@ -208,8 +220,9 @@ public final class SpeculativeDecoder: Decoder {
         let keep = position + accepted + 1
         cache.truncate(to: keep)
         if let adapter {
-            // The adapter saw exit states 0..<drafts.count of this round (one per draft step).
-            if accepted == drafts.count {
+            // The adapter saw exit states 0..<drafts.count of this round (one per draft step), and
+            // row drafts.count too when a draft was dropped.
+            if accepted == drafts.count && !adapterSawLastRow {
                 // The round's last committed position (row `accepted`) is unseen: it lags by one.
                 if lagging.rows == lagging.capacity { flushLagging(adapter) }
                 lagging.copyRow(from: exitStates, row: accepted, to: lagging.rows)

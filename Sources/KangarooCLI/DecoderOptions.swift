@@ -31,20 +31,27 @@ struct SpeculativeSettings: ParsableArguments {
     @Option(help: "Kangaroo/layer-skip: drafts per round at most (γ).")
     var maxDraft = 6
 
+    @Flag(help: "Kangaroo/layer-skip: drop the draft that fell below --threshold instead of verifying it (the paper verifies it); output unchanged.")
+    var dropUncertainDraft = false
+
+    /// The settings for a drafter that exits at `exitLayer`.
+    func options(exitLayer: Int) -> SpeculativeOptions {
+        SpeculativeOptions(exitLayer: exitLayer, threshold: threshold, maxDraft: maxDraft, dropsUncertainDraft: dropUncertainDraft)
+    }
+
     @Option(help: "Kangaroo: adapter folder (adapter.json + adapter.safetensors). Default: the adapter shipped for the default model; otherwise a copy of layer --exit-layer's attention (untrained).")
     var adapter: String?
 
     func makeDecoder(_ kind: DecoderKind, model: LlamaModel, context: Int?) throws -> Decoder {
-        let options = SpeculativeOptions(exitLayer: exitLayer, threshold: threshold, maxDraft: maxDraft)
         switch kind {
         case .plain:
             return PlainDecoder(model: model, contextCapacity: context)
         case .layerskip:
-            return try SpeculativeDecoder(model: model, drafter: .layerSkip, options: options, contextCapacity: context)
+            return try SpeculativeDecoder(model: model, drafter: .layerSkip, options: options(exitLayer: exitLayer), contextCapacity: context)
         case .kangaroo:
             let weights = try resolveAdapter(for: model)
             return try SpeculativeDecoder(model: model, drafter: .adapter(weights),
-                                          options: SpeculativeOptions(exitLayer: weights.config.exitLayer, threshold: threshold, maxDraft: maxDraft),
+                                          options: options(exitLayer: weights.config.exitLayer),
                                           contextCapacity: context)
         }
     }

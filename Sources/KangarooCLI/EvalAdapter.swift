@@ -57,6 +57,9 @@ struct EvalAdapter: ParsableCommand {
     @Option(help: "Kangaroo γ for the Spec-Bench part.")
     var maxDraft = 6
 
+    @Flag(help: "Spec-Bench part: drop the draft that fell below --threshold instead of verifying it.")
+    var dropUncertainDraft = false
+
     func run() throws {
         let (model, tokenizer) = try modelOptions.load()
         let weights = try chooseAdapter(path: adapter, model: model, exitLayer: exitLayer)
@@ -89,7 +92,8 @@ struct EvalAdapter: ParsableCommand {
         let selected = SpecBench.select(try SpecBench.load(path: suite), limit: questions, categories: nil)
         let plain = PlainDecoder(model: model, contextCapacity: 4096)
         let kangaroo = try SpeculativeDecoder(model: model, drafter: .adapter(weights),
-                                              options: SpeculativeOptions(exitLayer: weights.config.exitLayer, threshold: threshold, maxDraft: maxDraft),
+                                              options: SpeculativeOptions(exitLayer: weights.config.exitLayer, threshold: threshold, maxDraft: maxDraft,
+                                                                          dropsUncertainDraft: dropUncertainDraft),
                                               contextCapacity: 4096)
         let records = try runSuite(selected, decoders: [plain, kangaroo], generator: Generator(tokenizer: tokenizer), template: template,
                                    options: GenerationOptions(maxTokens: maxTokens))

@@ -46,7 +46,7 @@ struct Serve: AsyncParsableCommand {
         let adapter = try speculative.resolveAdapter(for: model)
         let service = try GenerationService(
             model: model, tokenizer: tokenizer, adapter: adapter,
-            options: SpeculativeOptions(exitLayer: adapter.config.exitLayer, threshold: speculative.threshold, maxDraft: speculative.maxDraft),
+            options: speculative.options(exitLayer: adapter.config.exitLayer),
             context: min(context, model.config.contextLength), queueLimit: queue, defaultDecoder: decoder.rawValue)
         let id = modelID ?? URL(fileURLWithPath: model.gguf.path).deletingPathExtension().lastPathComponent
         let server = OpenAIServer(service: service, modelID: id, maxBodyBytes: maxBody)

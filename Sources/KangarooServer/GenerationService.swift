@@ -59,9 +59,9 @@ public final class GenerationService: @unchecked Sendable {
         defaults = options
         plain = PlainDecoder(model: model, contextCapacity: context)
         kangaroo = try adapter.map {
-            try SpeculativeDecoder(model: model, drafter: .adapter($0),
-                                   options: SpeculativeOptions(exitLayer: $0.config.exitLayer, threshold: options.threshold, maxDraft: options.maxDraft),
-                                   contextCapacity: context)
+            var adapterOptions = options
+            adapterOptions.exitLayer = $0.config.exitLayer
+            return try SpeculativeDecoder(model: model, drafter: .adapter($0), options: adapterOptions, contextCapacity: context)
         }
         layerSkip = try SpeculativeDecoder(model: model, drafter: .layerSkip, options: options, contextCapacity: context)
     }

@@ -252,14 +252,72 @@ final class AttentionJob: ParallelJob {
             let kvOffset = (head / groupSize) * headSize
             let query = scratch.query.row(t) + head * headSize
             let visible = position + t + 1
-            for j in 0..<visible {
-                scores[j] = VectorOps.dot(query, cache.keys(layer: layer, position: j) + kvOffset, count: headSize) * scale
-            }
-            VectorOps.softmax(scores, count: visible)
+            let keys = cache.keys(layer: layer, position: 0) + kvOffset, values = cache.values(layer: layer, position: 0) + kvOffset
             let out = scratch.attention.row(t) + head * headSize
-            out.initialize(repeating: 0, count: headSize)
-            for j in 0..<visible {
-                VectorOps.addScaled(out, cache.values(layer: layer, position: j) + kvOffset, scale: scores[j], count: headSize)
+            if headSize % 16 == 0 {
+                Self.scores(query, keys: keys, stride: c.kvSize, count: visible, headSize: headSize, scale: scale, into: scores)
+                VectorOps.softmax(scores, count: visible)
+                Self.weightedSum(scores, values: values, stride: c.kvSize, count: visible, headSize: headSize, into: out)
+            } else {
+                for j in 0..<visible {
+                    scores[j] = VectorOps.dot(query, keys + j * c.kvSize, count: headSize) * scale
+                }
+                VectorOps.softmax(scores, count: visible)
+                out.initialize(repeating: 0, count: headSize)
+                for j in 0..<visible { VectorOps.addScaled(out, values + j * c.kvSize, scale: scores[j], count: headSize) }
+            }
+        }
+    }
+
+    /// `scores[j] = (q · k_j) · scale` for keys `stride` floats apart; 16 lanes per step, lanes summed
+    /// at the end (headSize a multiple of 16).
+    @inline(__always)
+    static func scores(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, stride: Int, count: Int, headSize: Int,
+                       scale: Float, into scores: UnsafeMutablePointer<Float>) {
+        let chunks = headSize / 16
+        for j in 0..<count {
+            let k = UnsafeRawPointer(keys + j * stride), qp = UnsafeRawPointer(q)
+            var sum = qp.loadUnaligned(as: SIMD16<Float>.self) * k.loadUnaligned(as: SIMD16<Float>.self)
+            for chunk in 1..<max(chunks, 1) {
+                sum.addProduct(qp.loadUnaligned(fromByteOffset: chunk * 64, as: SIMD16<Float>.self),
+                               k.loadUnaligned(fromByteOffset: chunk * 64, as: SIMD16<Float>.self))
+            }
+            scores[j] = sum.sum() * scale
+        }
+    }
+
+    /// `out = Σ_j p_j · v_j` for values `stride` floats apart (headSize a multiple of 16). Output lanes
+    /// stay in registers across all positions, 64 at a time (four independent chains) when headSize
+    /// allows, else 16.
+    @inline(__always)
+    static func weightedSum(_ p: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int, count: Int, headSize: Int,
+                            into out: UnsafeMutablePointer<Float>) {
+        let rowBytes = stride * 4
+        if headSize % 64 == 0 {
+            for strip in 0..<(headSize / 64) {
+                var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+                let base = UnsafeRawPointer(values + strip * 64)
+                for j in 0..<count {
+                    let w = SIMD16<Float>(repeating: p[j]), v = base + j * rowBytes
+                    a0.addProduct(w, v.loadUnaligned(as: SIMD16<Float>.self))
+                    a1.addProduct(w, v.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self))
+                    a2.addProduct(w, v.loadUnaligned(fromByteOffset: 128, as: SIMD16<Float>.self))
+                    a3.addProduct(w, v.loadUnaligned(fromByteOffset: 192, as: SIMD16<Float>.self))
+                }
+                let o = UnsafeMutableRawPointer(out + strip * 64)
+                o.storeBytes(of: a0, as: SIMD16<Float>.self)
+                o.storeBytes(of: a1, toByteOffset: 64, as: SIMD16<Float>.self)
+                o.storeBytes(of: a2, toByteOffset: 128, as: SIMD16<Float>.self)
+                o.storeBytes(of: a3, toByteOffset: 192, as: SIMD16<Float>.self)
+            }
+        } else {
+            for chunk in 0..<(headSize / 16) {
+                var acc = SIMD16<Float>()
+                let base = UnsafeRawPointer(values + chunk * 16)
+                for j in 0..<count {
+                    acc.addProduct(SIMD16(repeating: p[j]), base.loadUnaligned(fromByteOffset: j * rowBytes, as: SIMD16<Float>.self))
+                }
+                UnsafeMutableRawPointer(out + chunk * 16).storeBytes(of: acc, as: SIMD16<Float>.self)
             }
         }
     }

@@ -1,3 +1,4 @@
+import KernelsC
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -34,17 +35,9 @@ public enum VectorOps {
         return best
     }
 
-    /// In-place softmax over `n` elements.
+    /// In-place softmax over `n` elements (KernelsC's kq_softmax).
     public static func softmax(_ x: UnsafeMutablePointer<Float>, count n: Int) {
-        var maxValue = -Float.infinity
-        for i in 0..<n { maxValue = max(maxValue, x[i]) }
-        var sum: Float = 0
-        for i in 0..<n {
-            x[i] = expf(x[i] - maxValue)
-            sum += x[i]
-        }
-        let inverse = 1 / sum
-        for i in 0..<n { x[i] *= inverse }
+        kq_softmax(x, Int32(n))
     }
 
     /// `gate[i] = silu(gate[i]) · up[i]` (SwiGLU).

@@ -1,3 +1,4 @@
+import Foundation
 import KernelsC
 import Llama
 import Tensor
@@ -185,5 +186,20 @@ struct KernelTests {
         let oneByOne = try run(chunks: Array(repeating: 1, count: tokens.count))
         #expect(try run(chunks: [tokens.count]) == oneByOne)
         #expect(try run(chunks: [4, 1, 3, 1]) == oneByOne)
+    }
+}
+
+@Suite("Vector operations")
+struct VectorOpsTests {
+    @Test("softmax sums to 1 and matches the definition, for lengths around the 16-lane steps")
+    func softmax() {
+        for n in [1, 5, 16, 17, 40, 1000] {
+            var x = (0..<n).map { Float(sin(Double($0) * 1.7)) * 6 }
+            let reference = x.map { Foundation.exp(Double($0 - x.max()!)) }
+            let total = reference.reduce(0, +)
+            x.withUnsafeMutableBufferPointer { VectorOps.softmax($0.baseAddress!, count: n) }
+            #expect(abs(x.reduce(0, +) - 1) < 1e-5)
+            for i in 0..<n { #expect(abs(Double(x[i]) - reference[i] / total) <= 1e-6 * reference[i] / total + 1e-9) }
+        }
     }
 }

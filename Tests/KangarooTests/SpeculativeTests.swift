@@ -51,6 +51,24 @@ struct SpeculativeTests {
         }
     }
 
+    @Test("dropping the draft that fell below η instead of verifying it leaves the output unchanged")
+    func droppedUncertainDrafts() throws {
+        let trained = try KangarooAdapter.shipped(for: real.model)
+        for prompt in prompts {
+            let expected = try plain(prompt, maxTokens: 40).tokens
+            for adapter in [KangarooAdapter.random(for: real.model, exitLayer: 2, seed: 7)] + (trained.map { [$0] } ?? []) {
+                for (threshold, maxDraft) in [(Float(0.6), 6), (1.0, 1), (0.3, 12), (0.9, 4)] {
+                    let decoder = try SpeculativeDecoder(
+                        model: real.model, drafter: .adapter(adapter),
+                        options: SpeculativeOptions(exitLayer: adapter.config.exitLayer, threshold: threshold, maxDraft: maxDraft,
+                                                    dropsUncertainDraft: true),
+                        contextCapacity: 512)
+                    #expect(try generate(decoder, prompt, maxTokens: 40).tokens == expected, "η=\(threshold) γ=\(maxDraft)")
+                }
+            }
+        }
+    }
+
     @Test("the adapter shipped for the default model loads, drafts with acceptance, and equals plain decoding")
     func shippedAdapter() throws {
         let adapter = try #require(try KangarooAdapter.shipped(for: real.model))

@@ -45,6 +45,9 @@ void kq_pack(int type, const void *weights, size_t row_bytes, int rows, int colu
 void kq_matmul_packed(int type, const void *packed, int rows, int columns, int group_begin, int group_end,
                       const int8_t *q, const float *d, const float *ds, int tokens, float *y, size_t ldy);
 
+/// In-place softmax of `n` floats (exponentials within a few ulp of expf; 0 below e^−87.3).
+void kq_softmax(float *x, int n);
+
 /// Quantises `tokens` rows of `columns` floats to int16 per block of 32 (q = round(x / d), d = max|x| /
 /// 32767). q: tokens × columns; d: tokens × columns/32. For the output head: a logit's error is about
 /// 1/65534 of the block's largest activation per element, against 1/254 with int8.
