@@ -13,8 +13,8 @@ struct BenchSweep: ParsableCommand {
         abstract: "Sweep exit layer, threshold and γ on a few Spec-Bench questions; print the settings by tokens/s.",
         discussion: """
         Every setting and plain decoding run on the same first turns, interleaved question by question. \
-        With --adapter the exit layer is the adapter's; without, kangaroo uses an untrained copy of each \
-        exit layer's attention.
+        Kangaroo uses --adapter or the adapter shipped for the model, whose exit layer is fixed; with \
+        --untrained (or when no adapter ships) it uses an untrained copy of each --exit-layers layer's attention.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -25,8 +25,11 @@ struct BenchSweep: ParsableCommand {
     @Option(help: "kangaroo or layerskip.")
     var decoder: DecoderKind = .kangaroo
 
-    @Option(help: "Kangaroo adapter folder (fixes the exit layer).")
+    @Option(help: "Kangaroo adapter folder (fixes the exit layer; default: the adapter shipped for this model).")
     var adapter: String?
+
+    @Flag(help: "Kangaroo: sweep --exit-layers with untrained copies of each layer's attention instead of a trained adapter.")
+    var untrained = false
 
     @Option(help: "Comma-separated exit layers.")
     var exitLayers = "1,2,4"
@@ -56,7 +59,8 @@ struct BenchSweep: ParsableCommand {
                                              ?? SpecBenchQuestion.taskGroups)
         let (model, tokenizer) = try modelOptions.load()
         let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
-        let trained = try adapter.map { try KangarooAdapter.load(from: $0, for: model) }
+        let trained = untrained ? nil
+            : try adapter.map { try KangarooAdapter.load(from: $0, for: model) } ?? KangarooAdapter.shipped(for: model)
         let layers = trained.map { [$0.config.exitLayer] } ?? parse(exitLayers, Int.init)
         var settings: [SpeculativeOptions] = []
         for layer in layers {

@@ -52,13 +52,13 @@ struct EvalAdapter: ParsableCommand {
     var maxTokens = 128
 
     @Option(help: "Kangaroo threshold for the Spec-Bench part.")
-    var threshold: Float = 0.6
+    var threshold: Float = 0.7
 
     @Option(help: "Kangaroo γ for the Spec-Bench part.")
     var maxDraft = 6
 
-    @Flag(help: "Spec-Bench part: drop the draft that fell below --threshold instead of verifying it.")
-    var dropUncertainDraft = false
+    @Flag(help: "Spec-Bench part: also verify the draft that fell below --threshold, as the paper does (default: dropped).")
+    var verifyUncertainDraft = false
 
     func run() throws {
         let (model, tokenizer) = try modelOptions.load()
@@ -93,7 +93,7 @@ struct EvalAdapter: ParsableCommand {
         let plain = PlainDecoder(model: model, contextCapacity: 4096)
         let kangaroo = try SpeculativeDecoder(model: model, drafter: .adapter(weights),
                                               options: SpeculativeOptions(exitLayer: weights.config.exitLayer, threshold: threshold, maxDraft: maxDraft,
-                                                                          dropsUncertainDraft: dropUncertainDraft),
+                                                                          dropsUncertainDraft: !verifyUncertainDraft),
                                               contextCapacity: 4096)
         let records = try runSuite(selected, decoders: [plain, kangaroo], generator: Generator(tokenizer: tokenizer), template: template,
                                    options: GenerationOptions(maxTokens: maxTokens))
