@@ -63,7 +63,8 @@ struct BenchSuite: ParsableCommand {
         let (model, tokenizer) = try modelOptions.load()
         let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
         let kinds = decoderKinds().compactMap { $0 }
-        let decoders = try kinds.map { try speculative.makeDecoder($0, model: model, context: 4096) }
+        let adapter = kinds.contains(.kangaroo) ? try speculative.resolveAdapter(for: model) : nil
+        let decoders = try kinds.map { try speculative.makeDecoder($0, model: model, context: 4096, trained: adapter) }
         let generator = Generator(tokenizer: tokenizer)
         let options = GenerationOptions(maxTokens: maxTokens, sampling: SamplingOptions(temperature: temperature, seed: seed))
 
@@ -76,7 +77,7 @@ struct BenchSuite: ParsableCommand {
         let settings = [
             "suite": suite, "max_tokens": String(maxTokens), "exit_layer": String(speculative.exitLayer),
             "threshold": String(speculative.threshold), "max_draft": String(speculative.maxDraft),
-            "adapter": kinds.contains(.kangaroo) ? try speculative.resolveAdapter(for: model).config.origin : "",
+            "adapter": adapter?.config.origin ?? "",
             "threads": String(modelOptions.threads ?? 0), "model": model.gguf.path,
             "temperature": String(temperature), "seed": String(seed),
         ]

@@ -42,14 +42,15 @@ struct SpeculativeSettings: ParsableArguments {
     @Option(help: "Kangaroo: adapter folder (adapter.json + adapter.safetensors). Default: the adapter shipped for the default model; otherwise a copy of layer --exit-layer's attention (untrained).")
     var adapter: String?
 
-    func makeDecoder(_ kind: DecoderKind, model: LlamaModel, context: Int?) throws -> Decoder {
+    /// A decoder of `kind`; Kangaroo drafts with `trained` when given, else with `resolveAdapter`'s choice.
+    func makeDecoder(_ kind: DecoderKind, model: LlamaModel, context: Int?, trained: KangarooAdapter? = nil) throws -> Decoder {
         switch kind {
         case .plain:
             return PlainDecoder(model: model, contextCapacity: context)
         case .layerskip:
             return try SpeculativeDecoder(model: model, drafter: .layerSkip, options: options(exitLayer: exitLayer), contextCapacity: context)
         case .kangaroo:
-            let weights = try resolveAdapter(for: model)
+            let weights = try trained ?? resolveAdapter(for: model)
             return try SpeculativeDecoder(model: model, drafter: .adapter(weights),
                                           options: options(exitLayer: weights.config.exitLayer),
                                           contextCapacity: context)

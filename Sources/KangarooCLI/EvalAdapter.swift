@@ -71,7 +71,7 @@ struct EvalAdapter: ParsableCommand {
         if selfDistill > 0 {
             let distillation = SelfDistillation(model: model, tokenizer: tokenizer, template: template,
                                                 maxNewTokens: selfDistill, maxTokens: tokensPerConversation)
-            let prompts = heldOut.lazy.compactMap { distillation.prompt(for: $0) }.prefix(conversations)
+            let prompts = Array(heldOut.lazy.compactMap { distillation.prompt(for: $0) }.prefix(conversations))
             FileHandle.standardError.write(Data("generating the model's answers to \(prompts.count) held-out prompts …\n".utf8))
             for prompt in prompts {
                 sequences.append(try distillation.sequence(prompt: prompt))

@@ -38,6 +38,16 @@ static inline float half_to_float(uint16_t h) {
     return f;
 }
 
+/// The scale of a block of 32 activations quantised to ±limit (max|v| / limit), and its inverse (0
+/// for an all-zero block).
+static inline __attribute__((always_inline)) float block_scale(const float *v, float limit, float *inverse) {
+    float amax = 0;
+    for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+    float scale = amax / limit;
+    *inverse = scale != 0 ? 1.0f / scale : 0.0f;
+    return scale;
+}
+
 static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
 #endif

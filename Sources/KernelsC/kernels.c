@@ -18,10 +18,7 @@ static inline __attribute__((always_inline)) void quantize_body(const float *x, 
         for (int b = 0; b < blocks; b++) {
             const float *v = x + (size_t)t * columns + b * 32;
             int8_t *out = q + (size_t)t * columns + b * 32;
-            float amax = 0;
-            for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
-            float scale = amax / 127.0f;
-            float inverse = scale != 0 ? 1.0f / scale : 0.0f;
+            float inverse, scale = block_scale(v, 127.0f, &inverse);
             int sum = 0;
             for (int i = 0; i < 32; i++) {
                 int value = (int)nearbyintf(v[i] * inverse);

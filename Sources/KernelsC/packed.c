@@ -248,10 +248,7 @@ static inline __attribute__((always_inline)) void quantize16_body(const float *x
         for (int b = 0; b < blocks; b++) {
             const float *v = x + (size_t)t * columns + b * 32;
             int16_t *out = q + (size_t)t * columns + b * 32;
-            float amax = 0;
-            for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
-            float scale = amax / 32767.0f;
-            float inverse = scale != 0 ? 1.0f / scale : 0.0f;
+            float inverse, scale = block_scale(v, 32767.0f, &inverse);
             for (int i = 0; i < 32; i++) {
                 float value = nearbyintf(v[i] * inverse);
                 out[i] = (int16_t)fminf(fmaxf(value, -32767.0f), 32767.0f);

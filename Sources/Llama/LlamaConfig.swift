@@ -55,7 +55,8 @@ public struct LlamaConfig: Sendable, Equatable, Codable {
         try check((1...65536).contains(hiddenSize), "embedding_length", "is \(hiddenSize)")
         try check(headCount > 0 && hiddenSize % headCount == 0, "attention.head_count", "(\(headCount)) must divide the embedding length")
         headSize = (try? gguf.requiredInt(p + "attention.key_length")) ?? hiddenSize / headCount
-        try check(headSize % 2 == 0 && headSize > 0, "attention.key_length", "must be even, is \(headSize)")
+        try check(headSize % 16 == 0 && headSize > 0, "attention.key_length",
+                  "must be a positive multiple of 16 (the attention loops' width), is \(headSize)")
         try check(kvHeadCount > 0 && headCount % kvHeadCount == 0, "attention.head_count_kv", "(\(kvHeadCount)) must divide the head count")
         try check((1...1 << 20).contains(feedForwardSize), "feed_forward_length", "is \(feedForwardSize)")
         try check((1...1 << 24).contains(contextLength), "context_length", "is \(contextLength)")

@@ -254,23 +254,14 @@ final class AttentionJob: ParallelJob {
             let visible = position + t + 1
             let keys = cache.keys(layer: layer, position: 0) + kvOffset, values = cache.values(layer: layer, position: 0) + kvOffset
             let out = scratch.attention.row(t) + head * headSize
-            if headSize % 16 == 0 {
-                Self.scores(query, keys: keys, stride: c.kvSize, count: visible, headSize: headSize, scale: scale, into: scores)
-                VectorOps.softmax(scores, count: visible)
-                Self.weightedSum(scores, values: values, stride: c.kvSize, count: visible, headSize: headSize, into: out)
-            } else {
-                for j in 0..<visible {
-                    scores[j] = VectorOps.dot(query, keys + j * c.kvSize, count: headSize) * scale
-                }
-                VectorOps.softmax(scores, count: visible)
-                out.initialize(repeating: 0, count: headSize)
-                for j in 0..<visible { VectorOps.addScaled(out, values + j * c.kvSize, scale: scores[j], count: headSize) }
-            }
+            Self.scores(query, keys: keys, stride: c.kvSize, count: visible, headSize: headSize, scale: scale, into: scores)
+            VectorOps.softmax(scores, count: visible)
+            Self.weightedSum(scores, values: values, stride: c.kvSize, count: visible, headSize: headSize, into: out)
         }
     }
 
     /// `scores[j] = (q · k_j) · scale` for keys `stride` floats apart; 16 lanes per step, lanes summed
-    /// at the end (headSize a multiple of 16).
+    /// at the end (headSize a multiple of 16, which LlamaConfig checks).
     @inline(__always)
     static func scores(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, stride: Int, count: Int, headSize: Int,
                        scale: Float, into scores: UnsafeMutablePointer<Float>) {
@@ -278,7 +269,7 @@ final class AttentionJob: ParallelJob {
         for j in 0..<count {
             let k = UnsafeRawPointer(keys + j * stride), qp = UnsafeRawPointer(q)
             var sum = qp.loadUnaligned(as: SIMD16<Float>.self) * k.loadUnaligned(as: SIMD16<Float>.self)
-            for chunk in 1..<max(chunks, 1) {
+            for chunk in 1..<chunks {
                 sum.addProduct(qp.loadUnaligned(fromByteOffset: chunk * 64, as: SIMD16<Float>.self),
                                k.loadUnaligned(fromByteOffset: chunk * 64, as: SIMD16<Float>.self))
             }

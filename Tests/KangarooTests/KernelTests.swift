@@ -25,19 +25,6 @@ func randomRows(_ type: QuantType, rows: Int, columns: Int, random: inout Seeded
     return out
 }
 
-/// What the output head's kernel sees of the activations: each block of 32 rounded to multiples of
-/// max|x|/32767.
-func int16RoundTrip(_ x: [Float]) -> [Float] {
-    var out = x
-    for start in stride(from: 0, to: x.count, by: 32) {
-        let block = x[start..<start + 32]
-        let scale = block.map(abs).max()! / 32767
-        let inverse: Float = scale != 0 ? 1 / scale : 0
-        for i in block.indices { out[i] = (x[i] * inverse).rounded(.toNearestOrEven) * scale }
-    }
-    return out
-}
-
 /// Every way products can run on `matrix`: as stored, and also repacked (Q4_0, Q4_1) or as an output
 /// head (any format: int16 activations for Q8_0, floats otherwise).
 func kernelVariants(_ matrix: WeightMatrix) -> [WeightMatrix] {
@@ -58,12 +45,13 @@ func multiply(_ matrix: WeightMatrix, _ x: [Float], count: Int) -> [Float] {
     return y
 }
 
-/// What the integer kernels see of the activations: each block of 32 rounded to multiples of max|x|/127.
-func int8RoundTrip(_ x: [Float]) -> [Float] {
+/// What the integer kernels see of the activations: each block of 32 rounded to multiples of
+/// max|x|/limit (127 for the layers' int8 kernels, 32767 for the output head's int16 one).
+func quantizedRoundTrip(_ x: [Float], limit: Float) -> [Float] {
     var out = x
     for start in stride(from: 0, to: x.count, by: 32) {
         let block = x[start..<start + 32]
-        let scale = block.map(abs).max()! / 127
+        let scale = block.map(abs).max()! / limit
         let inverse: Float = scale != 0 ? 1 / scale : 0
         for i in block.indices { out[i] = (x[i] * inverse).rounded(.toNearestOrEven) * scale }
     }
@@ -93,8 +81,8 @@ struct KernelTests {
                 let y = multiply(matrix, x, count: count)
                 // The integer kernels multiply by int8-rounded activations: compare with exactly those.
                 let seen = switch matrix.activationPrecision {
-                case .int8: matrix.usesIntegerKernel ? int8RoundTrip(x) : x
-                case .int16: int16RoundTrip(x)
+                case .int8: matrix.usesIntegerKernel ? quantizedRoundTrip(x, limit: 127) : x
+                case .int16: quantizedRoundTrip(x, limit: 32767)
                 case .float: x
                 }
                 var row = [Float](repeating: 0, count: columns)
