@@ -173,11 +173,12 @@ final class SumJob: ParallelJob {
     init(buffer: UnsafeMutablePointer<Float>, threads: Int) {
         self.buffer = buffer
         sums = .allocate(capacity: threads)
+        sums.initialize(repeating: 0, count: threads)
     }
 
     deinit { sums.deallocate() }
 
     func run(_ range: Range<Int>, part: Int) {
-        sums[part] = VectorOps.sum(buffer + range.lowerBound * Self.chunk, count: range.count * Self.chunk)
+        sums[part] += VectorOps.sum(buffer + range.lowerBound * Self.chunk, count: range.count * Self.chunk)
     }
 }

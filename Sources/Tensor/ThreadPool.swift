@@ -13,16 +13,20 @@ public protocol ParallelJob: AnyObject {
 
 /// A fixed set of worker threads for the kernels, with a per-call overhead of about a microsecond.
 ///
-/// The calling thread takes part 0 of each job; `threads - 1` workers take the others. Idle workers
+/// The calling thread is part 0 of each job; `threads - 1` workers are the others. Idle workers
 /// spin on a generation counter for a short while (a decode step issues ~200 jobs back to back) and
-/// then sleep on a condition variable, so an idle pool costs no CPU. Work is cut into one contiguous
-/// range per part, so which thread computes an element never changes the arithmetic that produces it.
+/// then sleep on a condition variable, so an idle pool costs no CPU. Parts take chunks of items from
+/// a shared counter until none are left, so a thread that is slowed down (the machine is shared)
+/// takes fewer chunks instead of holding up the others. Jobs must compute each item the same way
+/// whatever range it arrives in, so which thread computes an item never changes its bits.
 public final class ThreadPool: @unchecked Sendable {
     public let threads: Int
 
     private let generation = Atomic<Int>(0)
     private let unfinished = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
+    /// The first item of the current job that no part has taken yet.
+    private let nextItem = Atomic<Int>(0)
     private var mutex = pthread_mutex_t()
     /// Held for the whole of a job: callers on different threads take turns.
     private var jobMutex = pthread_mutex_t()
@@ -31,6 +35,10 @@ public final class ThreadPool: @unchecked Sendable {
     private nonisolated(unsafe) var job: ParallelJob?
     private nonisolated(unsafe) var jobCount = 0
     private nonisolated(unsafe) var parts = 0
+    private nonisolated(unsafe) var chunk = 1
+    /// Chunks per part: enough to even out a slowed thread, few enough that taking one (an atomic
+    /// add on a shared cache line) stays negligible next to the work.
+    private static let chunksPerPart = 4
 
     public init(threads: Int) {
         precondition(threads >= 1, "a thread pool needs at least one thread")
@@ -68,7 +76,8 @@ public final class ThreadPool: @unchecked Sendable {
     }
 
     /// Runs `job` over disjoint ranges covering `0..<count`, in parallel when there is enough work
-    /// (at least `grain` items per part), and returns when all parts are done. Nothing is allocated
+    /// (at least `grain` items per part; ranges hold at least `grain` items except the last), and
+    /// returns when all parts are done. Nothing is allocated
     /// per call (a closure would be: the job is a reused object instead).
     public func run(_ job: ParallelJob, count: Int, grain: Int) {
         let parts = min(threads, max(1, count / max(grain, 1)))
@@ -81,6 +90,8 @@ public final class ThreadPool: @unchecked Sendable {
         self.job = job
         jobCount = count
         self.parts = parts
+        chunk = max(grain, count / (parts * Self.chunksPerPart))
+        nextItem.store(0, ordering: .relaxed)
         unfinished.store(threads - 1, ordering: .relaxed)
         // Sequentially consistent on both sides (here and in workerLoop) so that either this load
         // sees a sleeper or the sleeper sees the new generation.
@@ -90,13 +101,18 @@ public final class ThreadPool: @unchecked Sendable {
             pthread_cond_broadcast(&condition)
             pthread_mutex_unlock(&mutex)
         }
-        job.run(Self.range(part: 0, of: parts, count: count), part: 0)
+        takeChunks(of: job, part: 0)
         while unfinished.load(ordering: .acquiring) > 0 {}
         self.job = nil
     }
 
-    private static func range(part: Int, of parts: Int, count: Int) -> Range<Int> {
-        part * count / parts ..< (part + 1) * count / parts
+    private func takeChunks(of job: ParallelJob, part: Int) {
+        let count = jobCount, chunk = chunk
+        while true {
+            let start = nextItem.wrappingAdd(chunk, ordering: .relaxed).oldValue
+            if start >= count { return }
+            job.run(start..<min(start + chunk, count), part: part)
+        }
     }
 
     private func workerLoop(_ worker: Int) {
@@ -117,7 +133,7 @@ public final class ThreadPool: @unchecked Sendable {
                 }
             }
             seen = generation.load(ordering: .acquiring)
-            if worker < parts, let job { job.run(Self.range(part: worker, of: parts, count: jobCount), part: worker) }
+            if worker < parts, let job { takeChunks(of: job, part: worker) }
             unfinished.subtract(1, ordering: .releasing)
         }
     }
