@@ -36,8 +36,25 @@ static void quantize_portable(const float *x, int columns, int tokens, int8_t *q
 }
 
 #if KQ_X86
+// The same arithmetic as quantize_body with explicit vectors: left to itself the compiler vectorised
+// across blocks with gathers, and quantisation took 3.9% of an 8-token forward's samples in perf, all
+// of it on the calling thread while the worker waited. Blocks are contiguous across tokens (columns
+// is a multiple of 32). cvtps_epi32 rounds in the current mode like nearbyintf, max is
+// order-independent and the int32 sum exact, so the results equal the portable ones bit for bit.
 KQ_TARGET_VNNI static void quantize_avx512(const float *x, int columns, int tokens, int8_t *q, float *d, float *ds) {
-    quantize_body(x, columns, tokens, q, d, ds);
+    size_t blocks = (size_t)tokens * (size_t)(columns / 32);
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (size_t i = 0; i < blocks; i++) {
+        __m512 a = _mm512_loadu_ps(x + 32 * i), b = _mm512_loadu_ps(x + 32 * i + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_andnot_ps(sign, a), _mm512_andnot_ps(sign, b)));
+        float scale = amax / 127.0f, inverse = scale != 0 ? 1.0f / scale : 0.0f;
+        __m512 factor = _mm512_set1_ps(inverse);
+        __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, factor)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, factor));
+        _mm_storeu_si128((__m128i *)(q + 32 * i), _mm512_cvtepi32_epi8(qa));
+        _mm_storeu_si128((__m128i *)(q + 32 * i + 16), _mm512_cvtepi32_epi8(qb));
+        d[i] = scale;
+        ds[i] = scale * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
+    }
 }
 #endif
 
@@ -108,6 +125,29 @@ void kq_softmax(float *x, int n) {
     if (kq_instruction_level() >= 2) { softmax_avx512(x, n); return; }
 #endif
     softmax_portable(x, n);
+}
+
+// SwiGLU, gate[i] = g / (1 + e^−g) · up[i], with the same exponential as softmax. Why C: with libm's
+// expf per element from Swift it took about 6% of an 8-token forward's samples, on the calling thread.
+// One body for both builds, element by element, so the same results.
+static inline __attribute__((always_inline)) void swiglu_body(float *gate, const float *up, int n) {
+    for (int i = 0; i < n; i++) {
+        float g = gate[i];
+        gate[i] = g / (1.0f + exp_cephes(-g)) * up[i];
+    }
+}
+
+static void swiglu_portable(float *gate, const float *up, int n) { swiglu_body(gate, up, n); }
+
+#if KQ_X86
+KQ_TARGET_VNNI static void swiglu_avx512(float *gate, const float *up, int n) { swiglu_body(gate, up, n); }
+#endif
+
+void kq_swiglu(float *gate, const float *up, int n) {
+#if KQ_X86
+    if (kq_instruction_level() >= 2) { swiglu_avx512(gate, up, n); return; }
+#endif
+    swiglu_portable(gate, up, n);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,8 +8,19 @@ public enum VectorOps {
     /// `out = x / sqrt(mean(x²) + eps) * weight` over `n` elements. `out` may alias `x`.
     public static func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps: Float,
                                count n: Int, into out: UnsafeMutablePointer<Float>) {
-        var sum: Float = 0
-        for i in 0..<n { sum += x[i] * x[i] }
+        // Sixteen partial sums (a scalar chain of n dependent adds cost more than the rest of the norm).
+        var lanes = SIMD16<Float>()
+        var i = 0
+        while i + 16 <= n {
+            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+            lanes.addProduct(v, v)
+            i += 16
+        }
+        var sum = lanes.sum()
+        while i < n {
+            sum += x[i] * x[i]
+            i += 1
+        }
         let scale = 1 / (sum / Float(n) + eps).squareRoot()
         for i in 0..<n { out[i] = x[i] * scale * weight[i] }
     }
@@ -40,12 +51,9 @@ public enum VectorOps {
         kq_softmax(x, Int32(n))
     }
 
-    /// `gate[i] = silu(gate[i]) · up[i]` (SwiGLU).
+    /// `gate[i] = silu(gate[i]) · up[i]` (SwiGLU; KernelsC's kq_swiglu).
     public static func swiglu(_ gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count n: Int) {
-        for i in 0..<n {
-            let g = gate[i]
-            gate[i] = g / (1 + expf(-g)) * up[i]
-        }
+        kq_swiglu(gate, up, Int32(n))
     }
 
     /// `x[i] += y[i]`.

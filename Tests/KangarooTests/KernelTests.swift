@@ -190,4 +190,25 @@ struct VectorOpsTests {
             for i in 0..<n { #expect(abs(Double(x[i]) - reference[i] / total) <= 1e-6 * reference[i] / total + 1e-9) }
         }
     }
+
+    @Test("SwiGLU matches its definition, with the same bits on every instruction level")
+    func swiglu() {
+        let n = 1003
+        let gate = (0..<n).map { Float(sin(Double($0) * 0.37)) * ($0 % 7 == 0 ? 120 : 9) }
+        let up = (0..<n).map { Float(cos(Double($0) * 0.11)) * 3 }
+        let best = kq_instruction_level()
+        defer { kq_set_instruction_level(best) }
+        var results: [[UInt32]] = []
+        for level in (0...best).reversed() {
+            kq_set_instruction_level(level)
+            var out = gate
+            out.withUnsafeMutableBufferPointer { VectorOps.swiglu($0.baseAddress!, up: up, count: n) }
+            for i in 0..<n {
+                let g = Double(gate[i]), reference = g / (1 + Foundation.exp(-g)) * Double(up[i])
+                #expect(abs(Double(out[i]) - reference) <= 1e-6 * abs(reference) + 1e-30, "element \(i)")
+            }
+            results.append(out.map(\.bitPattern))
+        }
+        #expect(results.allSatisfy { $0 == results[0] })
+    }
 }

@@ -48,6 +48,9 @@ void kq_matmul_packed(int type, const void *packed, int rows, int columns, int g
 /// In-place softmax of `n` floats (exponentials within a few ulp of expf; 0 below e^−87.3).
 void kq_softmax(float *x, int n);
 
+/// gate[i] = silu(gate[i]) · up[i] for i < n, with softmax's exponential.
+void kq_swiglu(float *gate, const float *up, int n);
+
 /// Quantises `tokens` rows of `columns` floats to int16 per block of 32 (q = round(x / d), d = max|x| /
 /// 32767). q: tokens × columns; d: tokens × columns/32. For the output head: a logit's error is about
 /// 1/65534 of the block's largest activation per element, against 1/254 with int8.
