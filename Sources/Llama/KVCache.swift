@@ -2,7 +2,11 @@ import Tensor
 
 /// Keys and values of every layer for up to `capacity` positions, preallocated.
 ///
-/// Layout: `keys[layer][position][kvHead × headSize]` (keys after RoPE), values alike.
+/// Layout:
+/// - keys (after RoPE) in tiles of 16 positions, `keys[layer][kvHead][position / 16][headSize][16]`,
+///   so attention scores 16 positions at once with vertical multiply-adds (no per-position horizontal
+///   sum); lanes past a layer's length hold stale values that attention computes but never reads;
+/// - values `values[layer][position][kvHead × headSize]`.
 /// Invariant: layer `l` holds valid entries for positions `0..<lengths[l]`. Layers may have different
 /// lengths (a speculative decoder runs shallow layers ahead of deep ones); rolling back is only
 /// lowering a length, since entries past it are overwritten before they are read again.
@@ -11,6 +15,10 @@ public final class KVCache: @unchecked Sendable {
     public let capacity: Int
     public let kvSize: Int
     public private(set) var lengths: [Int]
+    let headSize: Int
+    let kvHeadCount: Int
+    /// Tiles of 16 positions per (layer, kv head): `capacity` rounded up.
+    let tileCount: Int
     let keys: UnsafeMutablePointer<Float>
     let values: UnsafeMutablePointer<Float>
 
@@ -18,12 +26,14 @@ public final class KVCache: @unchecked Sendable {
         self.layerCount = layerCount ?? config.layerCount
         self.capacity = capacity
         kvSize = config.kvSize
+        headSize = config.headSize
+        kvHeadCount = config.kvHeadCount
+        tileCount = (capacity + 15) / 16
         lengths = Array(repeating: 0, count: self.layerCount)
-        let total = self.layerCount * capacity * kvSize
         // Untouched pages of these large buffers are never read before written, so they stay
         // unmapped until used.
-        keys = .allocate(capacity: total)
-        values = .allocate(capacity: total)
+        keys = .allocate(capacity: self.layerCount * kvHeadCount * tileCount * 16 * headSize)
+        values = .allocate(capacity: self.layerCount * capacity * kvSize)
     }
 
     deinit {
@@ -33,7 +43,21 @@ public final class KVCache: @unchecked Sendable {
 
     public func length(of layer: Int) -> Int { lengths[layer] }
 
-    func keys(layer: Int, position: Int) -> UnsafeMutablePointer<Float> { keys + (layer * capacity + position) * kvSize }
+    /// The key tiles of one kv head of a layer: tile `i` (positions 16i…16i+15) starts `16 · headSize`
+    /// floats after tile 0; element `d` of position `16i + j`'s key is at `16 · d + j` in it.
+    func keyTiles(layer: Int, kvHead: Int) -> UnsafePointer<Float> {
+        UnsafePointer(keys + (layer * kvHeadCount + kvHead) * tileCount * 16 * headSize)
+    }
+
+    /// Stores the key of one position (`kvHeads × headSize` floats, after RoPE) into its tiles.
+    func storeKey(_ key: UnsafePointer<Float>, layer: Int, position: Int) {
+        for head in 0..<kvHeadCount {
+            let tile = keys + ((layer * kvHeadCount + head) * tileCount + position / 16) * 16 * headSize + position % 16
+            let source = key + head * headSize
+            for d in 0..<headSize { tile[16 * d] = source[d] }
+        }
+    }
+
     func values(layer: Int, position: Int) -> UnsafeMutablePointer<Float> { values + (layer * capacity + position) * kvSize }
 
     func setLength(_ length: Int, layer: Int) { lengths[layer] = length }

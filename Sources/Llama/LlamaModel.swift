@@ -1,4 +1,5 @@
 import Foundation
+import KernelsC
 import ModelFormats
 import Tensor
 
@@ -190,7 +191,7 @@ public final class LlamaModel: @unchecked Sendable {
             let cos = scratch.ropeCos.row(t), sin = scratch.ropeSin.row(t)
             VectorOps.rope(scratch.query.row(t), heads: c.headCount, headSize: c.headSize, cos: cos, sin: sin)
             VectorOps.rope(scratch.key.row(t), heads: c.kvHeadCount, headSize: c.headSize, cos: cos, sin: sin)
-            cache.keys(layer: cacheLayer, position: position + t).update(from: scratch.key.row(t), count: c.kvSize)
+            cache.storeKey(scratch.key.row(t), layer: cacheLayer, position: position + t)
             cache.values(layer: cacheLayer, position: position + t).update(from: scratch.value.row(t), count: c.kvSize)
         }
         cache.setLength(position + count, layer: cacheLayer)
@@ -223,11 +224,12 @@ public final class LlamaModel: @unchecked Sendable {
         job.layer = layer
         job.position = position
         job.cache = cache
-        scratch.pool.run(job, count: count * config.headCount, grain: 1)
+        scratch.pool.run(job, count: count * config.kvHeadCount, grain: 1)
     }
 }
 
-/// Attention for (token, head) pairs, split across the pool; one per scratch, reused.
+/// Attention for (token, kv head) pairs, split across the pool; one per scratch, reused. The query
+/// heads that share a kv head are computed together, so each key and value is read once for the group.
 final class AttentionJob: ParallelJob {
     let config: LlamaConfig
     unowned(unsafe) let scratch: ForwardScratch
@@ -246,70 +248,17 @@ final class AttentionJob: ParallelJob {
         let c = config
         let headSize = c.headSize, groupSize = c.headCount / c.kvHeadCount
         let scale = 1 / Float(headSize).squareRoot()
-        let scores = scratch.scores.row(part)
+        let scores = scratch.scores.row(part * groupSize), stride = scratch.scores.columns
         for item in range {
-            let t = item / c.headCount, head = item % c.headCount
-            let kvOffset = (head / groupSize) * headSize
-            let query = scratch.query.row(t) + head * headSize
+            let t = item / c.kvHeadCount, kvHead = item % c.kvHeadCount
+            let firstHead = kvHead * groupSize
             let visible = position + t + 1
-            let keys = cache.keys(layer: layer, position: 0) + kvOffset, values = cache.values(layer: layer, position: 0) + kvOffset
-            let out = scratch.attention.row(t) + head * headSize
-            Self.scores(query, keys: keys, stride: c.kvSize, count: visible, headSize: headSize, scale: scale, into: scores)
-            VectorOps.softmax(scores, count: visible)
-            Self.weightedSum(scores, values: values, stride: c.kvSize, count: visible, headSize: headSize, into: out)
-        }
-    }
-
-    /// `scores[j] = (q · k_j) · scale` for keys `stride` floats apart; 16 lanes per step, lanes summed
-    /// at the end (headSize a multiple of 16, which LlamaConfig checks).
-    @inline(__always)
-    static func scores(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, stride: Int, count: Int, headSize: Int,
-                       scale: Float, into scores: UnsafeMutablePointer<Float>) {
-        let chunks = headSize / 16
-        for j in 0..<count {
-            let k = UnsafeRawPointer(keys + j * stride), qp = UnsafeRawPointer(q)
-            var sum = qp.loadUnaligned(as: SIMD16<Float>.self) * k.loadUnaligned(as: SIMD16<Float>.self)
-            for chunk in 1..<chunks {
-                sum.addProduct(qp.loadUnaligned(fromByteOffset: chunk * 64, as: SIMD16<Float>.self),
-                               k.loadUnaligned(fromByteOffset: chunk * 64, as: SIMD16<Float>.self))
-            }
-            scores[j] = sum.sum() * scale
-        }
-    }
-
-    /// `out = Σ_j p_j · v_j` for values `stride` floats apart (headSize a multiple of 16). Output lanes
-    /// stay in registers across all positions, 64 at a time (four independent chains) when headSize
-    /// allows, else 16.
-    @inline(__always)
-    static func weightedSum(_ p: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int, count: Int, headSize: Int,
-                            into out: UnsafeMutablePointer<Float>) {
-        let rowBytes = stride * 4
-        if headSize % 64 == 0 {
-            for strip in 0..<(headSize / 64) {
-                var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
-                let base = UnsafeRawPointer(values + strip * 64)
-                for j in 0..<count {
-                    let w = SIMD16<Float>(repeating: p[j]), v = base + j * rowBytes
-                    a0.addProduct(w, v.loadUnaligned(as: SIMD16<Float>.self))
-                    a1.addProduct(w, v.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self))
-                    a2.addProduct(w, v.loadUnaligned(fromByteOffset: 128, as: SIMD16<Float>.self))
-                    a3.addProduct(w, v.loadUnaligned(fromByteOffset: 192, as: SIMD16<Float>.self))
-                }
-                let o = UnsafeMutableRawPointer(out + strip * 64)
-                o.storeBytes(of: a0, as: SIMD16<Float>.self)
-                o.storeBytes(of: a1, toByteOffset: 64, as: SIMD16<Float>.self)
-                o.storeBytes(of: a2, toByteOffset: 128, as: SIMD16<Float>.self)
-                o.storeBytes(of: a3, toByteOffset: 192, as: SIMD16<Float>.self)
-            }
-        } else {
-            for chunk in 0..<(headSize / 16) {
-                var acc = SIMD16<Float>()
-                let base = UnsafeRawPointer(values + chunk * 16)
-                for j in 0..<count {
-                    acc.addProduct(SIMD16(repeating: p[j]), base.loadUnaligned(fromByteOffset: j * rowBytes, as: SIMD16<Float>.self))
-                }
-                UnsafeMutableRawPointer(out + chunk * 16).storeBytes(of: acc, as: SIMD16<Float>.self)
-            }
+            kq_attention_scores(scratch.query.row(t) + firstHead * headSize, Int32(groupSize),
+                                cache.keyTiles(layer: layer, kvHead: kvHead), Int32(visible), Int32(headSize), scale,
+                                scores, stride)
+            for head in 0..<groupSize { VectorOps.softmax(scores + head * stride, count: visible) }
+            kq_attention_values(scores, stride, Int32(groupSize), cache.values(layer: layer, position: 0) + kvHead * headSize,
+                                c.kvSize, Int32(visible), Int32(headSize), scratch.attention.row(t) + firstHead * headSize)
         }
     }
 }
@@ -321,7 +270,9 @@ public final class ForwardScratch: @unchecked Sendable {
     public let pool: ThreadPool
     let normed, query, key, value, attention, projection, gate, up: FloatMatrix
     let ropeCos, ropeSin: FloatMatrix
-    let scores: FloatMatrix // one row of `contextCapacity` per worker thread
+    /// Attention scores: a row per query head of a kv group per worker thread, `contextCapacity`
+    /// rounded up to whole key tiles.
+    let scores: FloatMatrix
     let input: ActivationBatch // the current matrix-product input, quantised once per input
     private(set) lazy var attentionJob = AttentionJob(config: config, scratch: self)
     private let config: LlamaConfig
@@ -341,7 +292,8 @@ public final class ForwardScratch: @unchecked Sendable {
         up = FloatMatrix(capacity: capacity, columns: config.feedForwardSize)
         ropeCos = FloatMatrix(capacity: capacity, columns: config.headSize / 2)
         ropeSin = FloatMatrix(capacity: capacity, columns: config.headSize / 2)
-        scores = FloatMatrix(capacity: pool.threads, columns: contextCapacity)
+        scores = FloatMatrix(capacity: pool.threads * config.headCount / config.kvHeadCount,
+                             columns: (contextCapacity + 15) / 16 * 16)
         input = ActivationBatch(capacity: capacity * max(config.hiddenSize, config.querySize, config.feedForwardSize))
     }
 

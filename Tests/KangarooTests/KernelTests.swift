@@ -191,6 +191,62 @@ struct VectorOpsTests {
         }
     }
 
+    @Test("grouped attention scores and value sums match their definition, with the same bits on every instruction level and for any number of grouped heads")
+    func attentionKernels() {
+        let best = kq_instruction_level()
+        defer { kq_set_instruction_level(best) }
+        for headSize in [64, 80] {
+            var random = SeededRandom(UInt64(headSize))
+            let count = 37, heads = 5, tiles = (count + 15) / 16, rowStride = 48, valueStride = 2 * headSize
+            let keys = (0..<(count * headSize)).map { _ in random.float() }
+            var keyTiles = [Float](repeating: .nan, count: tiles * 16 * headSize)  // unused lanes are NaN
+            for j in 0..<count {
+                for d in 0..<headSize { keyTiles[(j / 16) * 16 * headSize + 16 * d + j % 16] = keys[j * headSize + d] }
+            }
+            let values = (0..<(count * valueStride)).map { _ in random.float() }
+            let queries = (0..<(heads * headSize)).map { _ in random.float() }
+            let p = (0..<(heads * rowStride)).map { _ in random.float(0...1) }
+            let scale: Float = 0.125
+            var results: [[UInt32]] = []
+            for level in (0...best).reversed() {
+                kq_set_instruction_level(level)
+                var grouped = [Float](repeating: 0, count: heads * rowStride), alone = grouped
+                kq_attention_scores(queries, Int32(heads), keyTiles, Int32(count), Int32(headSize), scale, &grouped, rowStride)
+                for h in 0..<heads {
+                    alone.withUnsafeMutableBufferPointer { out in
+                        queries.withUnsafeBufferPointer { q in
+                            kq_attention_scores(q.baseAddress! + h * headSize, 1, keyTiles, Int32(count), Int32(headSize), scale,
+                                                out.baseAddress! + h * rowStride, rowStride)
+                        }
+                    }
+                    for j in 0..<count {
+                        let reference = (0..<headSize).reduce(0.0) { $0 + Double(queries[h * headSize + $1]) * Double(keys[j * headSize + $1]) } * Double(scale)
+                        #expect(abs(Double(grouped[h * rowStride + j]) - reference) < 1e-5, "scores h \(h) j \(j)")
+                        #expect(grouped[h * rowStride + j].bitPattern == alone[h * rowStride + j].bitPattern)
+                    }
+                }
+                var sums = [Float](repeating: 0, count: heads * headSize), sumsAlone = sums
+                kq_attention_values(p, rowStride, Int32(heads), values, valueStride, Int32(count), Int32(headSize), &sums)
+                for h in 0..<heads {
+                    sumsAlone.withUnsafeMutableBufferPointer { out in
+                        p.withUnsafeBufferPointer { pp in
+                            kq_attention_values(pp.baseAddress! + h * rowStride, rowStride, 1, values, valueStride, Int32(count),
+                                                Int32(headSize), out.baseAddress! + h * headSize)
+                        }
+                    }
+                    for i in 0..<headSize {
+                        let reference = (0..<count).reduce(0.0) { $0 + Double(p[h * rowStride + $1]) * Double(values[$1 * valueStride + i]) }
+                        #expect(abs(Double(sums[h * headSize + i]) - reference) < 1e-4, "values h \(h) i \(i)")
+                    }
+                }
+                #expect(sums.map(\.bitPattern) == sumsAlone.map(\.bitPattern))
+                results.append((0..<heads).flatMap { h in grouped[(h * rowStride)..<(h * rowStride + count)] }.map(\.bitPattern)
+                               + sums.map(\.bitPattern))
+            }
+            #expect(results.allSatisfy { $0 == results[0] }, "head size \(headSize)")
+        }
+    }
+
     @Test("SwiGLU matches its definition, with the same bits on every instruction level")
     func swiglu() {
         let n = 1003

@@ -51,6 +51,19 @@ void kq_softmax(float *x, int n);
 /// gate[i] = silu(gate[i]) · up[i] for i < n, with softmax's exponential.
 void kq_swiglu(float *gate, const float *up, int n);
 
+/// Attention scores of `heads` queries (`head_size` floats apart) that share one kv head, whose keys
+/// are stored in tiles of 16 positions (`key_tiles[tile][d][16]`, tiles 16 · head_size floats apart):
+/// scores[h · scores_stride + j] = (q_h · k_j) · scale for j < count. Writes whole tiles, so each row
+/// needs room for `count` rounded up to 16. A head's result does not depend on `heads`.
+void kq_attention_scores(const float *q, int heads, const float *key_tiles, int count, int head_size, float scale,
+                         float *scores, size_t scores_stride);
+
+/// out[h · head_size + i] = Σ_{j < count} p[h · p_stride + j] · v_j[i] for `heads` probability rows
+/// and i < head_size (a multiple of 16), values `stride` floats apart. A head's result does not depend
+/// on `heads`.
+void kq_attention_values(const float *p, size_t p_stride, int heads, const float *values, size_t stride, int count,
+                         int head_size, float *out);
+
 /// Quantises `tokens` rows of `columns` floats to int16 per block of 32 (q = round(x / d), d = max|x| /
 /// 32767). q: tokens × columns; d: tokens × columns/32. For the output head: a logit's error is about
 /// 1/65534 of the block's largest activation per element, against 1/254 with int8.
