@@ -15,12 +15,20 @@ public struct SpeculativeOptions: Sendable, Equatable {
     /// verifies it). Dropping saves its verification width, which costs more than its rare acceptance
     /// brings when drafts are weak; either way the output is unchanged.
     public var dropsUncertainDraft: Bool
+    /// Back-off after failed drafting (not in the paper): after a round in which drafts were made and
+    /// none was accepted, the next 1, then 2, 4, … rounds (at most this many) decode one token without
+    /// drafting, until a round accepts a draft again. Such a round costs what a plain step costs, where
+    /// a failed draft costs the drafter's work on top. 0 drafts every round, as the paper does. Output
+    /// is unchanged either way.
+    public var maxBackoff: Int
 
-    public init(exitLayer: Int = 2, threshold: Float = 0.6, maxDraft: Int = 6, dropsUncertainDraft: Bool = false) {
+    public init(exitLayer: Int = 2, threshold: Float = 0.6, maxDraft: Int = 6, dropsUncertainDraft: Bool = false,
+                maxBackoff: Int = 0) {
         self.exitLayer = exitLayer
         self.threshold = threshold
         self.maxDraft = maxDraft
         self.dropsUncertainDraft = dropsUncertainDraft
+        self.maxBackoff = maxBackoff
     }
 }
 
@@ -91,6 +99,10 @@ public final class SpeculativeDecoder: Decoder {
     let lagging: FloatMatrix
     private var pending: Int32 = 0
     private var drafts: [Int32] = []
+    /// Back-off state: the length of the current back-off, and the rounds of it still to decode
+    /// without drafting.
+    private var backoff = 0
+    private var roundsWithoutDrafting = 0
 
     /// How sampled drafts are accepted (greedy decoding compares tokens instead).
     let acceptance: AcceptanceRule
@@ -108,6 +120,7 @@ public final class SpeculativeDecoder: Decoder {
         }
         guard (0...64).contains(options.maxDraft) else { throw SpeculativeError.invalidOptions("--max-draft must be between 0 and 64") }
         guard (0...1).contains(options.threshold) else { throw SpeculativeError.invalidOptions("--threshold must be between 0 and 1") }
+        guard (0...1024).contains(options.maxBackoff) else { throw SpeculativeError.invalidOptions("--max-backoff must be between 0 and 1024") }
         self.model = model
         self.options = options
         maxDraftCapacity = max(options.maxDraft, 16)
@@ -170,6 +183,8 @@ public final class SpeculativeDecoder: Decoder {
         scratch.layerTokenCounts = Array(repeating: 0, count: model.config.layerCount)
         adapter?.reset()
         lagging.rows = 0
+        backoff = 0
+        roundsWithoutDrafting = 0
         model.embed(prompt, into: states)
         try model.forward(layers: shallow, hidden: states, cache: cache, scratch: scratch)
         adapter?.feed(states, rows: 0..<states.rows, scratch: scratch)
@@ -184,7 +199,11 @@ public final class SpeculativeDecoder: Decoder {
         let begin = clock.now
         let position = committedLength
         // Positions position…position+k must fit, and no more than `limit` tokens are wanted.
-        let maxDrafts = max(0, min(options.maxDraft, limit - 1, contextCapacity - position - 1))
+        var maxDrafts = max(0, min(options.maxDraft, limit - 1, contextCapacity - position - 1))
+        if roundsWithoutDrafting > 0 {
+            roundsWithoutDrafting -= 1
+            maxDrafts = 0
+        }
 
         // Drafting: every token of the round goes through the shallow layers exactly once.
         drafts.removeAll(keepingCapacity: true)
@@ -231,11 +250,23 @@ public final class SpeculativeDecoder: Decoder {
                 adapter.truncate(to: keep)
             }
         }
+        if maxDrafts > 0 { backOff(accepted: accepted) }
         pending = next
         statistics.record(accepted: accepted)
         statistics.draftSeconds += (drafted - begin).seconds
         statistics.verifySeconds += (clock.now - drafted).seconds
         return DecodedRound(tokens: tokens, logits: logits)
+    }
+
+    /// Updates the back-off after a round that could draft: doubles it (from 1, capped at
+    /// `maxBackoff`) when nothing was accepted, ends it otherwise.
+    private func backOff(accepted: Int) {
+        if accepted == 0 {
+            backoff = min(max(1, 2 * backoff), options.maxBackoff)
+            roundsWithoutDrafting = backoff
+        } else {
+            backoff = 0
+        }
     }
 
     /// Runs `token` through the shallow layers at the next position and keeps its exit state.

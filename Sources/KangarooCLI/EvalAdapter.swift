@@ -60,6 +60,9 @@ struct EvalAdapter: ParsableCommand {
     @Flag(help: "Spec-Bench part: also verify the draft that fell below --threshold, as the paper does (default: dropped).")
     var verifyUncertainDraft = false
 
+    @Option(help: "Spec-Bench part: rounds without drafting after failed drafts, at most (0: draft every round, as the paper does).")
+    var maxBackoff = SpeculativeSettings.defaultMaxBackoff
+
     func run() throws {
         let (model, tokenizer) = try modelOptions.load()
         let weights = try chooseAdapter(path: adapter, model: model, exitLayer: exitLayer)
@@ -93,7 +96,8 @@ struct EvalAdapter: ParsableCommand {
         let plain = PlainDecoder(model: model, contextCapacity: 4096)
         let kangaroo = try SpeculativeDecoder(model: model, drafter: .adapter(weights),
                                               options: SpeculativeOptions(exitLayer: weights.config.exitLayer, threshold: threshold, maxDraft: maxDraft,
-                                                                          dropsUncertainDraft: !verifyUncertainDraft),
+                                                                          dropsUncertainDraft: !verifyUncertainDraft,
+                                                                          maxBackoff: maxBackoff),
                                               contextCapacity: 4096)
         let records = try runSuite(selected, decoders: [plain, kangaroo], generator: Generator(tokenizer: tokenizer), template: template,
                                    options: GenerationOptions(maxTokens: maxTokens))

@@ -69,6 +69,31 @@ struct SpeculativeTests {
         }
     }
 
+    @Test("backing off from drafting after rejected rounds leaves the output unchanged and saves draft steps")
+    func backoff() throws {
+        let trained = try KangarooAdapter.shipped(for: real.model)
+        for prompt in prompts {
+            let expected = try plain(prompt, maxTokens: 40).tokens
+            for adapter in [KangarooAdapter.random(for: real.model, exitLayer: 2, seed: 7)] + (trained.map { [$0] } ?? []) {
+                for drop in [false, true] {
+                    var draftSteps: [Int] = []
+                    for maxBackoff in [0, 1, 8] {
+                        let decoder = try SpeculativeDecoder(
+                            model: real.model, drafter: .adapter(adapter),
+                            options: SpeculativeOptions(exitLayer: 2, threshold: 0.6, maxDraft: 6, dropsUncertainDraft: drop,
+                                                        maxBackoff: maxBackoff),
+                            contextCapacity: 512)
+                        let result = try generate(decoder, prompt, maxTokens: 40)
+                        #expect(result.tokens == expected, "back-off \(maxBackoff), drop \(drop)")
+                        draftSteps.append(try #require(result.speculative).draftSteps)
+                    }
+                    // The random adapter's drafts are rejected, so backing off must skip draft steps.
+                    if adapter.config.origin.contains("random") { #expect(draftSteps[2] < draftSteps[1] && draftSteps[1] < draftSteps[0]) }
+                }
+            }
+        }
+    }
+
     @Test("the adapter shipped for the default model loads, equals plain decoding, and drafts better than an untrained one")
     func shippedAdapter() throws {
         let shipped = try #require(try KangarooAdapter.shipped(for: real.model))
