@@ -21,7 +21,10 @@ struct BenchSpeed: ParsableCommand {
         The n-token forward runs from a warm KV cache (a 64-token context) and includes the logits of \
         all n tokens, as speculative verification needs them; each n is timed --repeats times and the \
         median is reported with its ratio to n = 1. Effective bandwidth is the weight bytes one decode \
-        step reads over its time, next to the machine's streaming bandwidth measured by the same command.
+        step reads over its time, next to the machine's streaming bandwidth measured by the same command. \
+        The matrix kernel alone is also timed over the same n: layer 0's query matrix on one thread with \
+        its weights hot in cache (best of --repeats batches), the arithmetic cost of n tokens with no \
+        memory traffic, which bounds the forward's ratios from below.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -59,6 +62,9 @@ struct BenchSpeed: ParsableCommand {
         var decodeTokensPerSecond: Double
         var prefillTokensPerSecond: Double
         var forward: [Forward]
+        /// The matrix kernel alone (one thread, weights in cache): `milliseconds` is per product.
+        var kernel: [Forward]
+        var kernelMatrix: String
         var weightBytesPerToken: Int
         var effectiveBandwidthGBs: Double
         var streamingBandwidthGBs: Double
@@ -117,6 +123,9 @@ struct BenchSpeed: ParsableCommand {
             forward.append(.init(tokens: n, milliseconds: median, ratioToOne: median / (forward.first?.milliseconds ?? median)))
         }
 
+        let matrix = model.attentionWeights(layer: 0).query
+        let kernel = Self.kernelTimes(matrix, sizes: forwardSizes ?? [], repeats: repeats)
+
         let weightBytes = model.weightBytesPerToken
         let stepSeconds = 1 / decode.decodeTokensPerSecond
         let effective = Double(weightBytes) / stepSeconds / 1e9
@@ -125,7 +134,8 @@ struct BenchSpeed: ParsableCommand {
             threads: pool.threads, kernelLevel: KernelInfo.levelName,
             decodeTokensPerSecond: decode.decodeTokensPerSecond,
             prefillTokensPerSecond: Double(prefillPrompt.count) / prefillSeconds,
-            forward: forward, weightBytesPerToken: weightBytes,
+            forward: forward, kernel: kernel, kernelMatrix: "\(matrix.rows) × \(matrix.columns) \(matrix.type)",
+            weightBytesPerToken: weightBytes,
             effectiveBandwidthGBs: effective, streamingBandwidthGBs: streaming, bandwidthShare: effective / streaming)
         if json {
             try printJSON(report)
@@ -141,8 +151,38 @@ struct BenchSpeed: ParsableCommand {
         for f in forward {
             writeOut(String(format: "  n = %2d  %7.2f ms  %5.2f× n=1\n", f.tokens, f.milliseconds, f.ratioToOne))
         }
+        writeOut("the matrix kernel alone (\(report.kernelMatrix), one thread, weights in cache):\n")
+        for k in kernel {
+            writeOut(String(format: "  n = %2d  %7.2f µs  %5.2f× n=1\n", k.tokens, k.milliseconds * 1000, k.ratioToOne))
+        }
         writeOut(String(format: "decode reads %.1f MiB of weights a token: %.1f GB/s effective, %.0f%% of the %.1f GB/s this machine streams\n",
                         Double(weightBytes) / 1_048_576, effective, 100 * report.bandwidthShare, streaming))
+    }
+
+    /// `matrix` times n random token rows on a one-thread pool, for each n: the best of `repeats`
+    /// batches of 50 products (the input is quantised once, so only the kernel is timed).
+    static func kernelTimes(_ matrix: WeightMatrix, sizes: [Int], repeats: Int) -> [Report.Forward] {
+        let pool = ThreadPool(threads: 1)
+        let most = sizes.max() ?? 1
+        let input = UnsafeMutablePointer<Float>.allocate(capacity: most * matrix.columns)
+        let output = UnsafeMutablePointer<Float>.allocate(capacity: most * matrix.rows)
+        defer { input.deallocate(); output.deallocate() }
+        var random = SplitMix64(seed: 1)
+        for i in 0..<(most * matrix.columns) { input[i] = Float(Int(random.next() % 2001) - 1000) / 1000 }
+        let batch = ActivationBatch(capacity: most * matrix.columns)
+        var times: [Report.Forward] = []
+        for n in sizes {
+            batch.set(input, count: n, columns: matrix.columns)
+            matrix.multiply(batch, into: output, pool: pool)
+            var best = Double.infinity
+            for _ in 0..<repeats {
+                let begin = ContinuousClock.now
+                for _ in 0..<50 { matrix.multiply(batch, into: output, pool: pool) }
+                best = min(best, (ContinuousClock.now - begin).seconds / 50)
+            }
+            times.append(.init(tokens: n, milliseconds: best * 1000, ratioToOne: best * 1000 / (times.first?.milliseconds ?? best * 1000)))
+        }
+        return times
     }
 
     /// Read bandwidth of all pool threads summing a 512 MiB buffer (best of 3).
