@@ -77,4 +77,6 @@ print(f"{'decode':10}{theirs_decode:12.1f}{ours['decode_tokens_per_second']:12.1
 print(f"{'prefill':10}{theirs_prefill:12.1f}{ours['prefill_tokens_per_second']:12.1f}{ours['prefill_tokens_per_second'] / theirs_prefill:8.2f}   tokens/s")
 print("kangaroo forward over n tokens (ms, ratio to n=1): " +
       ", ".join(f"n={f['tokens']} {f['milliseconds']:.2f} ({f['ratio_to_one']:.2f}x)" for f in ours["forward"]))
+print(f"kangaroo matrix kernel alone ({ours['kernel_matrix']}, one thread, in cache; us, ratio): " +
+      ", ".join(f"n={k['tokens']} {k['milliseconds'] * 1000:.2f} ({k['ratio_to_one']:.2f}x)" for k in ours["kernel"]))
 PY

@@ -77,8 +77,8 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// Runs `job` over disjoint ranges covering `0..<count`, in parallel when there is enough work
     /// (at least `grain` items per part; ranges hold at least `grain` items except the last), and
-    /// returns when all parts are done. Nothing is allocated
-    /// per call (a closure would be: the job is a reused object instead).
+    /// returns when all parts are done. Nothing is allocated per call (a closure would be: the job is
+    /// a reused object instead).
     public func run(_ job: ParallelJob, count: Int, grain: Int) {
         let parts = min(threads, max(1, count / max(grain, 1)))
         if parts <= 1 {
