@@ -52,10 +52,10 @@ struct EvalAdapter: ParsableCommand {
     var maxTokens = 128
 
     @Option(help: "Kangaroo threshold for the Spec-Bench part.")
-    var threshold: Float = 0.7
+    var threshold: Float = SpeculativeSettings.defaultThreshold
 
     @Option(help: "Kangaroo γ for the Spec-Bench part.")
-    var maxDraft = 6
+    var maxDraft = SpeculativeSettings.defaultMaxDraft
 
     @Flag(help: "Spec-Bench part: also verify the draft that fell below --threshold, as the paper does (default: dropped).")
     var verifyUncertainDraft = false
