@@ -12,18 +12,22 @@ public final class AdapterRunner: @unchecked Sendable {
     let cache: KVCache
     let states: FloatMatrix
     public let head: DraftHead
-    private let storage: [UnsafeMutablePointer<Float>]
+    private let storage: [UnsafeMutableRawPointer]
 
     public init(adapter: KangarooAdapter, model: LlamaModel, contextCapacity: Int, chunk: Int) {
         self.adapter = adapter
         self.model = model
         let c = model.config
-        var storage: [UnsafeMutablePointer<Float>] = []
+        var storage: [UnsafeMutableRawPointer] = []
+        // The adapter's float weights are quantised to Q8_0 for the integer kernels: a quarter of the
+        // bytes, and an n-token product that reads each row once. Drafts only steer speculation (the
+        // full model verifies them), so this changes speed, never output.
         func matrix(_ values: [Float], rows: Int, columns: Int) -> WeightMatrix {
-            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: values.count)
-            buffer.initialize(from: values, count: values.count)
+            let bytes = quantizeQ8_0(values, columns: columns)
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 64)
+            buffer.copyMemory(from: bytes, byteCount: bytes.count)
             storage.append(buffer)
-            return WeightMatrix(type: .f32, rows: rows, columns: columns, data: UnsafeRawPointer(buffer))
+            return WeightMatrix(type: .q8_0, rows: rows, columns: columns, data: UnsafeRawPointer(buffer))
         }
         attention = AttentionWeights(norm: adapter.inputNorm,
                                      query: matrix(adapter.query, rows: c.querySize, columns: c.hiddenSize),

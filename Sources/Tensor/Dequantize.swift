@@ -110,3 +110,23 @@ public func dequantize(_ type: QuantType, _ source: UnsafeRawPointer, into desti
         }
     }
 }
+
+/// Quantises `values` (rows of `columns`, a multiple of 32) to Q8_0 as GGML defines it: per block of
+/// 32, d = max|x| / 127 stored as f16, q = round(x / d). Used for weights made at run time (Kangaroo's
+/// adapter), so that they run on the integer kernels.
+public func quantizeQ8_0(_ values: [Float], columns: Int) -> [UInt8] {
+    precondition(columns % 32 == 0 && values.count % columns == 0, "Q8_0 needs rows of whole 32-element blocks")
+    var bytes = [UInt8](repeating: 0, count: values.count / 32 * 34)
+    bytes.withUnsafeMutableBytes { out in
+        for block in 0..<(values.count / 32) {
+            let x = values[(32 * block)..<(32 * block + 32)]
+            let d = Float16((x.map(abs).max() ?? 0) / 127)
+            let inverse = Float(d) == 0 ? 0 : 1 / Float(d)
+            out.storeBytes(of: d.bitPattern.littleEndian, toByteOffset: 34 * block, as: UInt16.self)
+            for (i, v) in x.enumerated() {
+                out.storeBytes(of: Int8(max(-127, min(127, (v * inverse).rounded()))), toByteOffset: 34 * block + 2 + i, as: Int8.self)
+            }
+        }
+    }
+    return bytes
+}

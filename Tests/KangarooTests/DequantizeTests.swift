@@ -94,3 +94,22 @@ struct DequantizeTests {
         #expect(values == (0..<256).map { 0.5 * Float(subScales[$0 / 16]) * Float(q[$0] - 32) })
     }
 }
+
+@Suite("Weight quantisation")
+struct WeightQuantisationTests {
+    @Test("Q8_0 quantisation round-trips within half a step per block and keeps zero blocks zero")
+    func q8_0RoundTrip() {
+        var random = SeededRandom(5)
+        let values = (0..<96).map { i in i < 32 ? 0 : random.float(-3...3) * Float(i % 7 + 1) }
+        let bytes = quantizeQ8_0(values, columns: 96)
+        #expect(bytes.count == 3 * 34)
+        var back = [Float](repeating: .nan, count: 96)
+        bytes.withUnsafeBytes { dequantize(.q8_0, $0.baseAddress!, into: &back, count: 96) }
+        for block in 0..<3 {
+            let x = values[(32 * block)..<(32 * block + 32)]
+            let step = (x.map(abs).max() ?? 0) / 127
+            for i in x.indices { #expect(abs(back[i] - values[i]) <= 0.5 * step * 1.01 + 1e-7, "element \(i)") }
+        }
+        #expect(back[0..<32].allSatisfy { $0 == 0 })
+    }
+}

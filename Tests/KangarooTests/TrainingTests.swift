@@ -112,15 +112,26 @@ struct TrainingTests {
         }
         let shape = AdapterShape(hidden: c.hiddenSize, heads: c.headCount, kvHeads: c.kvHeadCount, headSize: c.headSize,
                                  ropeBase: Double(c.ropeBase), eps: Double(c.rmsNormEpsilon))
-        let weights = AdapterTensors<Float>(inputNorm: adapter.inputNorm, query: adapter.query, key: adapter.key, value: adapter.value,
-                                            output: adapter.output, norm: adapter.norm)
+        // The runner holds its matrices in Q8_0: the training forward gets the same weights.
+        func asRun(_ values: [Float], columns: Int) -> [Float] {
+            let bytes = quantizeQ8_0(values, columns: columns)
+            var out = [Float](repeating: 0, count: values.count)
+            bytes.withUnsafeBytes { dequantize(.q8_0, $0.baseAddress!, into: &out, count: values.count) }
+            return out
+        }
+        let d = c.hiddenSize
+        let weights = AdapterTensors<Float>(inputNorm: adapter.inputNorm, query: asRun(adapter.query, columns: d),
+                                            key: asRun(adapter.key, columns: d), value: asRun(adapter.value, columns: d),
+                                            output: asRun(adapter.output, columns: c.querySize), norm: adapter.norm)
         let states = (0..<tokens.count).flatMap { hidden.rowArray($0) }
         let uniform = [Float](repeating: 1 / Float(c.vocabularySize), count: tokens.count * c.vocabularySize)
         let (_, _, logits) = AdapterLoss<Float>(shape: shape).evaluate(weights, states: states, start: 0, targets: uniform, head: head,
                                                                        vocabulary: c.vocabularySize)
+        // What remains is the runner's int8 activations (per block of 32): 2.5e-3 at most here, on
+        // logits up to about 9.
         for t in 0..<tokens.count {
             for v in 0..<c.vocabularySize {
-                #expect(abs(logits[t * c.vocabularySize + v] - inference[t][v]) <= 1e-3, "position \(t) token \(v)")
+                #expect(abs(logits[t * c.vocabularySize + v] - inference[t][v]) <= 1e-2, "position \(t) token \(v)")
             }
         }
     }
