@@ -25,7 +25,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
-        // Integer-dot kernels (AVX-512 VNNI / AVX2 / portable), chosen at run time; see kernels.c for why C.
+        // Integer-dot, attention, softmax and SwiGLU kernels (AVX-512 / AVX2 / portable), chosen at run
+        // time; each file says why it is C.
         .target(name: "KernelsC", cSettings: [.unsafeFlags(["-O3"])]),
         // Buffers, quantised block formats, kernels, thread pool.
         .target(name: "Tensor", dependencies: ["KernelsC"], swiftSettings: kernelFlags),
