@@ -100,22 +100,10 @@ KQ_DEFINE_ATTENTION(avx512, KQ_TARGET_VNNI)
 
 void kq_attention_scores(const float *q, int heads, const float *key_tiles, int count, int head_size, float scale,
                          float *scores, size_t scores_stride) {
-    switch (kq_instruction_level()) {
-#if KQ_X86
-    case 2: scores_avx512(q, heads, key_tiles, count, head_size, scale, scores, scores_stride); return;
-    case 1: scores_avx2(q, heads, key_tiles, count, head_size, scale, scores, scores_stride); return;
-#endif
-    default: scores_portable(q, heads, key_tiles, count, head_size, scale, scores, scores_stride); return;
-    }
+    KQ_DISPATCH(scores, q, heads, key_tiles, count, head_size, scale, scores, scores_stride)
 }
 
 void kq_attention_values(const float *p, size_t p_stride, int heads, const float *values, size_t stride, int count,
                          int head_size, float *out) {
-    switch (kq_instruction_level()) {
-#if KQ_X86
-    case 2: values_avx512(p, p_stride, heads, values, stride, count, head_size, out); return;
-    case 1: values_avx2(p, p_stride, heads, values, stride, count, head_size, out); return;
-#endif
-    default: values_portable(p, p_stride, heads, values, stride, count, head_size, out); return;
-    }
+    KQ_DISPATCH(values, p, p_stride, heads, values, stride, count, head_size, out)
 }

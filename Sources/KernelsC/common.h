@@ -14,6 +14,30 @@
 #define KQ_TARGET_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni")))
 #endif
 
+// Every kernel comes in three builds, NAME_portable, NAME_avx2 and NAME_avx512, that give the same
+// bits; KQ_DISPATCH(NAME, args…) calls the one for this CPU's instruction level and returns.
+#if KQ_X86
+#define KQ_DISPATCH(NAME, ...)                                      \
+    switch (kq_instruction_level()) {                               \
+    case 2: NAME##_avx512(__VA_ARGS__); return;                     \
+    case 1: NAME##_avx2(__VA_ARGS__); return;                       \
+    default: NAME##_portable(__VA_ARGS__); return;                  \
+    }
+#else
+#define KQ_DISPATCH(NAME, ...) NAME##_portable(__VA_ARGS__); return;
+#endif
+
+// The three builds of a kernel whose one always-inline body, NAME_body, is written for all of them
+// (same operations, exact fmaf, so the same results on each).
+#if KQ_X86
+#define KQ_BUILDS(NAME, PARAMS, ARGS)                                              \
+    static void NAME##_portable PARAMS { NAME##_body ARGS; }                      \
+    KQ_TARGET_AVX2 static void NAME##_avx2 PARAMS { NAME##_body ARGS; }           \
+    KQ_TARGET_VNNI static void NAME##_avx512 PARAMS { NAME##_body ARGS; }
+#else
+#define KQ_BUILDS(NAME, PARAMS, ARGS) static void NAME##_portable PARAMS { NAME##_body ARGS; }
+#endif
+
 static inline float half_to_float(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exponent = (h >> 10) & 0x1F;

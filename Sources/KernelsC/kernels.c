@@ -7,9 +7,10 @@
 
 
 // ---------------------------------------------------------------------------------------------
-// Activation quantisation. One body, compiled for the baseline and for AVX-512: the operations
-// (max of |x|, one division, multiply, round to nearest even, integer sum) give the same results
-// either way, and with SSE4.1 and up the rounding is an instruction instead of a libm call per value.
+// Activation quantisation. One body, compiled for the baseline and for AVX2 (AVX-512 is written out
+// below): the operations (max of |x|, one division, multiply, round to nearest even, integer sum)
+// give the same results either way, and with SSE4.1 and up the rounding is an instruction instead of a
+// libm call per value.
 
 static inline __attribute__((always_inline)) void quantize_body(const float *x, int columns, int tokens, int8_t *q,
                                                                 float *d, float *ds) {
@@ -36,6 +37,10 @@ static void quantize_portable(const float *x, int columns, int tokens, int8_t *q
 }
 
 #if KQ_X86
+KQ_TARGET_AVX2 static void quantize_avx2(const float *x, int columns, int tokens, int8_t *q, float *d, float *ds) {
+    quantize_body(x, columns, tokens, q, d, ds);
+}
+
 // The same arithmetic as quantize_body with explicit vectors: left to itself the compiler vectorised
 // across blocks with gathers, and quantisation took 3.9% of an 8-token forward's samples in perf, all
 // of it on the calling thread while the worker waited. Blocks are contiguous across tokens (columns
@@ -59,18 +64,15 @@ KQ_TARGET_VNNI static void quantize_avx512(const float *x, int columns, int toke
 #endif
 
 void kq_quantize(const float *x, int columns, int tokens, int8_t *q, float *d, float *ds) {
-#if KQ_X86
-    if (kq_instruction_level() >= 2) { quantize_avx512(x, columns, tokens, q, d, ds); return; }
-#endif
-    quantize_portable(x, columns, tokens, q, d, ds);
+    KQ_DISPATCH(quantize, x, columns, tokens, q, d, ds)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Softmax. Why C: the same method written with Swift SIMD16 made attention's softmax 4× slower than
 // scalar expf (its share of a 1081-token-context decode went from 11% to 43% in perf), while this loop
 // vectorises. e^x by Cephes' single-precision method: x = n·ln 2 + r, a degree-6 polynomial for e^r,
-// 2^n from the exponent bits. One body for the baseline and AVX-512 builds, same operations (fmaf is
-// exact either way), so the same results.
+// 2^n from the exponent bits. One body for the three builds, same operations (fmaf is exact on each),
+// so the same results.
 
 static inline __attribute__((always_inline)) float exp_cephes(float x) {
     int tiny = x < -87.33654f;
@@ -114,22 +116,13 @@ static inline __attribute__((always_inline)) void softmax_body(float *x, int n) 
     for (int j = 0; j < n; j++) x[j] *= inverse;
 }
 
-static void softmax_portable(float *x, int n) { softmax_body(x, n); }
+KQ_BUILDS(softmax, (float *x, int n), (x, n))
 
-#if KQ_X86
-KQ_TARGET_VNNI static void softmax_avx512(float *x, int n) { softmax_body(x, n); }
-#endif
-
-void kq_softmax(float *x, int n) {
-#if KQ_X86
-    if (kq_instruction_level() >= 2) { softmax_avx512(x, n); return; }
-#endif
-    softmax_portable(x, n);
-}
+void kq_softmax(float *x, int n) { KQ_DISPATCH(softmax, x, n) }
 
 // SwiGLU, gate[i] = g / (1 + e^−g) · up[i], with the same exponential as softmax. Why C: with libm's
 // expf per element from Swift it took about 6% of an 8-token forward's samples, on the calling thread.
-// One body for both builds, element by element, so the same results.
+// One body for the three builds, element by element, so the same results.
 static inline __attribute__((always_inline)) void swiglu_body(float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) {
         float g = gate[i];
@@ -137,18 +130,9 @@ static inline __attribute__((always_inline)) void swiglu_body(float *gate, const
     }
 }
 
-static void swiglu_portable(float *gate, const float *up, int n) { swiglu_body(gate, up, n); }
+KQ_BUILDS(swiglu, (float *gate, const float *up, int n), (gate, up, n))
 
-#if KQ_X86
-KQ_TARGET_VNNI static void swiglu_avx512(float *gate, const float *up, int n) { swiglu_body(gate, up, n); }
-#endif
-
-void kq_swiglu(float *gate, const float *up, int n) {
-#if KQ_X86
-    if (kq_instruction_level() >= 2) { swiglu_avx512(gate, up, n); return; }
-#endif
-    swiglu_portable(gate, up, n);
-}
+void kq_swiglu(float *gate, const float *up, int n) { KQ_DISPATCH(swiglu, gate, up, n) }
 
 // ---------------------------------------------------------------------------------------------
 // Weight blocks: for each format, the 32 weight bytes that enter the integer dot product, the
@@ -363,7 +347,7 @@ KQ_TARGET_VNNI static inline __m256i dot_vnni(__m256i w, __m256i x) {
 }
 
 KQ_DEFINE_MATMUL(matmul_avx2, KQ_TARGET_AVX2, dot_avx2)
-KQ_DEFINE_MATMUL(matmul_vnni, KQ_TARGET_VNNI, dot_vnni)
+KQ_DEFINE_MATMUL(matmul_avx512, KQ_TARGET_VNNI, dot_vnni)
 #endif
 
 static int detected_level(void) {
@@ -390,13 +374,5 @@ int kq_set_instruction_level(int wanted) {
 
 void kq_matmul(int type, const void *weights, size_t row_bytes, int columns, int row_begin, int row_end,
                const int8_t *q, const float *d, const float *ds, int tokens, float *y, size_t ldy) {
-    switch (kq_instruction_level()) {
-#if KQ_X86
-    case 2:
-        matmul_vnni(type, weights, row_bytes, columns, row_begin, row_end, q, d, ds, tokens, y, ldy);
-        return;
-    case 1: matmul_avx2(type, weights, row_bytes, columns, row_begin, row_end, q, d, ds, tokens, y, ldy); return;
-#endif
-    default: matmul_portable(type, weights, row_bytes, columns, row_begin, row_end, q, d, ds, tokens, y, ldy); return;
-    }
+    KQ_DISPATCH(matmul, type, weights, row_bytes, columns, row_begin, row_end, q, d, ds, tokens, y, ldy)
 }

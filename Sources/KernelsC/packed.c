@@ -199,19 +199,13 @@ TARGET static void NAME(int type, const uint8_t *packed, int rows, int columns, 
     }                                                                                                    \
 }
 
-KQ_DEFINE_PACKED(packed_vnni, KQ_TARGET_VNNI, tile_vnni)
+KQ_DEFINE_PACKED(packed_avx512, KQ_TARGET_VNNI, tile_vnni)
 KQ_DEFINE_PACKED(packed_avx2, KQ_TARGET_AVX2, tile_avx2)
 #endif
 
 void kq_matmul_packed(int type, const void *packed, int rows, int columns, int group_begin, int group_end,
                       const int8_t *q, const float *d, const float *ds, int tokens, float *y, size_t ldy) {
-    switch (kq_instruction_level()) {
-#if KQ_X86
-    case 2: packed_vnni(type, packed, rows, columns, group_begin, group_end, q, d, ds, tokens, y, ldy); return;
-    case 1: packed_avx2(type, packed, rows, columns, group_begin, group_end, q, d, ds, tokens, y, ldy); return;
-#endif
-    default: packed_portable(type, packed, rows, columns, group_begin, group_end, q, d, ds, tokens, y, ldy); return;
-    }
+    KQ_DISPATCH(packed, type, packed, rows, columns, group_begin, group_end, q, d, ds, tokens, y, ldy)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -260,22 +254,11 @@ static inline __attribute__((always_inline)) void quantize16_body(const float *x
     }
 }
 
-static void quantize16_portable(const float *x, int columns, int tokens, int16_t *q, float *d) {
-    quantize16_body(x, columns, tokens, q, d);
-}
+KQ_BUILDS(quantize16, (const float *x, int columns, int tokens, int16_t *q, float *d), (x, columns, tokens, q, d))
 
-#if KQ_X86
-KQ_TARGET_VNNI static void quantize16_avx512(const float *x, int columns, int tokens, int16_t *q, float *d) {
-    quantize16_body(x, columns, tokens, q, d);
-}
-#endif
-
-// Same body for both (see kq_quantize in kernels.c).
+// Same body for all three builds (see kq_quantize in kernels.c).
 void kq_quantize16(const float *x, int columns, int tokens, int16_t *q, float *d) {
-#if KQ_X86
-    if (kq_instruction_level() >= 2) { quantize16_avx512(x, columns, tokens, q, d); return; }
-#endif
-    quantize16_portable(x, columns, tokens, q, d);
+    KQ_DISPATCH(quantize16, x, columns, tokens, q, d)
 }
 
 static void head_portable(const uint8_t *packed, int rows, int columns, int group_begin, int group_end,
@@ -390,17 +373,11 @@ TARGET static void NAME(const uint8_t *packed, int rows, int columns, int group_
     }                                                                                                    \
 }
 
-KQ_DEFINE_HEAD(head_vnni, KQ_TARGET_VNNI, head_tile_vnni)
+KQ_DEFINE_HEAD(head_avx512, KQ_TARGET_VNNI, head_tile_vnni)
 KQ_DEFINE_HEAD(head_avx2, KQ_TARGET_AVX2, head_tile_avx2)
 #endif
 
 void kq_matmul_q8_0_int16(const void *packed, int rows, int columns, int group_begin, int group_end,
                           const int16_t *q, const float *d, int tokens, float *y, size_t ldy) {
-    switch (kq_instruction_level()) {
-#if KQ_X86
-    case 2: head_vnni(packed, rows, columns, group_begin, group_end, q, d, tokens, y, ldy); return;
-    case 1: head_avx2(packed, rows, columns, group_begin, group_end, q, d, tokens, y, ldy); return;
-#endif
-    default: head_portable(packed, rows, columns, group_begin, group_end, q, d, tokens, y, ldy); return;
-    }
+    KQ_DISPATCH(head, packed, rows, columns, group_begin, group_end, q, d, tokens, y, ldy)
 }

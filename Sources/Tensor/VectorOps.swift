@@ -61,7 +61,7 @@ public enum VectorOps {
         for i in 0..<n { x[i] += y[i] }
     }
 
-    /// Dot product of two float vectors (attention scores).
+    /// Dot product of two float vectors (the adapter training's float products).
     @inline(__always)
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count n: Int) -> Float {
         dotF32(UnsafeRawPointer(a), b, n)
@@ -84,7 +84,7 @@ public enum VectorOps {
         return (acc0 + acc1).sum() + tail
     }
 
-    /// `y[i] += a · x[i]` (attention's weighted sum of values).
+    /// `y[i] += a · x[i]` (the adapter training's float products).
     @inline(__always)
     public static func addScaled(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, scale a: Float, count n: Int) {
         // 16 lanes at a time; each element still gets y + (a·x), rounded twice, exactly as the scalar tail.

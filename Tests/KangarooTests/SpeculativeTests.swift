@@ -51,18 +51,23 @@ struct SpeculativeTests {
         }
     }
 
+    /// A random adapter at exit layer 2 (its drafts are nearly always rejected) and the shipped one.
+    func randomAndShippedAdapters() throws -> [KangarooAdapter] {
+        [KangarooAdapter.random(for: real.model, exitLayer: 2, seed: 7)] + (try KangarooAdapter.shipped(for: real.model).map { [$0] } ?? [])
+    }
+
+    func kangaroo(_ adapter: KangarooAdapter, _ options: SpeculativeOptions) throws -> SpeculativeDecoder {
+        try SpeculativeDecoder(model: real.model, drafter: .adapter(adapter), options: options, contextCapacity: 512)
+    }
+
     @Test("dropping the draft that fell below η instead of verifying it leaves the output unchanged")
     func droppedUncertainDrafts() throws {
-        let trained = try KangarooAdapter.shipped(for: real.model)
         for prompt in prompts {
             let expected = try plain(prompt, maxTokens: 40).tokens
-            for adapter in [KangarooAdapter.random(for: real.model, exitLayer: 2, seed: 7)] + (trained.map { [$0] } ?? []) {
+            for adapter in try randomAndShippedAdapters() {
                 for (threshold, maxDraft) in [(Float(0.6), 6), (1.0, 1), (0.3, 12), (0.9, 4)] {
-                    let decoder = try SpeculativeDecoder(
-                        model: real.model, drafter: .adapter(adapter),
-                        options: SpeculativeOptions(exitLayer: adapter.config.exitLayer, threshold: threshold, maxDraft: maxDraft,
-                                                    dropsUncertainDraft: true),
-                        contextCapacity: 512)
+                    let decoder = try kangaroo(adapter, SpeculativeOptions(exitLayer: adapter.config.exitLayer, threshold: threshold,
+                                                                            maxDraft: maxDraft, dropsUncertainDraft: true))
                     #expect(try generate(decoder, prompt, maxTokens: 40).tokens == expected, "η=\(threshold) γ=\(maxDraft)")
                 }
             }
@@ -71,18 +76,14 @@ struct SpeculativeTests {
 
     @Test("backing off from drafting after rejected rounds leaves the output unchanged and saves draft steps")
     func backoff() throws {
-        let trained = try KangarooAdapter.shipped(for: real.model)
         for prompt in prompts {
             let expected = try plain(prompt, maxTokens: 40).tokens
-            for adapter in [KangarooAdapter.random(for: real.model, exitLayer: 2, seed: 7)] + (trained.map { [$0] } ?? []) {
+            for adapter in try randomAndShippedAdapters() {
                 for drop in [false, true] {
                     var draftSteps: [Int] = []
                     for maxBackoff in [0, 1, 8] {
-                        let decoder = try SpeculativeDecoder(
-                            model: real.model, drafter: .adapter(adapter),
-                            options: SpeculativeOptions(exitLayer: 2, threshold: 0.6, maxDraft: 6, dropsUncertainDraft: drop,
-                                                        maxBackoff: maxBackoff),
-                            contextCapacity: 512)
+                        let decoder = try kangaroo(adapter, SpeculativeOptions(exitLayer: 2, threshold: 0.6, maxDraft: 6,
+                                                                                dropsUncertainDraft: drop, maxBackoff: maxBackoff))
                         let result = try generate(decoder, prompt, maxTokens: 40)
                         #expect(result.tokens == expected, "back-off \(maxBackoff), drop \(drop)")
                         draftSteps.append(try #require(result.speculative).draftSteps)
