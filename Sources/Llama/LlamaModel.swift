@@ -233,7 +233,8 @@ public final class LlamaModel: @unchecked Sendable {
 final class AttentionJob: ParallelJob {
     let config: LlamaConfig
     unowned(unsafe) let scratch: ForwardScratch
-    var cache: KVCache?
+    /// Set for each call; not retained, so the threads do not bounce its reference count.
+    unowned(unsafe) var cache: KVCache?
     var layer = 0
     /// Position of the first new token.
     var position = 0

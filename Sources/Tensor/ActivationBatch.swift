@@ -17,7 +17,7 @@ public final class ActivationBatch: @unchecked Sendable {
     let quantized16: UnsafeMutablePointer<Int16>
     let scales16: UnsafeMutablePointer<Float>
     /// The job object every product of this batch reuses (so products allocate nothing).
-    private(set) lazy var productJob = MatrixProductJob(input: self)
+    private(set) lazy var productJob = MatrixProductJob()
 
     /// Room for `capacity` floats in all (tokens × columns).
     public init(capacity: Int) {
@@ -48,6 +48,12 @@ public final class ActivationBatch: @unchecked Sendable {
         quantized16IsCurrent = false
     }
 
+    /// The current input's buffers as plain pointers, for the pool's threads (`MatrixKernel`).
+    var view: ActivationView {
+        ActivationView(floats: floats, count: count, columns: columns, quantized: quantized, scales: scales,
+                       scaledSums: scaledSums, quantized16: quantized16, scales16: scales16)
+    }
+
     /// Quantises the floats unless already done for the current input.
     func quantize() {
         guard !quantizedIsCurrent else { return }
@@ -65,6 +71,18 @@ public final class ActivationBatch: @unchecked Sendable {
     }
 }
 
+/// An `ActivationBatch`'s current input and its quantisations as plain pointers (see `MatrixKernel`).
+struct ActivationView {
+    let floats: UnsafePointer<Float>
+    let count: Int
+    let columns: Int
+    let quantized: UnsafePointer<Int8>
+    let scales: UnsafePointer<Float>
+    let scaledSums: UnsafePointer<Float>
+    let quantized16: UnsafePointer<Int16>
+    let scales16: UnsafePointer<Float>
+}
+
 extension ActivationBatch {
     /// `WeightMatrix.multiply` for two or three matrices that read this input (query, key and value;
     /// gate and up), run as one parallel job: one wake-up of the pool instead of one per matrix. Each
@@ -77,9 +95,9 @@ extension ActivationBatch {
         b?.prepare(self)
         c?.prepare(self)
         let job = productJob
-        job.first = .init(matrix: a, output: ya)
-        job.second = b.map { .init(matrix: $0, output: yb!) }
-        job.third = c.map { .init(matrix: $0, output: yc!) }
+        job.first = a.kernel(input: self, into: ya)
+        job.second = b?.kernel(input: self, into: yb!)
+        job.third = c?.kernel(input: self, into: yc!)
         pool.run(job, count: job.units, grain: 1)
     }
 }

@@ -32,13 +32,18 @@ public final class ThreadPool: @unchecked Sendable {
     private var jobMutex = pthread_mutex_t()
     private var condition = pthread_cond_t()
     /// The current job, its item count and number of parts; written before `generation` is published.
-    private nonisolated(unsafe) var job: ParallelJob?
+    /// Not retained: `run` holds the job until every part is done, and a retain from each thread
+    /// would bounce the job's reference count between the cores on every call.
+    private nonisolated(unsafe) unowned(unsafe) var job: ParallelJob?
     private nonisolated(unsafe) var jobCount = 0
     private nonisolated(unsafe) var parts = 0
-    private nonisolated(unsafe) var chunk = 1
-    /// Chunks per part: enough to even out a slowed thread, few enough that taking one (an atomic
-    /// add on a shared cache line) stays negligible next to the work.
-    private static let chunksPerPart = 4
+    /// The smallest chunk of the current job.
+    private nonisolated(unsafe) var smallestChunk = 1
+    /// Chunks shrink as the job runs (guided scheduling): each takes 1 / (2 · parts) of what is left,
+    /// but at least 1 / (parts · tailChunksPerPart) of the job. Big chunks first keep the number of
+    /// takes (an atomic on a cache line both cores write) low; small ones last let the parts finish
+    /// together.
+    private static let tailChunksPerPart = 8
 
     public init(threads: Int) {
         precondition(threads >= 1, "a thread pool needs at least one thread")
@@ -90,7 +95,7 @@ public final class ThreadPool: @unchecked Sendable {
         self.job = job
         jobCount = count
         self.parts = parts
-        chunk = max(grain, count / (parts * Self.chunksPerPart))
+        smallestChunk = max(grain, count / (parts * Self.tailChunksPerPart), 1)
         nextItem.store(0, ordering: .relaxed)
         unfinished.store(threads - 1, ordering: .relaxed)
         // Sequentially consistent on both sides (here and in workerLoop) so that either this load
@@ -107,11 +112,17 @@ public final class ThreadPool: @unchecked Sendable {
     }
 
     private func takeChunks(of job: ParallelJob, part: Int) {
-        let count = jobCount, chunk = chunk
-        while true {
-            let start = nextItem.wrappingAdd(chunk, ordering: .relaxed).oldValue
-            if start >= count { return }
-            job.run(start..<min(start + chunk, count), part: part)
+        let count = jobCount, smallest = smallestChunk, divisor = 2 * parts
+        var start = nextItem.load(ordering: .relaxed)
+        while start < count {
+            let end = min(count, start + max(smallest, (count - start) / divisor))
+            let (taken, current) = nextItem.compareExchange(expected: start, desired: end, ordering: .relaxed)
+            if taken {
+                job.run(start..<end, part: part)
+                start = nextItem.load(ordering: .relaxed)
+            } else {
+                start = current
+            }
         }
     }
 

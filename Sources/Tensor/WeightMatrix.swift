@@ -74,9 +74,6 @@ public struct WeightMatrix: @unchecked Sendable {
         input.multiply(self, into: y, pool: pool)
     }
 
-    /// Rows are handed to threads 16 at a time (a group of the repacked layout).
-    var units: Int { (rows + 15) / 16 }
-
     /// Quantises `input` as this matrix's kernel reads it.
     func prepare(_ input: ActivationBatch) {
         precondition(input.columns == columns, "input has \(input.columns) columns, matrix \(columns)")
@@ -87,27 +84,68 @@ public struct WeightMatrix: @unchecked Sendable {
         }
     }
 
-    /// Rows `16 · units.lowerBound ..< 16 · units.upperBound` (clamped) of the product into `y`.
-    func compute(units: Range<Int>, input: ActivationBatch, into y: UnsafeMutablePointer<Float>) {
-        let count = Int32(input.count)
+    /// The product with `input` into `y` as the pool's threads run it (see `MatrixKernel`).
+    func kernel(input: ActivationBatch, into y: UnsafeMutablePointer<Float>) -> MatrixKernel {
+        let path: MatrixKernel.Path
+        if let packed {
+            path = activationPrecision == .int16 ? .packedInt16(packed.bytes) : .packedInt8(packed.bytes)
+        } else {
+            path = usesIntegerKernel ? .rowsInt8 : .rowsFloat
+        }
+        return MatrixKernel(type: type, rows: rows, columns: columns, data: data, rowBytes: rowBytes, path: path,
+                            input: input.view, output: y)
+    }
+}
+
+/// One matrix product as the pool's threads run it: the matrix's format, shape and bytes, the input's
+/// buffers and the output, all as plain values and pointers. The threads never touch a reference
+/// count: both cores retaining the same objects bounced the counts' cache lines between them, and
+/// swift_retain / swift_release took 3.9% of a decode step's samples
+/// (`perf record kangaroo bench speed --sizes 1`).
+struct MatrixKernel {
+    let type: QuantType
+    let rows: Int
+    let columns: Int
+    let data: UnsafeRawPointer
+    let rowBytes: Int
+    let path: Path
+    let input: ActivationView
+    let output: UnsafeMutablePointer<Float>
+
+    /// Which kernel computes the product (see `WeightMatrix.activationPrecision`).
+    enum Path {
+        case packedInt16(UnsafeRawPointer)  // the output head: repacked Q8_0 rows, int16 activations
+        case packedInt8(UnsafeRawPointer)   // repacked Q4_0 / Q4_1 rows, int8 activations
+        case rowsInt8                       // Q4_0 / Q4_1 / Q8_0 rows as stored, int8 activations
+        case rowsFloat                      // any format, float activations
+    }
+
+    /// Rows are handed to threads 16 at a time (a group of the repacked layout).
+    var units: Int { (rows + 15) / 16 }
+
+    /// Rows `16 · units.lowerBound ..< 16 · units.upperBound` (clamped) of the product into `output`.
+    func run(units: Range<Int>) {
+        let count = Int32(input.count), y = output
         let rowRange = (units.lowerBound * 16)..<min(units.upperBound * 16, rows)
-        if let packed, activationPrecision == .int16 {
-            kq_matmul_q8_0_int16(packed.bytes, Int32(rows), Int32(columns), Int32(units.lowerBound), Int32(units.upperBound),
+        switch path {
+        case .packedInt16(let packed):
+            kq_matmul_q8_0_int16(packed, Int32(rows), Int32(columns), Int32(units.lowerBound), Int32(units.upperBound),
                                  input.quantized16, input.scales16, count, y, rows)
-        } else if let packed {
-            kq_matmul_packed(Int32(type.rawValue), packed.bytes, Int32(rows), Int32(columns),
+        case .packedInt8(let packed):
+            kq_matmul_packed(Int32(type.rawValue), packed, Int32(rows), Int32(columns),
                              Int32(units.lowerBound), Int32(units.upperBound),
                              input.quantized, input.scales, input.scaledSums, count, y, rows)
-        } else if usesIntegerKernel {
+        case .rowsInt8:
             kq_matmul(Int32(type.rawValue), data, rowBytes, Int32(columns), Int32(rowRange.lowerBound), Int32(rowRange.upperBound),
                       input.quantized, input.scales, input.scaledSums, count, y, rows)
-        } else {
+        case .rowsFloat:
             // Formats without a dedicated kernel (none in the default model): dequantise each row,
             // then a float dot product.
             withUnsafeTemporaryAllocation(of: Float.self, capacity: columns) { scratch in
                 for r in rowRange {
                     for t in 0..<input.count {
-                        y[t * rows + r] = dotRow(type, row(r), input.floats + t * columns, columns, scratch: scratch.baseAddress!)
+                        y[t * rows + r] = dotRow(type, data + r * rowBytes, input.floats + t * columns, columns,
+                                                 scratch: scratch.baseAddress!)
                     }
                 }
             }
@@ -119,19 +157,9 @@ public struct WeightMatrix: @unchecked Sendable {
 /// wake-up of the threads for the query, key and value projections, or for gate and up). Reused for
 /// every product of its batch, so products allocate nothing.
 final class MatrixProductJob: ParallelJob {
-    struct Product {
-        var matrix: WeightMatrix
-        var output: UnsafeMutablePointer<Float>
-    }
+    var first, second, third: MatrixKernel?
 
-    unowned(unsafe) var input: ActivationBatch
-    var first, second, third: Product?
-
-    init(input: ActivationBatch) {
-        self.input = input
-    }
-
-    var units: Int { (first?.matrix.units ?? 0) + (second?.matrix.units ?? 0) + (third?.matrix.units ?? 0) }
+    var units: Int { (first?.units ?? 0) + (second?.units ?? 0) + (third?.units ?? 0) }
 
     /// `range` counts units of the first matrix, then the second's, then the third's.
     func run(_ range: Range<Int>, part: Int) {
@@ -141,11 +169,11 @@ final class MatrixProductJob: ParallelJob {
         run(third, range, offset: &offset)
     }
 
-    private func run(_ product: Product?, _ range: Range<Int>, offset: inout Int) {
+    private func run(_ product: MatrixKernel?, _ range: Range<Int>, offset: inout Int) {
         guard let product else { return }
-        let units = product.matrix.units
+        let units = product.units
         let low = max(range.lowerBound - offset, 0), high = min(range.upperBound - offset, units)
-        if low < high { product.matrix.compute(units: low..<high, input: input, into: product.output) }
+        if low < high { product.run(units: low..<high) }
         offset += units
     }
 }

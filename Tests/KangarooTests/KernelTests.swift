@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import KernelsC
 import Llama
 import Tensor
@@ -266,5 +267,36 @@ struct VectorOpsTests {
             results.append(out.map(\.bitPattern))
         }
         #expect(results.allSatisfy { $0 == results[0] })
+    }
+}
+
+@Suite("Thread pool")
+struct ThreadPoolTests {
+    /// Records the ranges it is given.
+    final class RangeRecorder: ParallelJob, @unchecked Sendable {
+        let ranges = Mutex<[Range<Int>]>([])
+        func run(_ range: Range<Int>, part: Int) {
+            ranges.withLock { $0.append(range) }
+        }
+    }
+
+    @Test("a job's ranges cover every item exactly once and hold at least `grain` items except the last",
+          arguments: [2, 3])
+    func rangesPartitionTheItems(threads: Int) {
+        let pool = ThreadPool(threads: threads)
+        for count in [0, 1, 2, 5, 16, 17, 60, 216, 1000, 3072] {
+            for grain in [1, 3, 16] {
+                let job = RangeRecorder()
+                pool.run(job, count: count, grain: grain)
+                let ranges = job.ranges.withLock { $0 }.sorted { $0.lowerBound < $1.lowerBound }
+                var next = 0
+                for range in ranges {
+                    #expect(range.lowerBound == next, "count \(count), grain \(grain): gap or overlap at \(next)")
+                    #expect(range.count >= grain || range.upperBound == count, "count \(count), grain \(grain): \(range)")
+                    next = range.upperBound
+                }
+                #expect(next == count, "count \(count), grain \(grain): items \(next)..<\(count) not run")
+            }
+        }
     }
 }
