@@ -9,6 +9,7 @@ public final class AdapterRunner: @unchecked Sendable {
     public let adapter: KangarooAdapter
     let model: LlamaModel
     let attention: AttentionWeights
+    let feedForward: FeedForwardWeights?
     let cache: KVCache
     let states: FloatMatrix
     public let head: DraftHead
@@ -34,6 +35,11 @@ public final class AdapterRunner: @unchecked Sendable {
                                      key: matrix(adapter.key, rows: c.kvSize, columns: c.hiddenSize),
                                      value: matrix(adapter.value, rows: c.kvSize, columns: c.hiddenSize),
                                      output: matrix(adapter.output, rows: c.hiddenSize, columns: c.querySize))
+        feedForward = adapter.feedForward.map { f in
+            FeedForwardWeights(norm: f.norm, gate: matrix(f.gate, rows: f.size, columns: c.hiddenSize),
+                               up: matrix(f.up, rows: f.size, columns: c.hiddenSize),
+                               down: matrix(f.down, rows: c.hiddenSize, columns: f.size))
+        }
         self.storage = storage
         cache = KVCache(config: c, capacity: contextCapacity, layerCount: 1)
         states = FloatMatrix(capacity: chunk, columns: c.hiddenSize)
@@ -59,6 +65,7 @@ public final class AdapterRunner: @unchecked Sendable {
             states.rows = count
             model.attentionBlock(attention, states: states.pointer, count: count, position: length,
                                  cache: cache, cacheLayer: 0, scratch: scratch)
+            if let feedForward { model.feedForwardBlock(feedForward, states: states.pointer, count: count, scratch: scratch) }
             start += count
         }
     }

@@ -16,11 +16,13 @@ public struct AdapterConfig: Codable, Sendable, Equatable {
     public var modelFingerprint: String
     /// How it was made (free text: training settings, or "random seed 1").
     public var origin: String
+    /// Width of the adapter's feed-forward block; nil when it has none (the paper's adapter).
+    public var feedForwardSize: Int?
 
     enum CodingKeys: String, CodingKey {
         case exitLayer = "exit_layer", hiddenSize = "hidden_size", headCount = "head_count"
         case kvHeadCount = "kv_head_count", headSize = "head_size", modelName = "model_name"
-        case modelFingerprint = "model_fingerprint", origin
+        case modelFingerprint = "model_fingerprint", origin, feedForwardSize = "feed_forward_size"
     }
 }
 
@@ -41,29 +43,51 @@ public enum AdapterError: Error, CustomStringConvertible {
 }
 
 /// Kangaroo's adapter: RMSNorm → self-attention (the model's head layout, RoPE at absolute positions)
-/// with residual → RMSNorm → the model's own LM head. It turns the exit-layer hidden state of the
-/// shallow sub-network into a draft distribution. Weights are float32 and owned here.
+/// with residual → [optionally RMSNorm → SwiGLU feed-forward with residual] → RMSNorm → the model's own
+/// LM head. It turns the exit-layer hidden state of the shallow sub-network into a draft distribution.
+/// Weights are float32 and owned here.
 ///
 /// Tensor names follow the reference checkpoint: `layers.0.input_layernorm.weight`,
 /// `layers.0.self_attn.{q,k,v,o}_proj.weight` (rows × columns = output × input; q and k rows in the
-/// GGUF adjacent-pair RoPE order, like the model's own), `norm.weight`; optionally `draft_vocab`
-/// (int32 token ids) restricting the draft head to a sub-vocabulary.
+/// GGUF adjacent-pair RoPE order, like the model's own), `norm.weight`; with a feed-forward block
+/// also `layers.0.post_attention_layernorm.weight` and `layers.0.mlp.{gate,up,down}_proj.weight`;
+/// optionally `draft_vocab` (int32 token ids) restricting the draft head to a sub-vocabulary.
 public final class KangarooAdapter: @unchecked Sendable {
     public let config: AdapterConfig
     public private(set) var inputNorm: [Float]
     public private(set) var query: [Float], key: [Float], value: [Float], output: [Float]
     public private(set) var norm: [Float]
+    public let feedForward: FeedForward?
     /// Token ids the draft head scores (nil: the whole vocabulary).
     public let draftVocabulary: [Int32]?
+
+    /// The optional feed-forward block: `down · (silu(gate · n) ⊙ (up · n))` with `n = RMSNorm(x; norm)`.
+    public struct FeedForward: Sendable {
+        public var norm: [Float]  // [d]
+        public var gate: [Float]  // [f × d]
+        public var up: [Float]    // [f × d]
+        public var down: [Float]  // [d × f]
+
+        public init(norm: [Float], gate: [Float], up: [Float], down: [Float]) {
+            (self.norm, self.gate, self.up, self.down) = (norm, gate, up, down)
+        }
+
+        public var size: Int { gate.count / max(norm.count, 1) }
+    }
 
     public static let weightsFile = "adapter.safetensors"
     public static let configFile = "adapter.json"
 
     public init(config: AdapterConfig, inputNorm: [Float], query: [Float], key: [Float], value: [Float], output: [Float],
-                norm: [Float], draftVocabulary: [Int32]? = nil) {
+                norm: [Float], feedForward: FeedForward? = nil, draftVocabulary: [Int32]? = nil) {
         let d = config.hiddenSize, qs = config.headCount * config.headSize, kv = config.kvHeadCount * config.headSize
         precondition(inputNorm.count == d && norm.count == d && query.count == qs * d && key.count == kv * d
                      && value.count == kv * d && output.count == d * qs, "adapter weights do not match the config")
+        precondition(config.feedForwardSize == feedForward?.size, "the config's feed-forward size does not match the weights")
+        if let f = feedForward {
+            precondition(f.norm.count == d && f.gate.count == f.size * d && f.up.count == f.size * d && f.down.count == d * f.size,
+                         "feed-forward weights do not match the config")
+        }
         self.config = config
         self.inputNorm = inputNorm
         self.query = query
@@ -71,14 +95,15 @@ public final class KangarooAdapter: @unchecked Sendable {
         self.value = value
         self.output = output
         self.norm = norm
+        self.feedForward = feedForward
         self.draftVocabulary = draftVocabulary
     }
 
-    static func config(for model: LlamaModel, exitLayer: Int, origin: String) -> AdapterConfig {
+    static func config(for model: LlamaModel, exitLayer: Int, origin: String, feedForwardSize: Int? = nil) -> AdapterConfig {
         let c = model.config
         return AdapterConfig(exitLayer: exitLayer, hiddenSize: c.hiddenSize, headCount: c.headCount, kvHeadCount: c.kvHeadCount,
                              headSize: c.headSize, modelName: ((try? model.gguf.optionalString("general.name")) ?? nil) ?? "",
-                             modelFingerprint: model.gguf.fingerprint, origin: origin)
+                             modelFingerprint: model.gguf.fingerprint, origin: origin, feedForwardSize: feedForwardSize)
     }
 
     /// A random adapter (seeded), for tests: drafts badly, so rounds reject often.
@@ -97,9 +122,10 @@ public final class KangarooAdapter: @unchecked Sendable {
     }
 
     /// The paper's initialisation: a copy of decoder layer `exitLayer`'s attention (dequantised), and
-    /// the model's final norm.
-    public static func copyingLayer(of model: LlamaModel, exitLayer: Int) -> KangarooAdapter {
-        let w = model.attentionWeights(layer: min(exitLayer, model.config.layerCount - 1))
+    /// the model's final norm; with `feedForward`, also a copy of that layer's feed-forward block.
+    public static func copyingLayer(of model: LlamaModel, exitLayer: Int, feedForward: Bool = false) -> KangarooAdapter {
+        let layer = min(exitLayer, model.config.layerCount - 1)
+        let w = model.attentionWeights(layer: layer)
         func floats(_ m: WeightMatrix) -> [Float] {
             var out = [Float](repeating: 0, count: m.rows * m.columns)
             out.withUnsafeMutableBufferPointer { buffer in
@@ -107,9 +133,12 @@ public final class KangarooAdapter: @unchecked Sendable {
             }
             return out
         }
-        return KangarooAdapter(config: config(for: model, exitLayer: exitLayer, origin: "copy of layer \(exitLayer) attention"),
+        let block = feedForward ? model.feedForwardWeights(layer: layer) : nil
+        let copied = block.map { FeedForward(norm: $0.norm, gate: floats($0.gate), up: floats($0.up), down: floats($0.down)) }
+        let origin = "copy of layer \(exitLayer) attention" + (feedForward ? " and feed-forward" : "")
+        return KangarooAdapter(config: config(for: model, exitLayer: exitLayer, origin: origin, feedForwardSize: copied?.size),
                                inputNorm: w.norm, query: floats(w.query), key: floats(w.key), value: floats(w.value),
-                               output: floats(w.output), norm: model.outputNorm)
+                               output: floats(w.output), norm: model.outputNorm, feedForward: copied)
     }
 
     /// An adapter whose attention adds nothing (zero output projection) and whose final norm is the
@@ -136,6 +165,12 @@ public final class KangarooAdapter: @unchecked Sendable {
             "layers.0.self_attn.o_proj.weight": .init(floats: output, shape: [d, qs]),
             "norm.weight": .init(floats: norm, shape: [d]),
         ]
+        if let f = feedForward {
+            tensors["layers.0.post_attention_layernorm.weight"] = .init(floats: f.norm, shape: [d])
+            tensors["layers.0.mlp.gate_proj.weight"] = .init(floats: f.gate, shape: [f.size, d])
+            tensors["layers.0.mlp.up_proj.weight"] = .init(floats: f.up, shape: [f.size, d])
+            tensors["layers.0.mlp.down_proj.weight"] = .init(floats: f.down, shape: [d, f.size])
+        }
         if let draftVocabulary { tensors["draft_vocab"] = .init(ints: draftVocabulary, shape: [draftVocabulary.count]) }
         try SafeTensors.write(SafeTensors.File(tensors: tensors), to: directory + "/" + Self.weightsFile)
         let encoder = JSONEncoder()
@@ -175,6 +210,16 @@ public final class KangarooAdapter: @unchecked Sendable {
             }
             vocabulary = ids
         }
+        var feedForward: FeedForward?
+        if let f = config.feedForwardSize {
+            guard (1...c.feedForwardSize).contains(f) else {
+                throw AdapterError.mismatch("feed_forward_size \(f) is outside 1…\(c.feedForwardSize)")
+            }
+            feedForward = FeedForward(norm: try tensor("layers.0.post_attention_layernorm.weight", [d]),
+                                      gate: try tensor("layers.0.mlp.gate_proj.weight", [f, d]),
+                                      up: try tensor("layers.0.mlp.up_proj.weight", [f, d]),
+                                      down: try tensor("layers.0.mlp.down_proj.weight", [d, f]))
+        }
         return KangarooAdapter(
             config: config,
             inputNorm: try tensor("layers.0.input_layernorm.weight", [d]),
@@ -183,6 +228,7 @@ public final class KangarooAdapter: @unchecked Sendable {
             value: try tensor("layers.0.self_attn.v_proj.weight", [c.kvSize, d]),
             output: try tensor("layers.0.self_attn.o_proj.weight", [d, c.querySize]),
             norm: try tensor("norm.weight", [d]),
+            feedForward: feedForward,
             draftVocabulary: vocabulary)
     }
 }

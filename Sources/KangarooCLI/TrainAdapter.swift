@@ -61,6 +61,9 @@ struct TrainAdapter: ParsableCommand {
     @Option(help: "Save a checkpoint every N steps.")
     var checkpointEvery = 100
 
+    @Flag(help: "Give the adapter a feed-forward block after its attention, initialised from the exit layer's (about one more layer's work per draft step).")
+    var feedForward = false
+
     @Flag(help: "Continue from the checkpoint in --output.")
     var resume = false
 
@@ -94,12 +97,13 @@ struct TrainAdapter: ParsableCommand {
         options.warmup = warmup
         options.draftVocabulary = draftVocabulary
         options.seed = seed
+        if feedForward && randomInit != nil { throw ValidationError("--feed-forward starts from a copy of the exit layer; drop --random-init") }
         let start = randomInit.map { KangarooAdapter.random(for: model, exitLayer: exitLayer, seed: $0) }
-            ?? KangarooAdapter.copyingLayer(of: model, exitLayer: exitLayer)
+            ?? KangarooAdapter.copyingLayer(of: model, exitLayer: exitLayer, feedForward: feedForward)
         let trainer = AdapterTrainer(model: model, start: start, examples: examples, options: options)
         if resume { try trainer.resume(from: output) }
         let source = selfDistill > 0 ? "self-distilled answers (≤\(selfDistill) tokens) to " : ""
-        let origin = "trained: exit layer \(exitLayer), \(source)\(examples.count) ShareGPT conversations × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")"
+        let origin = "trained: exit layer \(exitLayer), \(source)\(examples.count) ShareGPT conversations × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")\(feedForward ? ", with a feed-forward block" : "")"
         let trainingStart = Date()
         var recentLoss: [Double] = [], recentAgreement: [Double] = []
         var done = trainer.optimiser.step

@@ -22,11 +22,18 @@ public struct AttentionWeights: @unchecked Sendable {
 }
 
 /// Weights of a pre-norm SwiGLU feed-forward block.
-struct FeedForwardWeights: @unchecked Sendable {
-    let norm: [Float]                // [hidden]
-    let gate: WeightMatrix           // [ffn × hidden]
-    let up: WeightMatrix             // [ffn × hidden]
-    let down: WeightMatrix           // [hidden × ffn]
+public struct FeedForwardWeights: @unchecked Sendable {
+    public let norm: [Float]                // [hidden]
+    public let gate: WeightMatrix           // [ffn × hidden]
+    public let up: WeightMatrix             // [ffn × hidden]
+    public let down: WeightMatrix           // [hidden × ffn]
+
+    public init(norm: [Float], gate: WeightMatrix, up: WeightMatrix, down: WeightMatrix) {
+        self.norm = norm
+        self.gate = gate
+        self.up = up
+        self.down = down
+    }
 }
 
 /// Weights of one decoder layer.
@@ -60,6 +67,7 @@ public final class LlamaModel: @unchecked Sendable {
     let layers: [LlamaLayerWeights]
     /// The attention weights of decoder layer `index` (Kangaroo's adapter can start from a copy).
     public func attentionWeights(layer index: Int) -> AttentionWeights { layers[index].attention }
+    public func feedForwardWeights(layer index: Int) -> FeedForwardWeights { layers[index].feedForward }
     public let outputNorm: [Float]   // [hidden]
     public let output: WeightMatrix  // [vocab × hidden]; the token embedding when tied; see forLogits()
     /// RoPE inverse frequencies `base^(-2i/headSize)`, i < headSize/2.
@@ -201,8 +209,10 @@ public final class LlamaModel: @unchecked Sendable {
         VectorOps.add(states, scratch.projection.pointer, count: count * d)
     }
 
-    /// Pre-norm SwiGLU feed-forward with residual over `count` token states.
-    private func feedForwardBlock(_ w: FeedForwardWeights, states: UnsafeMutablePointer<Float>, count: Int, scratch: ForwardScratch) {
+    /// Pre-norm SwiGLU feed-forward with residual over `count` token states (used by the decoder
+    /// layers and by an adapter with a feed-forward block). `count` may not exceed `scratch.capacity`.
+    public func feedForwardBlock(_ w: FeedForwardWeights, states: UnsafeMutablePointer<Float>, count: Int, scratch: ForwardScratch) {
+        precondition(count <= scratch.capacity && w.gate.rows <= config.feedForwardSize, "feed-forward block wider than the scratch")
         let c = config
         let d = c.hiddenSize
         let normed = scratch.normed.pointer, input = scratch.input, pool = scratch.pool
@@ -211,8 +221,8 @@ public final class LlamaModel: @unchecked Sendable {
         }
         input.set(normed, count: count, columns: d)
         input.multiply(w.gate, into: scratch.gate.pointer, w.up, into: scratch.up.pointer, pool: pool)
-        VectorOps.swiglu(scratch.gate.pointer, up: scratch.up.pointer, count: count * c.feedForwardSize)
-        input.set(scratch.gate.pointer, count: count, columns: c.feedForwardSize)
+        VectorOps.swiglu(scratch.gate.pointer, up: scratch.up.pointer, count: count * w.gate.rows)
+        input.set(scratch.gate.pointer, count: count, columns: w.gate.rows)
         w.down.multiply(input, into: scratch.projection.pointer, pool: pool)
         VectorOps.add(states, scratch.projection.pointer, count: count * d)
     }

@@ -1,6 +1,7 @@
 import Foundation
 
-/// Shapes of an adapter: hidden size `d`, query heads and key-value heads of `headSize`.
+/// Shapes of an adapter: hidden size `d`, query heads and key-value heads of `headSize`, and the
+/// width of its feed-forward block (0: none).
 public struct AdapterShape: Sendable, Equatable {
     public var hidden: Int
     public var heads: Int
@@ -8,14 +9,16 @@ public struct AdapterShape: Sendable, Equatable {
     public var headSize: Int
     public var ropeBase: Double
     public var eps: Double
+    public var feedForward: Int
 
-    public init(hidden: Int, heads: Int, kvHeads: Int, headSize: Int, ropeBase: Double, eps: Double) {
+    public init(hidden: Int, heads: Int, kvHeads: Int, headSize: Int, ropeBase: Double, eps: Double, feedForward: Int = 0) {
         self.hidden = hidden
         self.heads = heads
         self.kvHeads = kvHeads
         self.headSize = headSize
         self.ropeBase = ropeBase
         self.eps = eps
+        self.feedForward = feedForward
     }
 
     public var querySize: Int { heads * headSize }
@@ -23,35 +26,51 @@ public struct AdapterShape: Sendable, Equatable {
 }
 
 /// The trainable tensors of an adapter, row-major (`rows × columns` = output × input), or their
-/// gradients. Order of `tensors`: input norm, q, k, v, o, final norm.
+/// gradients. The feed-forward tensors are empty when the adapter has no feed-forward block.
+/// Order of `tensors`: input norm, q, k, v, o, final norm, feed-forward norm, gate, up, down.
 public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equatable {
-    public var inputNorm: [S]   // [d]
-    public var query: [S]       // [heads·headSize × d]
-    public var key: [S]         // [kvHeads·headSize × d]
-    public var value: [S]       // [kvHeads·headSize × d]
-    public var output: [S]      // [d × heads·headSize]
-    public var norm: [S]        // [d]
+    public var inputNorm: [S]        // [d]
+    public var query: [S]            // [heads·headSize × d]
+    public var key: [S]              // [kvHeads·headSize × d]
+    public var value: [S]            // [kvHeads·headSize × d]
+    public var output: [S]           // [d × heads·headSize]
+    public var norm: [S]             // [d]
+    public var feedForwardNorm: [S]  // [d] or []
+    public var gate: [S]             // [f × d] or []
+    public var up: [S]               // [f × d] or []
+    public var down: [S]             // [d × f] or []
 
-    public init(inputNorm: [S], query: [S], key: [S], value: [S], output: [S], norm: [S]) {
+    public init(inputNorm: [S], query: [S], key: [S], value: [S], output: [S], norm: [S],
+                feedForwardNorm: [S] = [], gate: [S] = [], up: [S] = [], down: [S] = []) {
         self.inputNorm = inputNorm
         self.query = query
         self.key = key
         self.value = value
         self.output = output
         self.norm = norm
+        self.feedForwardNorm = feedForwardNorm
+        self.gate = gate
+        self.up = up
+        self.down = down
     }
 
     /// All zeros, shaped for `shape`.
     public init(zerosFor shape: AdapterShape) {
-        let d = shape.hidden
-        self.init(inputNorm: Array(repeating: 0, count: d), query: Array(repeating: 0, count: shape.querySize * d),
-                  key: Array(repeating: 0, count: shape.kvSize * d), value: Array(repeating: 0, count: shape.kvSize * d),
-                  output: Array(repeating: 0, count: d * shape.querySize), norm: Array(repeating: 0, count: d))
+        let d = shape.hidden, f = shape.feedForward
+        func zeros(_ n: Int) -> [S] { Array(repeating: 0, count: n) }
+        self.init(inputNorm: zeros(d), query: zeros(shape.querySize * d), key: zeros(shape.kvSize * d),
+                  value: zeros(shape.kvSize * d), output: zeros(d * shape.querySize), norm: zeros(d),
+                  feedForwardNorm: zeros(f > 0 ? d : 0), gate: zeros(f * d), up: zeros(f * d), down: zeros(d * f))
     }
 
+    public static var tensorNames: [String] { ["input norm", "q", "k", "v", "o", "norm", "feed-forward norm", "gate", "up", "down"] }
+
     public var tensors: [[S]] {
-        get { [inputNorm, query, key, value, output, norm] }
-        set { (inputNorm, query, key, value, output, norm) = (newValue[0], newValue[1], newValue[2], newValue[3], newValue[4], newValue[5]) }
+        get { [inputNorm, query, key, value, output, norm, feedForwardNorm, gate, up, down] }
+        set {
+            (inputNorm, query, key, value, output, norm) = (newValue[0], newValue[1], newValue[2], newValue[3], newValue[4], newValue[5])
+            (feedForwardNorm, gate, up, down) = (newValue[6], newValue[7], newValue[8], newValue[9])
+        }
     }
 }
 
@@ -60,7 +79,8 @@ public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equat
 /// Forward (positions `start ..< start + T`, causal, attending only within the sequence):
 ///   n₁ = RMSNorm(h; g₁); q, k, v = n₁Wqᵀ, n₁Wkᵀ, n₁Wvᵀ; RoPE(q, k) at absolute positions (adjacent pairs);
 ///   o = softmax(qkᵀ/√hs + causal mask) v per head (grouped key-value heads); y = h + oWoᵀ;
-///   n₂ = RMSNorm(y; g₂); logits = n₂Eᵀ with the frozen head E.
+///   with a feed-forward block: n₃ = RMSNorm(y; g₃), z = y + (silu(n₃Wgᵀ) ⊙ n₃Wuᵀ)Wdᵀ, else z = y;
+///   n₂ = RMSNorm(z; g₂); logits = n₂Eᵀ with the frozen head E.
 /// Loss: soft cross-entropy −Σᵥ p(v) log softmax(logits)(v) against the full model's distribution p,
 /// averaged over positions. Gradients flow to the adapter's tensors only (h and E are frozen).
 public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
@@ -126,7 +146,9 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
         }
         var y = matmul(o, w.output, rows: count, inner: dq, out: d)
         for i in 0..<(count * d) { y[i] += states[i] }
-        let (n2, r2) = rmsNorm(y, weight: w.norm, rows: count, eps: eps)
+        let feedForward = shape.feedForward > 0 ? feedForwardForward(w, y, rows: count) : nil
+        let z = feedForward?.z ?? y
+        let (n2, r2) = rmsNorm(z, weight: w.norm, rows: count, eps: eps)
         let logits = matmul(n2, head, rows: count, inner: d, out: vocabulary)
 
         // Soft cross-entropy and its gradient with respect to the logits: (softmax − p) / T, over the T
@@ -153,7 +175,8 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
         // Backward.
         var g = AdapterTensors<S>(zerosFor: shape)
         let dN2 = matmulTransposed(dLogits, head, rows: count, inner: vocabulary, out: d)
-        let dY = rmsNormBackward(dN2, input: y, weight: w.norm, inverseRMS: r2, rows: count, weightGradient: &g.norm)
+        let dZ = rmsNormBackward(dN2, input: z, weight: w.norm, inverseRMS: r2, rows: count, weightGradient: &g.norm)
+        let dY = feedForward.map { feedForwardBackward(w, $0, y, dZ: dZ, rows: count, gradients: &g) } ?? dZ
         g.output = outerSum(dY, o, rows: count, left: d, right: dq)
         let dO = matmulTransposed(dY, w.output, rows: count, inner: d, out: dq)
         var dQ = [S](repeating: 0, count: count * dq), dK = [S](repeating: 0, count: count * dkv), dV = dK
@@ -197,6 +220,52 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
     }
 
     // MARK: Pieces
+
+    /// The feed-forward block's forward values that its backward needs.
+    struct FeedForwardValues {
+        var normed: [S], inverseRMS: [S]  // n₃ and its rows' inverse RMS
+        var gate: [S], up: [S]            // a = n₃Wgᵀ, b = n₃Wuᵀ
+        var hidden: [S]                   // u = silu(a) ⊙ b
+        var z: [S]                        // y + uWdᵀ
+    }
+
+    func feedForwardForward(_ w: AdapterTensors<S>, _ y: [S], rows: Int) -> FeedForwardValues {
+        let d = shape.hidden, f = shape.feedForward
+        let (n3, r3) = rmsNorm(y, weight: w.feedForwardNorm, rows: rows, eps: S(shape.eps))
+        let a = matmul(n3, w.gate, rows: rows, inner: d, out: f)
+        let b = matmul(n3, w.up, rows: rows, inner: d, out: f)
+        var u = a
+        for i in u.indices { u[i] = a[i] * sigmoid(a[i]) * b[i] }
+        var z = matmul(u, w.down, rows: rows, inner: f, out: d)
+        for i in z.indices { z[i] += y[i] }
+        return FeedForwardValues(normed: n3, inverseRMS: r3, gate: a, up: b, hidden: u, z: z)
+    }
+
+    /// dY from dZ through z = y + FFN(y), with silu'(a) = σ(a)(1 + a(1 − σ(a))); accumulates the
+    /// block's weight gradients into `gradients`.
+    func feedForwardBackward(_ w: AdapterTensors<S>, _ v: FeedForwardValues, _ y: [S], dZ: [S], rows: Int,
+                             gradients g: inout AdapterTensors<S>) -> [S] {
+        let d = shape.hidden, f = shape.feedForward
+        g.down = outerSum(dZ, v.hidden, rows: rows, left: d, right: f)
+        let dU = matmulTransposed(dZ, w.down, rows: rows, inner: d, out: f)
+        var dA = dU, dB = dU
+        for i in dU.indices {
+            let a = v.gate[i], sig = sigmoid(a)
+            dA[i] = dU[i] * v.up[i] * sig * (1 + a * (1 - sig))
+            dB[i] = dU[i] * a * sig
+        }
+        g.gate = outerSum(dA, v.normed, rows: rows, left: f, right: d)
+        g.up = outerSum(dB, v.normed, rows: rows, left: f, right: d)
+        var dN3 = matmulTransposed(dA, w.gate, rows: rows, inner: f, out: d)
+        let fromUp = matmulTransposed(dB, w.up, rows: rows, inner: f, out: d)
+        for i in dN3.indices { dN3[i] += fromUp[i] }
+        var dY = rmsNormBackward(dN3, input: y, weight: w.feedForwardNorm, inverseRMS: v.inverseRMS, rows: rows,
+                                 weightGradient: &g.feedForwardNorm)
+        for i in dY.indices { dY[i] += dZ[i] }
+        return dY
+    }
+
+    func sigmoid(_ x: S) -> S { S(1 / (1 + exp(-Double(x)))) }
 
     /// `x · (1/rms(x)) · g` per row; also returns the inverse RMS of each row.
     func rmsNorm(_ x: [S], weight: [S], rows: Int, eps: S) -> ([S], [S]) {

@@ -51,9 +51,8 @@ public final class AdapterTrainer {
         base = start
         let c = model.config
         shape = AdapterShape(hidden: c.hiddenSize, heads: c.headCount, kvHeads: c.kvHeadCount, headSize: c.headSize,
-                             ropeBase: Double(c.ropeBase), eps: Double(c.rmsNormEpsilon))
-        weights = AdapterTensors(inputNorm: start.inputNorm, query: start.query, key: start.key, value: start.value,
-                                 output: start.output, norm: start.norm)
+                             ropeBase: Double(c.ropeBase), eps: Double(c.rmsNormEpsilon), feedForward: start.feedForward?.size ?? 0)
+        weights = Self.tensors(of: start)
         optimiser = AdamW(weightDecay: Float(options.weightDecay), clipNorm: Float(options.clipNorm))
         self.examples = examples
         let ids = Self.frequentTokens(examples, limit: options.draftVocabulary, vocabularySize: c.vocabularySize)
@@ -65,6 +64,13 @@ public final class AdapterTrainer {
         head = rows
         var random = SplitMix64(seed: options.seed)
         order = Array(examples.indices).shuffled(using: &random)
+    }
+
+    static func tensors(of adapter: KangarooAdapter) -> AdapterTensors<Float> {
+        let f = adapter.feedForward
+        return AdapterTensors(inputNorm: adapter.inputNorm, query: adapter.query, key: adapter.key, value: adapter.value,
+                              output: adapter.output, norm: adapter.norm, feedForwardNorm: f?.norm ?? [], gate: f?.gate ?? [],
+                              up: f?.up ?? [], down: f?.down ?? [])
     }
 
     /// Token ids ranked by how much target probability they carry (all ids when `limit` is 0 or larger).
@@ -125,8 +131,11 @@ public final class AdapterTrainer {
     public func adapter(origin: String) -> KangarooAdapter {
         var config = base.config
         config.origin = origin
-        return KangarooAdapter(config: config, inputNorm: weights.inputNorm, query: weights.query, key: weights.key, value: weights.value,
-                               output: weights.output, norm: weights.norm,
+        let w = weights
+        let feedForward = shape.feedForward > 0
+            ? KangarooAdapter.FeedForward(norm: w.feedForwardNorm, gate: w.gate, up: w.up, down: w.down) : nil
+        return KangarooAdapter(config: config, inputNorm: w.inputNorm, query: w.query, key: w.key, value: w.value,
+                               output: w.output, norm: w.norm, feedForward: feedForward,
                                draftVocabulary: vocabulary.count < model.config.vocabularySize ? vocabulary : nil)
     }
 
@@ -145,11 +154,11 @@ public final class AdapterTrainer {
     /// Continues from a checkpoint written by `checkpoint` (same data and options).
     public func resume(from folder: String) throws {
         let saved = try KangarooAdapter.load(from: folder, for: model)
-        weights = AdapterTensors(inputNorm: saved.inputNorm, query: saved.query, key: saved.key, value: saved.value,
-                                 output: saved.output, norm: saved.norm)
+        weights = Self.tensors(of: saved)
         let state = try SafeTensors.read(path: folder + "/optimizer.safetensors")
-        optimiser.first = (0..<6).compactMap { state.tensors["first.\($0)"]?.floats() }
-        optimiser.second = (0..<6).compactMap { state.tensors["second.\($0)"]?.floats() }
+        let count = weights.tensors.count
+        optimiser.first = (0..<count).map { state.tensors["first.\($0)"]?.floats() ?? [] }
+        optimiser.second = (0..<count).map { state.tensors["second.\($0)"]?.floats() ?? [] }
         optimiser.step = Int(state.metadata["step"] ?? "0") ?? 0
     }
 }

@@ -219,6 +219,31 @@ struct SpeculativeTests {
         #expect(throws: AdapterError.self) { try KangarooAdapter.load(from: "/nonexistent", for: real.model) }
     }
 
+    @Test("an adapter with a feed-forward block round-trips through safetensors and drafts losslessly")
+    func feedForwardAdapter() throws {
+        let adapter = KangarooAdapter.copyingLayer(of: real.model, exitLayer: 2, feedForward: true)
+        let f = try #require(adapter.feedForward)
+        #expect(adapter.config.feedForwardSize == real.model.config.feedForwardSize)
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("adapter-\(UUID().uuidString)").path
+        try adapter.save(to: folder)
+        let loaded = try KangarooAdapter.load(from: folder, for: real.model)
+        let g = try #require(loaded.feedForward)
+        #expect(loaded.config == adapter.config)
+        #expect(g.norm == f.norm && g.gate == f.gate && g.up == f.up && g.down == f.down)
+        // A missing tensor is a clear error.
+        var config = adapter.config
+        config.feedForwardSize = 100
+        try JSONEncoder().encode(config).write(to: URL(fileURLWithPath: folder + "/adapter.json"))
+        #expect(throws: AdapterError.self) { try KangarooAdapter.load(from: folder, for: real.model) }
+
+        let prompt = prompts[0]
+        let expected = try plain(prompt, maxTokens: 40).tokens
+        for threshold in [Float(0), 0.6] {
+            let decoder = try kangaroo(adapter, SpeculativeOptions(exitLayer: 2, threshold: threshold, maxDraft: 6))
+            #expect(try generate(decoder, prompt, maxTokens: 40).tokens == expected, "η=\(threshold)")
+        }
+    }
+
     @Test("a sub-vocabulary draft head drafts only its tokens and stays lossless")
     func subVocabulary() throws {
         let base = KangarooAdapter.identity(for: real.model, exitLayer: real.model.config.layerCount)
