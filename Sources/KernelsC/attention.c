@@ -14,6 +14,21 @@
 
 enum { MAX_GROUP = 4 };
 
+// Values are stored as IEEE half floats (KVCache). Converting 16 of them to floats is exact, so the
+// three builds' loaders give the same floats.
+static inline __attribute__((always_inline)) void halves16_portable(const uint16_t *h, float *out) {
+    for (int l = 0; l < 16; l++) out[l] = half_to_float(h[l]);
+}
+#if KQ_X86
+KQ_TARGET_AVX2 static inline __attribute__((always_inline)) void halves16_avx2(const uint16_t *h, float *out) {
+    _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)));
+    _mm256_storeu_ps(out + 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + 8))));
+}
+KQ_TARGET_VNNI static inline __attribute__((always_inline)) void halves16_avx512(const uint16_t *h, float *out) {
+    _mm512_storeu_ps(out, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h)));
+}
+#endif
+
 // For each of `heads` queries (head_size floats apart) that share a kv head: scores[h][j] =
 // (q_h · k_j) · scale for j < count, rows `scores_stride` apart; keys in KVCache's tiles of 16
 // positions ([d][16]), each tile row loaded once for all the heads. Two chains per head (d even, d odd),
@@ -40,27 +55,31 @@ static inline __attribute__((always_inline)) void scores_body(const int heads, c
 }
 
 // For each of `heads` probability rows (`p_stride` apart): out[h][i] = Σ_j p[h][j] · v_j[i] for
-// i < head_size, values `stride` floats apart, each value row loaded once for all the heads; `width`
-// output lanes per head stay in registers over all positions.
-static inline __attribute__((always_inline)) void values_body(const int heads, const int width, const float *p,
-                                                              size_t p_stride, const float *values, size_t stride,
-                                                              int count, int head_size, float *out) {
-    for (int strip = 0; strip < head_size; strip += width) {
-        float acc[MAX_GROUP][64] = {{0}};
-        for (int j = 0; j < count; j++) {
-            const float *v = values + (size_t)j * stride + strip;
-            for (int l = 0; l < width; l++) {
-                float value = v[l];
-                for (int h = 0; h < heads; h++) acc[h][l] = fmaf(p[h * p_stride + j], value, acc[h][l]);
-            }
-        }
-        for (int h = 0; h < heads; h++) memcpy(out + (size_t)h * head_size + strip, acc[h], (size_t)width * 4);
-    }
+// i < head_size, values (halves) `stride` apart, each value row loaded once for all the heads; `width`
+// output lanes per head stay in registers over all positions. A macro, one per build, for the build's
+// half-float loader.
+#define KQ_VALUES_BODY(SUFFIX, TARGET)                                                                       \
+TARGET static inline __attribute__((always_inline)) void                                                     \
+values_body_##SUFFIX(const int heads, const int width, const float *p, size_t p_stride,                      \
+                     const uint16_t *values, size_t stride, int count, int head_size, float *out) {          \
+    for (int strip = 0; strip < head_size; strip += width) {                                                 \
+        float acc[MAX_GROUP][64] = {{0}};                                                                    \
+        for (int j = 0; j < count; j++) {                                                                    \
+            const uint16_t *v = values + (size_t)j * stride + strip;                                         \
+            float value[64];                                                                                 \
+            for (int l = 0; l < width; l += 16) halves16_##SUFFIX(v + l, value + l);                         \
+            for (int l = 0; l < width; l++) {                                                                \
+                for (int h = 0; h < heads; h++) acc[h][l] = fmaf(p[h * p_stride + j], value[l], acc[h][l]);  \
+            }                                                                                                \
+        }                                                                                                    \
+        for (int h = 0; h < heads; h++) memcpy(out + (size_t)h * head_size + strip, acc[h], (size_t)width * 4); \
+    }                                                                                                        \
 }
 
 // The group in slices of at most MAX_GROUP heads, each slice with a constant head count.
 #define KQ_DEFINE_ATTENTION(SUFFIX, TARGET)                                                                  \
-TARGET static void scores_##SUFFIX(const float *q, int heads, const float *tiles, int count, int head_size,   \
+KQ_VALUES_BODY(SUFFIX, TARGET)                                                                               \
+TARGET static void scores_##SUFFIX(const float *q, int heads, const float *tiles, int count, int head_size,  \
                                    float scale, float *scores, size_t scores_stride) {                       \
     for (int h0 = 0; h0 < heads; h0 += MAX_GROUP) {                                                          \
         const float *qh = q + (size_t)h0 * head_size;                                                        \
@@ -73,21 +92,21 @@ TARGET static void scores_##SUFFIX(const float *q, int heads, const float *tiles
         }                                                                                                    \
     }                                                                                                        \
 }                                                                                                            \
-TARGET static void values_##SUFFIX(const float *p, size_t p_stride, int heads, const float *values,          \
+TARGET static void values_##SUFFIX(const float *p, size_t p_stride, int heads, const uint16_t *values,       \
                                    size_t stride, int count, int head_size, float *out) {                    \
     for (int h0 = 0; h0 < heads; h0 += MAX_GROUP) {                                                          \
         const float *ph = p + (size_t)h0 * p_stride;                                                         \
         float *oh = out + (size_t)h0 * head_size;                                                            \
         int n = heads - h0 < MAX_GROUP ? heads - h0 : MAX_GROUP, wide = head_size % 64 == 0;                 \
         switch (n * 2 + wide) {                                                                              \
-        case 2: values_body(1, 16, ph, p_stride, values, stride, count, head_size, oh); break;               \
-        case 3: values_body(1, 64, ph, p_stride, values, stride, count, head_size, oh); break;               \
-        case 4: values_body(2, 16, ph, p_stride, values, stride, count, head_size, oh); break;               \
-        case 5: values_body(2, 64, ph, p_stride, values, stride, count, head_size, oh); break;               \
-        case 6: values_body(3, 16, ph, p_stride, values, stride, count, head_size, oh); break;               \
-        case 7: values_body(3, 64, ph, p_stride, values, stride, count, head_size, oh); break;               \
-        case 8: values_body(4, 16, ph, p_stride, values, stride, count, head_size, oh); break;               \
-        default: values_body(4, 64, ph, p_stride, values, stride, count, head_size, oh); break;              \
+        case 2: values_body_##SUFFIX(1, 16, ph, p_stride, values, stride, count, head_size, oh); break;      \
+        case 3: values_body_##SUFFIX(1, 64, ph, p_stride, values, stride, count, head_size, oh); break;      \
+        case 4: values_body_##SUFFIX(2, 16, ph, p_stride, values, stride, count, head_size, oh); break;      \
+        case 5: values_body_##SUFFIX(2, 64, ph, p_stride, values, stride, count, head_size, oh); break;      \
+        case 6: values_body_##SUFFIX(3, 16, ph, p_stride, values, stride, count, head_size, oh); break;      \
+        case 7: values_body_##SUFFIX(3, 64, ph, p_stride, values, stride, count, head_size, oh); break;      \
+        case 8: values_body_##SUFFIX(4, 16, ph, p_stride, values, stride, count, head_size, oh); break;      \
+        default: values_body_##SUFFIX(4, 64, ph, p_stride, values, stride, count, head_size, oh); break;     \
         }                                                                                                    \
     }                                                                                                        \
 }
@@ -103,7 +122,7 @@ void kq_attention_scores(const float *q, int heads, const float *key_tiles, int 
     KQ_DISPATCH(scores, q, heads, key_tiles, count, head_size, scale, scores, scores_stride)
 }
 
-void kq_attention_values(const float *p, size_t p_stride, int heads, const float *values, size_t stride, int count,
+void kq_attention_values(const float *p, size_t p_stride, int heads, const uint16_t *values, size_t stride, int count,
                          int head_size, float *out) {
     KQ_DISPATCH(values, p, p_stride, heads, values, stride, count, head_size, out)
 }

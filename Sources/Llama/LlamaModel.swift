@@ -200,7 +200,7 @@ public final class LlamaModel: @unchecked Sendable {
             VectorOps.rope(scratch.query.row(t), heads: c.headCount, headSize: c.headSize, cos: cos, sin: sin)
             VectorOps.rope(scratch.key.row(t), heads: c.kvHeadCount, headSize: c.headSize, cos: cos, sin: sin)
             cache.storeKey(scratch.key.row(t), layer: cacheLayer, position: position + t)
-            cache.values(layer: cacheLayer, position: position + t).update(from: scratch.value.row(t), count: c.kvSize)
+            cache.storeValue(scratch.value.row(t), layer: cacheLayer, position: position + t)
         }
         cache.setLength(position + count, layer: cacheLayer)
         attention(layer: cacheLayer, count: count, position: position, cache: cache, scratch: scratch)

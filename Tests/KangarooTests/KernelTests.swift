@@ -192,7 +192,7 @@ struct VectorOpsTests {
         }
     }
 
-    @Test("grouped attention scores and value sums match their definition, with the same bits on every instruction level and for any number of grouped heads")
+    @Test("grouped attention scores and value sums over half-float values match their definition, with the same bits on every instruction level and for any number of grouped heads")
     func attentionKernels() {
         let best = kq_instruction_level()
         defer { kq_set_instruction_level(best) }
@@ -204,7 +204,9 @@ struct VectorOpsTests {
             for j in 0..<count {
                 for d in 0..<headSize { keyTiles[(j / 16) * 16 * headSize + 16 * d + j % 16] = keys[j * headSize + d] }
             }
-            let values = (0..<(count * valueStride)).map { _ in random.float() }
+            // Values are stored as halves; the reference uses the same (exactly converted) values.
+            let values = (0..<(count * valueStride)).map { _ in Float(Float16(random.float())) }
+            let valueHalves = values.map { Float16($0).bitPattern }
             let queries = (0..<(heads * headSize)).map { _ in random.float() }
             let p = (0..<(heads * rowStride)).map { _ in random.float(0...1) }
             let scale: Float = 0.125
@@ -227,11 +229,11 @@ struct VectorOpsTests {
                     }
                 }
                 var sums = [Float](repeating: 0, count: heads * headSize), sumsAlone = sums
-                kq_attention_values(p, rowStride, Int32(heads), values, valueStride, Int32(count), Int32(headSize), &sums)
+                kq_attention_values(p, rowStride, Int32(heads), valueHalves, valueStride, Int32(count), Int32(headSize), &sums)
                 for h in 0..<heads {
                     sumsAlone.withUnsafeMutableBufferPointer { out in
                         p.withUnsafeBufferPointer { pp in
-                            kq_attention_values(pp.baseAddress! + h * rowStride, rowStride, 1, values, valueStride, Int32(count),
+                            kq_attention_values(pp.baseAddress! + h * rowStride, rowStride, 1, valueHalves, valueStride, Int32(count),
                                                 Int32(headSize), out.baseAddress! + h * headSize)
                         }
                     }

@@ -59,9 +59,9 @@ void kq_attention_scores(const float *q, int heads, const float *key_tiles, int 
                          float *scores, size_t scores_stride);
 
 /// out[h · head_size + i] = Σ_{j < count} p[h · p_stride + j] · v_j[i] for `heads` probability rows
-/// and i < head_size (a multiple of 16), values `stride` floats apart. A head's result does not depend
-/// on `heads`.
-void kq_attention_values(const float *p, size_t p_stride, int heads, const float *values, size_t stride, int count,
+/// and i < head_size (a multiple of 16), values stored as IEEE half floats `stride` halves apart. A
+/// head's result does not depend on `heads`.
+void kq_attention_values(const float *p, size_t p_stride, int heads, const uint16_t *values, size_t stride, int count,
                          int head_size, float *out);
 
 /// Quantises `tokens` rows of `columns` floats to int16 per block of 32 (q = round(x / d), d = max|x| /
