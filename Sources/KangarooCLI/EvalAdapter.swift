@@ -90,6 +90,11 @@ struct EvalAdapter: ParsableCommand {
         writeOut("adapter: \(weights.config.origin), exit layer \(weights.config.exitLayer)\n")
         writeOut(String(format: "held-out%@: %d conversations, %d positions: top-1 agreement %.3f, expected acceptance %.3f\n",
                         selfDistill > 0 ? " (model's own answers)" : "", sequences.count, stats.positions, stats.top1Agreement, stats.expectedAcceptance))
+        writeOut("drafts at confidence ≥ η (Kangaroo's threshold): share of positions, top-1 agreement\n")
+        for threshold in stride(from: 0.1, through: 0.9, by: 0.1) {
+            let (share, agreement) = stats.atConfidence(atLeast: threshold)
+            writeOut(String(format: "  η %.1f  %5.1f%%  %.3f\n", threshold, 100 * share, agreement))
+        }
 
         guard let suite else { return }
         let selected = SpecBench.select(try SpecBench.load(path: suite), limit: questions, categories: nil)

@@ -10,13 +10,32 @@ public struct AgreementStatistics: Sendable, Equatable {
     public var top1Agreement = 0.0
     /// Mean of Σ_v min(p(v), q(v)) at temperature 1: the acceptance probability of speculative sampling.
     public var expectedAcceptance = 0.0
+    /// Top-1 agreement by the draft's confidence (its top probability, what Kangaroo's threshold η is
+    /// compared with), in bins of width 0.1: how often a draft drafted at confidence ≥ η is accepted.
+    public var byConfidence = Array(repeating: ConfidenceBin(), count: 10)
+
+    public struct ConfidenceBin: Sendable, Equatable {
+        public var positions = 0
+        public var agreements = 0
+    }
 
     public init() {}
 
-    mutating func add(agree: Bool, overlap: Double) {
+    mutating func add(agree: Bool, overlap: Double, confidence: Float) {
         top1Agreement = (top1Agreement * Double(positions) + (agree ? 1 : 0)) / Double(positions + 1)
         expectedAcceptance = (expectedAcceptance * Double(positions) + overlap) / Double(positions + 1)
         positions += 1
+        let bin = min(max(Int(confidence * 10), 0), 9)
+        byConfidence[bin].positions += 1
+        if agree { byConfidence[bin].agreements += 1 }
+    }
+
+    /// Share of positions drafted at confidence ≥ `threshold` (a multiple of 0.1), and the top-1
+    /// agreement among them.
+    public func atConfidence(atLeast threshold: Double) -> (share: Double, agreement: Double) {
+        let bins = byConfidence[min(max(Int((threshold * 10).rounded()), 0), 10)...]
+        let count = bins.reduce(0) { $0 + $1.positions }, agreed = bins.reduce(0) { $0 + $1.agreements }
+        return (Double(count) / Double(max(positions, 1)), Double(agreed) / Double(max(count, 1)))
     }
 }
 
@@ -54,6 +73,7 @@ public struct AdapterEvaluator {
             // Draft distributions, one position at a time through the adapter's own cache.
             var drafts: [[Float]] = []
             var draftTop: [Int32] = []
+            var confidence: [Float] = []
             for t in 0..<(tokens.count - 1) {
                 runner.evaluate(hidden, rows: t..<(t + 1), scratch: scratch)
                 let head = runner.head
@@ -61,7 +81,9 @@ public struct AdapterEvaluator {
                 var dense = [Float](repeating: 0, count: c.vocabularySize)
                 for r in 0..<head.rowCount { dense[Int(head.tokenID(row: r))] = q[r] }
                 drafts.append(dense)
-                draftTop.append(head.tokenID(row: VectorOps.argmax(head.logits.pointer, count: head.rowCount)))
+                let top = VectorOps.argmax(head.logits.pointer, count: head.rowCount)
+                draftTop.append(head.tokenID(row: top))
+                confidence.append(q[top])
             }
             try model.forward(layers: adapter.config.exitLayer..<c.layerCount, hidden: hidden, cache: cache, scratch: scratch)
             for start in stride(from: 0, to: tokens.count - 1, by: chunk) {
@@ -72,7 +94,8 @@ public struct AdapterEvaluator {
                     Self.softmax(row, count: c.vocabularySize, into: &p)
                     var overlap: Double = 0
                     for v in 0..<c.vocabularySize { overlap += Double(min(p[v], drafts[t][v])) }
-                    stats.add(agree: Int(draftTop[t]) == VectorOps.argmax(row, count: c.vocabularySize), overlap: overlap)
+                    stats.add(agree: Int(draftTop[t]) == VectorOps.argmax(row, count: c.vocabularySize), overlap: overlap,
+                              confidence: confidence[t])
                 }
             }
             progress(index + 1)

@@ -197,7 +197,12 @@ struct TrainingDataTests {
         #expect(perfect.positions == 10)
         #expect(perfect.top1Agreement == 1)
         #expect(abs(perfect.expectedAcceptance - 1) < 1e-4)
+        // Every position lands in one confidence bin; the bins' agreements add up to the total.
+        #expect(perfect.byConfidence.reduce(0) { $0 + $1.positions } == 10)
+        #expect(perfect.atConfidence(atLeast: 0) == (share: 1, agreement: 1))
         let random = try AdapterEvaluator(model: model, adapter: .random(for: model, exitLayer: 1, seed: 3)).agreement(on: sequences)
         #expect(random.expectedAcceptance < 0.95)
+        #expect(random.byConfidence.reduce(0) { $0 + $1.positions } == random.positions)
+        #expect(abs(random.atConfidence(atLeast: 0).agreement - random.top1Agreement) < 1e-12)
     }
 }
