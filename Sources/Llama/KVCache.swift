@@ -68,8 +68,8 @@ public final class KVCache: @unchecked Sendable {
         for i in 0..<kvSize { row[i] = Float16(value[i]).bitPattern }
     }
 
-    /// The values of a layer from `position` on: rows of `kvSize` halves.
-    func values(layer: Int, position: Int) -> UnsafePointer<UInt16> { UnsafePointer(values + (layer * capacity + position) * kvSize) }
+    /// The values of a layer: a row of `kvSize` halves per position.
+    func values(layer: Int) -> UnsafePointer<UInt16> { UnsafePointer(values + layer * capacity * kvSize) }
 
     func setLength(_ length: Int, layer: Int) { lengths[layer] = length }
 

@@ -268,7 +268,7 @@ final class AttentionJob: ParallelJob {
                                 cache.keyTiles(layer: layer, kvHead: kvHead), Int32(visible), Int32(headSize), scale,
                                 scores, stride)
             for head in 0..<groupSize { VectorOps.softmax(scores + head * stride, count: visible) }
-            kq_attention_values(scores, stride, Int32(groupSize), cache.values(layer: layer, position: 0) + kvHead * headSize,
+            kq_attention_values(scores, stride, Int32(groupSize), cache.values(layer: layer) + kvHead * headSize,
                                 c.kvSize, Int32(visible), Int32(headSize), scratch.attention.row(t) + firstHead * headSize)
         }
     }
