@@ -10,9 +10,13 @@ public final class AdapterRunner: @unchecked Sendable {
     let model: LlamaModel
     let attention: AttentionWeights
     let feedForward: FeedForwardWeights?
+    let deepProjection: WeightMatrix?
     let cache: KVCache
     let states: FloatMatrix
     public let head: DraftHead
+    /// The deep state as a product input, and its projection.
+    private let deepInput: ActivationBatch
+    private let projected: FloatMatrix
     private let storage: [UnsafeMutableRawPointer]
 
     public init(adapter: KangarooAdapter, model: LlamaModel, contextCapacity: Int, chunk: Int) {
@@ -40,6 +44,9 @@ public final class AdapterRunner: @unchecked Sendable {
                                up: matrix(f.up, rows: f.size, columns: c.hiddenSize),
                                down: matrix(f.down, rows: c.hiddenSize, columns: f.size))
         }
+        deepProjection = adapter.deepProjection.map { matrix($0, rows: c.hiddenSize, columns: c.hiddenSize) }
+        deepInput = ActivationBatch(capacity: c.hiddenSize)
+        projected = FloatMatrix(capacity: 1, columns: c.hiddenSize)
         self.storage = storage
         cache = KVCache(config: c, capacity: contextCapacity, layerCount: 1)
         states = FloatMatrix(capacity: chunk, columns: c.hiddenSize)
@@ -55,8 +62,12 @@ public final class AdapterRunner: @unchecked Sendable {
 
     public func truncate(to length: Int) { cache.truncate(to: length) }
 
-    /// Runs the adapter block over rows `rows` of `exitStates` (positions `length…`), leaving the
-    /// results in `states` rows `0..<rows.count` (at most `states.capacity` rows at once).
+    /// Whether `evaluate` uses a deep state.
+    public var takesDeepState: Bool { deepProjection != nil }
+
+    /// Runs the adapter's attention over rows `rows` of `exitStates` (positions `length…`), appending
+    /// their keys and values to its cache and leaving the results in `states` rows `0..<` the last
+    /// chunk's size. What follows the attention only matters where a draft is made (`evaluate`).
     public func feed(_ exitStates: FloatMatrix, rows: Range<Int>, scratch: ForwardScratch) {
         var start = rows.lowerBound
         while start < rows.upperBound {
@@ -65,14 +76,23 @@ public final class AdapterRunner: @unchecked Sendable {
             states.rows = count
             model.attentionBlock(attention, states: states.pointer, count: count, position: length,
                                  cache: cache, cacheLayer: 0, scratch: scratch)
-            if let feedForward { model.feedForwardBlock(feedForward, states: states.pointer, count: count, scratch: scratch) }
             start += count
         }
     }
 
-    /// Feeds rows `rows` of `exitStates` and evaluates the draft head on the last one.
-    public func evaluate(_ exitStates: FloatMatrix, rows: Range<Int>, scratch: ForwardScratch) {
+    /// Feeds rows `rows` of `exitStates` and evaluates the rest of the adapter and the draft head on the
+    /// last one. `deepState` (`hiddenSize` floats: the full model's normalised final state at the
+    /// position before) is added through the deep projection when the adapter has one; nil withholds it.
+    public func evaluate(_ exitStates: FloatMatrix, rows: Range<Int>, deepState: UnsafePointer<Float>? = nil,
+                         scratch: ForwardScratch) {
         feed(exitStates, rows: rows, scratch: scratch)
-        head.evaluate(states.row(states.rows - 1), pool: scratch.pool)
+        let last = states.row(states.rows - 1)
+        if let deepProjection, let deepState {
+            deepInput.set(deepState, count: 1, columns: projected.columns)
+            deepProjection.multiply(deepInput, into: projected.pointer, pool: scratch.pool)
+            for i in 0..<projected.columns { last[i] += projected.pointer[i] }
+        }
+        if let feedForward { model.feedForwardBlock(feedForward, states: last, count: 1, scratch: scratch) }
+        head.evaluate(last, pool: scratch.pool)
     }
 }

@@ -43,21 +43,29 @@ public enum AdapterError: Error, CustomStringConvertible {
 }
 
 /// Kangaroo's adapter: RMSNorm → self-attention (the model's head layout, RoPE at absolute positions)
-/// with residual → [optionally RMSNorm → SwiGLU feed-forward with residual] → RMSNorm → the model's own
-/// LM head. It turns the exit-layer hidden state of the shallow sub-network into a draft distribution.
-/// Weights are float32 and owned here.
+/// with residual → [optionally + the projected deep state] → [optionally RMSNorm → SwiGLU feed-forward
+/// with residual] → RMSNorm → the model's own LM head. It turns the exit-layer hidden state of the
+/// shallow sub-network into a draft distribution. Weights are float32 and owned here.
+///
+/// The deep state (not in the paper; EAGLE's idea in Kangaroo's setting) is the full model's final
+/// hidden state, normalised by its output norm, at the position before the drafting one. Verification
+/// has just computed it for a round's first draft, so that draft sees what the deep layers knew; later
+/// drafts of the round go without it (their predecessors are unverified), and training withholds it
+/// at random so the adapter learns both cases.
 ///
 /// Tensor names follow the reference checkpoint: `layers.0.input_layernorm.weight`,
 /// `layers.0.self_attn.{q,k,v,o}_proj.weight` (rows × columns = output × input; q and k rows in the
 /// GGUF adjacent-pair RoPE order, like the model's own), `norm.weight`; with a feed-forward block
 /// also `layers.0.post_attention_layernorm.weight` and `layers.0.mlp.{gate,up,down}_proj.weight`;
-/// optionally `draft_vocab` (int32 token ids) restricting the draft head to a sub-vocabulary.
+/// with a deep state `deep_proj.weight` (d × d); optionally `draft_vocab` (int32 token ids) restricting the draft head to a sub-vocabulary.
 public final class KangarooAdapter: @unchecked Sendable {
     public let config: AdapterConfig
     public private(set) var inputNorm: [Float]
     public private(set) var query: [Float], key: [Float], value: [Float], output: [Float]
     public private(set) var norm: [Float]
     public let feedForward: FeedForward?
+    /// `[d × d]`: maps the deep state into the adapter's residual stream; nil when it takes none.
+    public let deepProjection: [Float]?
     /// Token ids the draft head scores (nil: the whole vocabulary).
     public let draftVocabulary: [Int32]?
 
@@ -79,7 +87,7 @@ public final class KangarooAdapter: @unchecked Sendable {
     public static let configFile = "adapter.json"
 
     public init(config: AdapterConfig, inputNorm: [Float], query: [Float], key: [Float], value: [Float], output: [Float],
-                norm: [Float], feedForward: FeedForward? = nil, draftVocabulary: [Int32]? = nil) {
+                norm: [Float], feedForward: FeedForward? = nil, deepProjection: [Float]? = nil, draftVocabulary: [Int32]? = nil) {
         let d = config.hiddenSize, qs = config.headCount * config.headSize, kv = config.kvHeadCount * config.headSize
         precondition(inputNorm.count == d && norm.count == d && query.count == qs * d && key.count == kv * d
                      && value.count == kv * d && output.count == d * qs, "adapter weights do not match the config")
@@ -88,6 +96,7 @@ public final class KangarooAdapter: @unchecked Sendable {
             precondition(f.norm.count == d && f.gate.count == f.size * d && f.up.count == f.size * d && f.down.count == d * f.size,
                          "feed-forward weights do not match the config")
         }
+        precondition(deepProjection.map { $0.count == d * d } ?? true, "the deep projection must be d × d")
         self.config = config
         self.inputNorm = inputNorm
         self.query = query
@@ -96,7 +105,17 @@ public final class KangarooAdapter: @unchecked Sendable {
         self.output = output
         self.norm = norm
         self.feedForward = feedForward
+        self.deepProjection = deepProjection
         self.draftVocabulary = draftVocabulary
+    }
+
+    /// This adapter taking the deep state through a zero projection: it drafts exactly as before until
+    /// training moves the projection.
+    public func addingDeepState() -> KangarooAdapter {
+        KangarooAdapter(config: config, inputNorm: inputNorm, query: query, key: key, value: value, output: output, norm: norm,
+                        feedForward: feedForward,
+                        deepProjection: deepProjection ?? Array(repeating: 0, count: config.hiddenSize * config.hiddenSize),
+                        draftVocabulary: draftVocabulary)
     }
 
     static func config(for model: LlamaModel, exitLayer: Int, origin: String, feedForwardSize: Int? = nil) -> AdapterConfig {
@@ -106,8 +125,9 @@ public final class KangarooAdapter: @unchecked Sendable {
                              modelFingerprint: model.gguf.fingerprint, origin: origin, feedForwardSize: feedForwardSize)
     }
 
-    /// A random adapter (seeded), for tests: drafts badly, so rounds reject often.
-    public static func random(for model: LlamaModel, exitLayer: Int, seed: UInt64) -> KangarooAdapter {
+    /// A random adapter (seeded), for tests: drafts badly, so rounds reject often. With `deepState`, its
+    /// deep projection is random too.
+    public static func random(for model: LlamaModel, exitLayer: Int, seed: UInt64, deepState: Bool = false) -> KangarooAdapter {
         var generator = SplitMix64(seed: seed)
         let c = model.config
         let d = c.hiddenSize
@@ -118,7 +138,8 @@ public final class KangarooAdapter: @unchecked Sendable {
         return KangarooAdapter(config: config(for: model, exitLayer: exitLayer, origin: "random seed \(seed)"),
                                inputNorm: Array(repeating: 1, count: d),
                                query: matrix(c.querySize, d), key: matrix(c.kvSize, d), value: matrix(c.kvSize, d),
-                               output: matrix(d, c.querySize), norm: model.outputNorm)
+                               output: matrix(d, c.querySize), norm: model.outputNorm,
+                               deepProjection: deepState ? matrix(d, d) : nil)
     }
 
     /// The paper's initialisation: a copy of decoder layer `exitLayer`'s attention (dequantised), and
@@ -171,6 +192,7 @@ public final class KangarooAdapter: @unchecked Sendable {
             tensors["layers.0.mlp.up_proj.weight"] = .init(floats: f.up, shape: [f.size, d])
             tensors["layers.0.mlp.down_proj.weight"] = .init(floats: f.down, shape: [d, f.size])
         }
+        if let deepProjection { tensors["deep_proj.weight"] = .init(floats: deepProjection, shape: [d, d]) }
         if let draftVocabulary { tensors["draft_vocab"] = .init(ints: draftVocabulary, shape: [draftVocabulary.count]) }
         try SafeTensors.write(SafeTensors.File(tensors: tensors), to: directory + "/" + Self.weightsFile)
         let encoder = JSONEncoder()
@@ -229,6 +251,7 @@ public final class KangarooAdapter: @unchecked Sendable {
             output: try tensor("layers.0.self_attn.o_proj.weight", [d, c.querySize]),
             norm: try tensor("norm.weight", [d]),
             feedForward: feedForward,
+            deepProjection: file.tensors["deep_proj.weight"] == nil ? nil : try tensor("deep_proj.weight", [d, d]),
             draftVocabulary: vocabulary)
     }
 }

@@ -97,6 +97,9 @@ public final class SpeculativeDecoder: Decoder {
     /// whose drafts were all accepted went through the shallow layers but not the adapter ("lag by
     /// one"); the next draft step feeds them together with the newest state.
     let lagging: FloatMatrix
+    /// The full model's final state at the position before the pending token, normalised by its output
+    /// norm: the deep state of the round's first draft, for adapters that take one.
+    let deepState: FloatMatrix
     private var pending: Int32 = 0
     private var drafts: [Int32] = []
     /// Back-off state: the length of the current back-off, and the rounds of it still to decode
@@ -133,6 +136,7 @@ public final class SpeculativeDecoder: Decoder {
         exitStates = FloatMatrix(capacity: maxDraftCapacity + 1, columns: c.hiddenSize)
         logits = FloatMatrix(capacity: maxDraftCapacity + 1, columns: c.vocabularySize)
         lagging = FloatMatrix(capacity: 4, columns: c.hiddenSize)
+        deepState = FloatMatrix(capacity: 1, columns: c.hiddenSize)
         self.acceptance = acceptance
         draftProbabilities = FloatMatrix(capacity: maxDraftCapacity, columns: c.vocabularySize)
         targetProbabilities = FloatMatrix(capacity: 1, columns: c.vocabularySize)
@@ -189,6 +193,7 @@ public final class SpeculativeDecoder: Decoder {
         try model.forward(layers: shallow, hidden: states, cache: cache, scratch: scratch)
         adapter?.feed(states, rows: 0..<states.rows, scratch: scratch)
         try model.forward(layers: deep, hidden: states, cache: cache, scratch: scratch)
+        keepDeepState(states.row(states.rows - 1))
         model.logits(states, rows: (states.rows - 1)..<states.rows, into: logits, scratch: scratch)
         pending = sampler.sample(logits.row(0), count: logits.columns)
         return DecodedRound(tokens: [pending], logits: logits)
@@ -232,6 +237,7 @@ public final class SpeculativeDecoder: Decoder {
         try model.forward(layers: deep, hidden: exitStates, cache: cache, scratch: scratch)
         model.logits(exitStates, rows: 0..<exitStates.rows, into: logits, scratch: scratch)
         let (accepted, next) = sampler.options.isGreedy ? verifyGreedy(&sampler) : verifySampled(&sampler)
+        keepDeepState(exitStates.row(accepted))
         var tokens = Array(drafts[0..<accepted])
         tokens.append(next)
 
@@ -267,6 +273,13 @@ public final class SpeculativeDecoder: Decoder {
         } else {
             backoff = 0
         }
+    }
+
+    /// Keeps the normalised final state of the last committed position (`final`: a row after the deep layers).
+    private func keepDeepState(_ final: UnsafePointer<Float>) {
+        guard adapter?.takesDeepState == true else { return }
+        VectorOps.rmsNorm(final, weight: model.outputNorm, eps: model.config.rmsNormEpsilon, count: deepState.columns,
+                          into: deepState.pointer)
     }
 
     /// Runs `token` through the shallow layers at the next position and keeps its exit state.
@@ -325,7 +338,9 @@ public final class SpeculativeDecoder: Decoder {
         let head: DraftHead
         if let adapter {
             flushLagging(adapter)
-            adapter.evaluate(exitStates, rows: newest..<(newest + 1), scratch: scratch)
+            // Only the round's first draft has a verified predecessor, hence a deep state.
+            adapter.evaluate(exitStates, rows: newest..<(newest + 1), deepState: newest == 0 ? deepState.pointer : nil,
+                             scratch: scratch)
             head = adapter.head
         } else {
             head = layerSkipHead!

@@ -64,8 +64,27 @@ struct TrainAdapter: ParsableCommand {
     @Flag(help: "Give the adapter a feed-forward block after its attention, initialised from the exit layer's (about one more layer's work per draft step).")
     var feedForward = false
 
+    @Flag(help: """
+        Give the adapter the deep state (beyond the paper): the full model's final hidden state at the         position before, which verification has just computed for a round's first draft, added through a         learned d × d projection (initialised to zero).
+        """)
+    var deepState = false
+
+    @Option(help: "With --deep-state: the share of positions trained without it (drafts after a round's first have none).")
+    var deepStateDropout = 0.25
+
+    @Option(help: "Start from this adapter folder (for instance the shipped one) instead of a copy of the exit layer.")
+    var startFrom: String?
+
     @Flag(help: "Continue from the checkpoint in --output.")
     var resume = false
+
+    func validate() throws {
+        if feedForward && randomInit != nil { throw ValidationError("--feed-forward starts from a copy of the exit layer; drop --random-init") }
+        if startFrom != nil && (randomInit != nil || feedForward) {
+            throw ValidationError("--start-from takes the adapter as it is; drop --random-init and --feed-forward")
+        }
+        guard (0..<1).contains(deepStateDropout) else { throw ValidationError("--deep-state-dropout must be in [0, 1)") }
+    }
 
     func run() throws {
         let began = Date()
@@ -82,7 +101,7 @@ struct TrainAdapter: ParsableCommand {
                 .map { (tokens: ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation), firstTarget: 0) }
                 .filter { $0.tokens.count > 8 }
         FileHandle.standardError.write(Data("teacher forcing \(sequences.count) conversations (\(sequences.reduce(0) { $0 + $1.tokens.count }) tokens) …\n".utf8))
-        let forcing = TeacherForcing(model: model, exitLayer: exitLayer)
+        let forcing = TeacherForcing(model: model, exitLayer: exitLayer, keepsDeepStates: deepState)
         let bar = ProgressBar(total: sequences.count)
         var examples: [TeacherForcedSequence] = []
         for sequence in sequences {
@@ -97,13 +116,20 @@ struct TrainAdapter: ParsableCommand {
         options.warmup = warmup
         options.draftVocabulary = draftVocabulary
         options.seed = seed
-        if feedForward && randomInit != nil { throw ValidationError("--feed-forward starts from a copy of the exit layer; drop --random-init") }
-        let start = randomInit.map { KangarooAdapter.random(for: model, exitLayer: exitLayer, seed: $0) }
+        options.deepStateDropout = deepStateDropout
+        var start = randomInit.map { KangarooAdapter.random(for: model, exitLayer: exitLayer, seed: $0) }
             ?? KangarooAdapter.copyingLayer(of: model, exitLayer: exitLayer, feedForward: feedForward)
+        if let startFrom {
+            start = try KangarooAdapter.load(from: startFrom, for: model)
+            guard start.config.exitLayer == exitLayer else {
+                throw ValidationError("\(startFrom) was trained for exit layer \(start.config.exitLayer); pass --exit-layer \(start.config.exitLayer)")
+            }
+        }
+        if deepState { start = start.addingDeepState() }
         let trainer = AdapterTrainer(model: model, start: start, examples: examples, options: options)
         if resume { try trainer.resume(from: output) }
         let source = selfDistill > 0 ? "self-distilled answers (≤\(selfDistill) tokens) to " : ""
-        let origin = "trained: exit layer \(exitLayer), \(source)\(examples.count) ShareGPT conversations × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")\(feedForward ? ", with a feed-forward block" : "")"
+        let origin = "trained: exit layer \(exitLayer), \(source)\(examples.count) ShareGPT conversations × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(startFrom.map { "started from \($0)" } ?? randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")\(feedForward ? ", with a feed-forward block" : "")\(deepState ? ", deep state (dropout \(deepStateDropout))" : "")"
         let trainingStart = Date()
         var recentLoss: [Double] = [], recentAgreement: [Double] = []
         var done = trainer.optimiser.step

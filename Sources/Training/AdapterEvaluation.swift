@@ -50,7 +50,8 @@ public struct AdapterEvaluator {
     }
 
     /// Statistics over every position of every sequence (each predicts the next token), from position
-    /// `firstScored[i]` on in sequence i when given (earlier positions are context only).
+    /// `firstScored[i]` on in sequence i when given (earlier positions are context only). An adapter
+    /// with a deep state gets it at every position, so this measures a round's first draft.
     public func agreement(on sequences: [[Int32]], firstScored: [Int]? = nil,
                           progress: (Int) -> Void = { _ in }) throws -> AgreementStatistics {
         let c = model.config
@@ -58,6 +59,8 @@ public struct AdapterEvaluator {
         let cache = KVCache(config: c, capacity: longest)
         let scratch = ForwardScratch(config: c, contextCapacity: longest)
         let hidden = FloatMatrix(capacity: longest, columns: c.hiddenSize)
+        let exitStates = FloatMatrix(capacity: longest, columns: c.hiddenSize)
+        let deepState = FloatMatrix(capacity: 1, columns: c.hiddenSize)
         let runner = AdapterRunner(adapter: adapter, model: model, contextCapacity: longest, chunk: 1)
         let chunk = 16
         let logits = FloatMatrix(capacity: chunk, columns: c.vocabularySize)
@@ -70,12 +73,20 @@ public struct AdapterEvaluator {
             runner.reset()
             model.embed(tokens, into: hidden)
             try model.forward(layers: 0..<adapter.config.exitLayer, hidden: hidden, cache: cache, scratch: scratch)
-            // Draft distributions, one position at a time through the adapter's own cache.
+            for t in 0..<(tokens.count - 1) { exitStates.copyRow(from: hidden, row: t, to: t) }
+            exitStates.rows = tokens.count - 1
+            try model.forward(layers: adapter.config.exitLayer..<c.layerCount, hidden: hidden, cache: cache, scratch: scratch)
+            // Draft distributions, one position at a time through the adapter's own cache, each with the
+            // deep state of the position before (as a round's first draft has it).
             var drafts: [[Float]] = []
             var draftTop: [Int32] = []
             var confidence: [Float] = []
             for t in 0..<(tokens.count - 1) {
-                runner.evaluate(hidden, rows: t..<(t + 1), scratch: scratch)
+                if t > 0 {
+                    VectorOps.rmsNorm(hidden.row(t - 1), weight: model.outputNorm, eps: c.rmsNormEpsilon, count: c.hiddenSize,
+                                      into: deepState.pointer)
+                }
+                runner.evaluate(exitStates, rows: t..<(t + 1), deepState: t > 0 ? deepState.pointer : nil, scratch: scratch)
                 let head = runner.head
                 Self.softmax(head.logits.pointer, count: head.rowCount, into: &q)
                 var dense = [Float](repeating: 0, count: c.vocabularySize)
@@ -85,7 +96,6 @@ public struct AdapterEvaluator {
                 draftTop.append(head.tokenID(row: top))
                 confidence.append(q[top])
             }
-            try model.forward(layers: adapter.config.exitLayer..<c.layerCount, hidden: hidden, cache: cache, scratch: scratch)
             for start in stride(from: 0, to: tokens.count - 1, by: chunk) {
                 let rows = start..<min(start + chunk, tokens.count - 1)
                 model.logits(hidden, rows: rows, into: logits, scratch: scratch)

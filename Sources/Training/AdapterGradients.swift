@@ -1,7 +1,7 @@
 import Foundation
 
-/// Shapes of an adapter: hidden size `d`, query heads and key-value heads of `headSize`, and the
-/// width of its feed-forward block (0: none).
+/// Shapes of an adapter: hidden size `d`, query heads and key-value heads of `headSize`, the width
+/// of its feed-forward block (0: none), and whether it takes the full model's deep state.
 public struct AdapterShape: Sendable, Equatable {
     public var hidden: Int
     public var heads: Int
@@ -10,8 +10,10 @@ public struct AdapterShape: Sendable, Equatable {
     public var ropeBase: Double
     public var eps: Double
     public var feedForward: Int
+    public var deepState: Bool
 
-    public init(hidden: Int, heads: Int, kvHeads: Int, headSize: Int, ropeBase: Double, eps: Double, feedForward: Int = 0) {
+    public init(hidden: Int, heads: Int, kvHeads: Int, headSize: Int, ropeBase: Double, eps: Double, feedForward: Int = 0,
+                deepState: Bool = false) {
         self.hidden = hidden
         self.heads = heads
         self.kvHeads = kvHeads
@@ -19,6 +21,7 @@ public struct AdapterShape: Sendable, Equatable {
         self.ropeBase = ropeBase
         self.eps = eps
         self.feedForward = feedForward
+        self.deepState = deepState
     }
 
     public var querySize: Int { heads * headSize }
@@ -26,8 +29,9 @@ public struct AdapterShape: Sendable, Equatable {
 }
 
 /// The trainable tensors of an adapter, row-major (`rows × columns` = output × input), or their
-/// gradients. The feed-forward tensors are empty when the adapter has no feed-forward block.
-/// Order of `tensors`: input norm, q, k, v, o, final norm, feed-forward norm, gate, up, down.
+/// gradients. The feed-forward tensors are empty when the adapter has no feed-forward block, the deep
+/// projection when it takes no deep state.
+/// Order of `tensors`: input norm, q, k, v, o, final norm, feed-forward norm, gate, up, down, deep projection.
 public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equatable {
     public var inputNorm: [S]        // [d]
     public var query: [S]            // [heads·headSize × d]
@@ -39,9 +43,10 @@ public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equat
     public var gate: [S]             // [f × d] or []
     public var up: [S]               // [f × d] or []
     public var down: [S]             // [d × f] or []
+    public var deepProjection: [S]   // [d × d] or []
 
     public init(inputNorm: [S], query: [S], key: [S], value: [S], output: [S], norm: [S],
-                feedForwardNorm: [S] = [], gate: [S] = [], up: [S] = [], down: [S] = []) {
+                feedForwardNorm: [S] = [], gate: [S] = [], up: [S] = [], down: [S] = [], deepProjection: [S] = []) {
         self.inputNorm = inputNorm
         self.query = query
         self.key = key
@@ -52,6 +57,7 @@ public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equat
         self.gate = gate
         self.up = up
         self.down = down
+        self.deepProjection = deepProjection
     }
 
     /// All zeros, shaped for `shape`.
@@ -60,16 +66,18 @@ public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equat
         func zeros(_ n: Int) -> [S] { Array(repeating: 0, count: n) }
         self.init(inputNorm: zeros(d), query: zeros(shape.querySize * d), key: zeros(shape.kvSize * d),
                   value: zeros(shape.kvSize * d), output: zeros(d * shape.querySize), norm: zeros(d),
-                  feedForwardNorm: zeros(f > 0 ? d : 0), gate: zeros(f * d), up: zeros(f * d), down: zeros(d * f))
+                  feedForwardNorm: zeros(f > 0 ? d : 0), gate: zeros(f * d), up: zeros(f * d), down: zeros(d * f),
+                  deepProjection: zeros(shape.deepState ? d * d : 0))
     }
 
-    public static var tensorNames: [String] { ["input norm", "q", "k", "v", "o", "norm", "feed-forward norm", "gate", "up", "down"] }
+    public static var tensorNames: [String] { ["input norm", "q", "k", "v", "o", "norm", "feed-forward norm", "gate", "up", "down", "deep projection"] }
 
     public var tensors: [[S]] {
-        get { [inputNorm, query, key, value, output, norm, feedForwardNorm, gate, up, down] }
+        get { [inputNorm, query, key, value, output, norm, feedForwardNorm, gate, up, down, deepProjection] }
         set {
             (inputNorm, query, key, value, output, norm) = (newValue[0], newValue[1], newValue[2], newValue[3], newValue[4], newValue[5])
             (feedForwardNorm, gate, up, down) = (newValue[6], newValue[7], newValue[8], newValue[9])
+            deepProjection = newValue[10]
         }
     }
 }
@@ -79,6 +87,8 @@ public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equat
 /// Forward (positions `start ..< start + T`, causal, attending only within the sequence):
 ///   n₁ = RMSNorm(h; g₁); q, k, v = n₁Wqᵀ, n₁Wkᵀ, n₁Wvᵀ; RoPE(q, k) at absolute positions (adjacent pairs);
 ///   o = softmax(qkᵀ/√hs + causal mask) v per head (grouped key-value heads); y = h + oWoᵀ;
+///   with a deep state, y += DWpᵀ, where row t of D is the full model's normalised final state at
+///   position t − 1 (or zeros where it is withheld);
 ///   with a feed-forward block: n₃ = RMSNorm(y; g₃), z = y + (silu(n₃Wgᵀ) ⊙ n₃Wuᵀ)Wdᵀ, else z = y;
 ///   n₂ = RMSNorm(z; g₂); logits = n₂Eᵀ with the frozen head E.
 /// Loss: soft cross-entropy −Σᵥ p(v) log softmax(logits)(v) against the full model's distribution p,
@@ -94,8 +104,10 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
     ///   - states: exit-layer hidden states, `T × d`.
     ///   - targets: the full model's next-token distribution at each position, `T × V`.
     ///   - head: the frozen LM head, `V × d`.
+    ///   - deepStates: `T × d`, the deep state each position sees (required when `shape.deepState`).
     public func evaluate(_ w: AdapterTensors<S>, states: [S], start: Int, targets: [S], head: [S],
-                         vocabulary: Int) -> (loss: S, gradients: AdapterTensors<S>, logits: [S]) {
+                         vocabulary: Int, deepStates: [S]? = nil) -> (loss: S, gradients: AdapterTensors<S>, logits: [S]) {
+        precondition(shape.deepState == (deepStates != nil), "deep states are given exactly when the adapter takes them")
         let d = shape.hidden, hs = shape.headSize, dq = shape.querySize, dkv = shape.kvSize
         let count = states.count / d
         let group = shape.heads / shape.kvHeads
@@ -146,6 +158,10 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
         }
         var y = matmul(o, w.output, rows: count, inner: dq, out: d)
         for i in 0..<(count * d) { y[i] += states[i] }
+        if let deepStates {
+            let projected = matmul(deepStates, w.deepProjection, rows: count, inner: d, out: d)
+            for i in 0..<(count * d) { y[i] += projected[i] }
+        }
         let feedForward = shape.feedForward > 0 ? feedForwardForward(w, y, rows: count) : nil
         let z = feedForward?.z ?? y
         let (n2, r2) = rmsNorm(z, weight: w.norm, rows: count, eps: eps)
@@ -178,6 +194,7 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
         let dZ = rmsNormBackward(dN2, input: z, weight: w.norm, inverseRMS: r2, rows: count, weightGradient: &g.norm)
         let dY = feedForward.map { feedForwardBackward(w, $0, y, dZ: dZ, rows: count, gradients: &g) } ?? dZ
         g.output = outerSum(dY, o, rows: count, left: d, right: dq)
+        if let deepStates { g.deepProjection = outerSum(dY, deepStates, rows: count, left: d, right: d) }
         let dO = matmulTransposed(dY, w.output, rows: count, inner: d, out: dq)
         var dQ = [S](repeating: 0, count: count * dq), dK = [S](repeating: 0, count: count * dkv), dV = dK
         for h in 0..<shape.heads {

@@ -15,6 +15,9 @@ public struct TrainingOptions: Sendable {
     public var draftVocabulary = 8192
     public var seed: UInt64 = 1
     public var checkpointEvery = 100
+    /// Adapters with a deep state: the share of positions trained without it, as drafts after a round's
+    /// first are made at inference.
+    public var deepStateDropout = 0.25
 
     public init() {}
 }
@@ -51,7 +54,8 @@ public final class AdapterTrainer {
         base = start
         let c = model.config
         shape = AdapterShape(hidden: c.hiddenSize, heads: c.headCount, kvHeads: c.kvHeadCount, headSize: c.headSize,
-                             ropeBase: Double(c.ropeBase), eps: Double(c.rmsNormEpsilon), feedForward: start.feedForward?.size ?? 0)
+                             ropeBase: Double(c.ropeBase), eps: Double(c.rmsNormEpsilon), feedForward: start.feedForward?.size ?? 0,
+                             deepState: start.deepProjection != nil)
         weights = Self.tensors(of: start)
         optimiser = AdamW(weightDecay: Float(options.weightDecay), clipNorm: Float(options.clipNorm))
         self.examples = examples
@@ -70,7 +74,7 @@ public final class AdapterTrainer {
         let f = adapter.feedForward
         return AdapterTensors(inputNorm: adapter.inputNorm, query: adapter.query, key: adapter.key, value: adapter.value,
                               output: adapter.output, norm: adapter.norm, feedForwardNorm: f?.norm ?? [], gate: f?.gate ?? [],
-                              up: f?.up ?? [], down: f?.down ?? [])
+                              up: f?.up ?? [], down: f?.down ?? [], deepProjection: adapter.deepProjection ?? [])
     }
 
     /// Token ids ranked by how much target probability they carry (all ids when `limit` is 0 or larger).
@@ -103,6 +107,20 @@ public final class AdapterTrainer {
         return dense
     }
 
+    /// Row t: the deep state position t sees (the final state at t − 1), or zeros at t = 0 and where a
+    /// seeded draw withholds it. Nil for adapters without a deep state.
+    func deepStates(_ example: TeacherForcedSequence, step: Int) -> [Float]? {
+        guard shape.deepState else { return nil }
+        precondition(example.deepStates.count == example.count * shape.hidden, "teacher forcing kept no deep states")
+        let d = shape.hidden
+        var random = SplitMix64(seed: options.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(step))
+        var rows = [Float](repeating: 0, count: example.count * d)
+        for t in 1..<max(example.count, 1) where random.nextUnit() >= options.deepStateDropout {
+            for c in 0..<d { rows[t * d + c] = example.deepStates[(t - 1) * d + c] }
+        }
+        return rows
+    }
+
     /// Runs one step on the next sequence.
     public func step() -> TrainingProgress {
         let index = order[optimiser.step % order.count]
@@ -110,7 +128,8 @@ public final class AdapterTrainer {
         let target = targets(example)
         let loss = AdapterLoss<Float>(shape: shape)
         let (value, gradients, logits) = loss.evaluate(weights, states: example.states, start: 0, targets: target, head: head,
-                                                       vocabulary: vocabulary.count)
+                                                       vocabulary: vocabulary.count,
+                                                       deepStates: deepStates(example, step: optimiser.step))
         let schedule = LearningRateSchedule(peak: options.learningRate, warmup: options.warmup, total: options.steps)
         let rate = schedule.rate(at: optimiser.step)
         optimiser.update(&weights, gradients: gradients, rate: Float(rate))
@@ -136,6 +155,7 @@ public final class AdapterTrainer {
             ? KangarooAdapter.FeedForward(norm: w.feedForwardNorm, gate: w.gate, up: w.up, down: w.down) : nil
         return KangarooAdapter(config: config, inputNorm: w.inputNorm, query: w.query, key: w.key, value: w.value,
                                output: w.output, norm: w.norm, feedForward: feedForward,
+                               deepProjection: shape.deepState ? w.deepProjection : nil,
                                draftVocabulary: vocabulary.count < model.config.vocabularySize ? vocabulary : nil)
     }
 

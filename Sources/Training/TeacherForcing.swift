@@ -8,6 +8,9 @@ import Tensor
 public struct TeacherForcedSequence: Sendable {
     /// `count × hidden` exit-layer states.
     public var states: [Float]
+    /// `count × hidden` final states after the output norm (the deep states: row t is what the position
+    /// after t sees). Empty unless asked for.
+    public var deepStates: [Float] = []
     /// `count × k` token ids and probabilities of the full model's most likely next tokens.
     public var topIDs: [Int32]
     public var topProbabilities: [Float]
@@ -22,11 +25,14 @@ public struct TeacherForcing {
     public let model: LlamaModel
     public let exitLayer: Int
     public let k: Int
+    /// Whether to keep the deep states (for adapters that take them).
+    public let keepsDeepStates: Bool
 
-    public init(model: LlamaModel, exitLayer: Int, k: Int = 32) {
+    public init(model: LlamaModel, exitLayer: Int, k: Int = 32, keepsDeepStates: Bool = false) {
         self.model = model
         self.exitLayer = exitLayer
         self.k = k
+        self.keepsDeepStates = keepsDeepStates
     }
 
     /// Runs the model over `tokens` (all but the last position predict a next token); positions before
@@ -42,6 +48,14 @@ public struct TeacherForcing {
         try model.forward(layers: 0..<exitLayer, hidden: hidden, cache: cache, scratch: scratch)
         let states = Array(UnsafeBufferPointer(start: hidden.pointer, count: count * c.hiddenSize))
         try model.forward(layers: exitLayer..<c.layerCount, hidden: hidden, cache: cache, scratch: scratch)
+        var deepStates = [Float](repeating: 0, count: keepsDeepStates ? count * c.hiddenSize : 0)
+        deepStates.withUnsafeMutableBufferPointer { out in
+            guard let base = out.baseAddress else { return }
+            for t in 0..<count {
+                VectorOps.rmsNorm(hidden.row(t), weight: model.outputNorm, eps: c.rmsNormEpsilon, count: c.hiddenSize,
+                                  into: base + t * c.hiddenSize)
+            }
+        }
         let chunk = 16
         let logits = FloatMatrix(capacity: chunk, columns: c.vocabularySize)
         var ids = [Int32](), probabilities = [Float]()
@@ -60,7 +74,7 @@ public struct TeacherForcing {
                 }
             }
         }
-        return TeacherForcedSequence(states: states, topIDs: ids, topProbabilities: probabilities, count: count, k: k,
+        return TeacherForcedSequence(states: states, deepStates: deepStates, topIDs: ids, topProbabilities: probabilities, count: count, k: k,
                                      firstTarget: min(max(firstTarget, 0), count))
     }
 }

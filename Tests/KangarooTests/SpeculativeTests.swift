@@ -244,6 +244,40 @@ struct SpeculativeTests {
         }
     }
 
+    @Test("an adapter with a deep state round-trips through safetensors, drafts differently with it, and stays lossless")
+    func deepStateAdapter() throws {
+        let adapter = KangarooAdapter.random(for: real.model, exitLayer: 2, seed: 12, deepState: true)
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("adapter-\(UUID().uuidString)").path
+        try adapter.save(to: folder)
+        let loaded = try KangarooAdapter.load(from: folder, for: real.model)
+        #expect(loaded.deepProjection != nil && loaded.deepProjection == adapter.deepProjection)
+
+        let prompt = prompts[1]
+        let expected = try plain(prompt, maxTokens: 40).tokens
+        for threshold in [Float(0), 0.6] {
+            let decoder = try kangaroo(adapter, SpeculativeOptions(exitLayer: 2, threshold: threshold, maxDraft: 6))
+            #expect(try generate(decoder, prompt, maxTokens: 40).tokens == expected, "η=\(threshold)")
+        }
+
+        // The deep state reaches the round's first draft: the identity adapter at the last layer drafts the
+        // full model's own tokens, all accepted, with a zero projection; a large random projection spoils
+        // its first drafts, so fewer are accepted, and the output still does not change.
+        let layers = real.model.config.layerCount
+        let identity = KangarooAdapter.identity(for: real.model, exitLayer: layers).addingDeepState()
+        #expect(identity.deepProjection?.allSatisfy { $0 == 0 } == true)
+        let noise = KangarooAdapter.random(for: real.model, exitLayer: layers, seed: 13, deepState: true).deepProjection!
+        let spoiled = KangarooAdapter(config: identity.config, inputNorm: identity.inputNorm, query: identity.query, key: identity.key,
+                                      value: identity.value, output: identity.output, norm: identity.norm,
+                                      deepProjection: noise.map { $0 * 20 })
+        var meanAccepted: [Double] = []
+        for drafter in [identity, spoiled] {
+            let decoder = try kangaroo(drafter, SpeculativeOptions(exitLayer: layers, threshold: 0, maxDraft: 4))
+            #expect(try generate(decoder, prompt, maxTokens: 40).tokens == expected)
+            meanAccepted.append(decoder.statistics.meanAcceptedTokens)
+        }
+        #expect(meanAccepted[0] > 4.5 && meanAccepted[1] < meanAccepted[0] - 1, "mean accepted tokens: \(meanAccepted)")
+    }
+
     @Test("a sub-vocabulary draft head drafts only its tokens and stays lossless")
     func subVocabulary() throws {
         let base = KangarooAdapter.identity(for: real.model, exitLayer: real.model.config.layerCount)

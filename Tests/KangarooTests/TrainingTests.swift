@@ -9,8 +9,9 @@ import Training
 
 @Suite("Adapter training: gradients and optimiser")
 struct TrainingTests {
-    static func shape(feedForward: Int = 0) -> AdapterShape {
-        AdapterShape(hidden: 8, heads: 2, kvHeads: 1, headSize: 4, ropeBase: 10000, eps: 1e-5, feedForward: feedForward)
+    static func shape(feedForward: Int = 0, deepState: Bool = false) -> AdapterShape {
+        AdapterShape(hidden: 8, heads: 2, kvHeads: 1, headSize: 4, ropeBase: 10000, eps: 1e-5, feedForward: feedForward,
+                     deepState: deepState)
     }
     static let vocabulary = 11, count = 5
 
@@ -19,9 +20,10 @@ struct TrainingTests {
         var states: [Double]
         var targets: [Double]
         var head: [Double]
+        var deepStates: [Double]?
     }
 
-    static func problem(seed: UInt64, feedForward f: Int = 0) -> Problem {
+    static func problem(seed: UInt64, feedForward f: Int = 0, deepState: Bool = false) -> Problem {
         var random = SeededRandom(seed)
         func values(_ n: Int, _ scale: Double = 1) -> [Double] { (0..<n).map { _ in Double(random.float()) * scale } }
         let s = shape(feedForward: f), d = s.hidden
@@ -29,40 +31,43 @@ struct TrainingTests {
             inputNorm: values(d).map { 1 + 0.3 * $0 }, query: values(s.querySize * d, 0.6), key: values(s.kvSize * d, 0.6),
             value: values(s.kvSize * d, 0.6), output: values(d * s.querySize, 0.6), norm: values(d).map { 1 + 0.3 * $0 },
             feedForwardNorm: values(f > 0 ? d : 0).map { 1 + 0.3 * $0 }, gate: values(f * d, 0.8), up: values(f * d, 0.8),
-            down: values(d * f, 0.6))
+            down: values(d * f, 0.6), deepProjection: values(deepState ? d * d : 0, 0.6))
         var targets = values(count * vocabulary).map { exp(2 * $0) }
         for t in 0..<count {
             let sum = targets[(t * vocabulary)..<((t + 1) * vocabulary)].reduce(0, +)
             for v in 0..<vocabulary { targets[t * vocabulary + v] /= sum }
         }
-        return Problem(weights: weights, states: values(count * d, 2), targets: targets, head: values(vocabulary * d))
+        let states = values(count * d, 2)
+        // Row 0 has no predecessor; row 2 is withheld, as training's dropout does.
+        let deepStates = deepState ? (0..<(count * d)).map { $0 < d || $0 / d == 2 ? 0 : states[$0 - d] * 0.7 + 0.2 } : nil
+        return Problem(weights: weights, states: states, targets: targets, head: values(vocabulary * d), deepStates: deepStates)
     }
 
-    @Test("every backward agrees with central finite differences (float64), also with context-only positions and with a feed-forward block",
-          arguments: [false, true], [0, 6])
-    func gradientCheck(contextOnlyPrefix: Bool, feedForward: Int) {
-        let loss = AdapterLoss<Double>(shape: Self.shape(feedForward: feedForward))
-        var p = Self.problem(seed: 3, feedForward: feedForward)
+    @Test("every backward agrees with central finite differences (float64), also with context-only positions, a feed-forward block and a deep state",
+          arguments: [(false, 0, false), (true, 0, false), (false, 6, false), (true, 6, false), (false, 0, true), (true, 6, true)])
+    func gradientCheck(contextOnlyPrefix: Bool, feedForward: Int, deepState: Bool) {
+        let loss = AdapterLoss<Double>(shape: Self.shape(feedForward: feedForward, deepState: deepState))
+        var p = Self.problem(seed: 3, feedForward: feedForward, deepState: deepState)
         if contextOnlyPrefix {  // the first two positions have no target (a prompt before an answer)
             for i in 0..<(2 * Self.vocabulary) { p.targets[i] = 0 }
             // They still feed the later positions' attention: changing their states changes the loss.
             var moved = p.states
             for i in 0..<loss.shape.hidden { moved[i] += 0.5 }
-            let before = loss.evaluate(p.weights, states: p.states, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary).loss
-            let after = loss.evaluate(p.weights, states: moved, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary).loss
+            let before = loss.evaluate(p.weights, states: p.states, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary, deepStates: p.deepStates).loss
+            let after = loss.evaluate(p.weights, states: moved, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary, deepStates: p.deepStates).loss
             #expect(abs(before - after) > 1e-6)
         }
-        let (_, analytic, _) = loss.evaluate(p.weights, states: p.states, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary)
+        let (_, analytic, _) = loss.evaluate(p.weights, states: p.states, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary, deepStates: p.deepStates)
         let names = AdapterTensors<Double>.tensorNames
-        #expect(p.weights.tensors.filter { !$0.isEmpty }.count == (feedForward > 0 ? 10 : 6))
+        #expect(p.weights.tensors.filter { !$0.isEmpty }.count == (feedForward > 0 ? 10 : 6) + (deepState ? 1 : 0))
         let h = 1e-6
         for tensor in names.indices {
             for index in stride(from: 0, to: p.weights.tensors[tensor].count, by: max(1, p.weights.tensors[tensor].count / 13)) {
                 var plus = p.weights, minus = p.weights
                 plus.tensors[tensor][index] += h
                 minus.tensors[tensor][index] -= h
-                let lp = loss.evaluate(plus, states: p.states, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary).loss
-                let lm = loss.evaluate(minus, states: p.states, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary).loss
+                let lp = loss.evaluate(plus, states: p.states, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary, deepStates: p.deepStates).loss
+                let lm = loss.evaluate(minus, states: p.states, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary, deepStates: p.deepStates).loss
                 let numeric = (lp - lm) / (2 * h)
                 let exact = analytic.tensors[tensor][index]
                 #expect(abs(numeric - exact) <= 1e-6 + 1e-5 * abs(numeric), "\(names[tensor])[\(index)]: \(exact) vs \(numeric)")
@@ -91,13 +96,13 @@ struct TrainingTests {
         #expect(last < initial - 0.5 * (initial - entropy), "loss \(initial) → \(last), entropy \(entropy)")
     }
 
-    @Test("the training forward computes the logits the inference adapter drafts from, with and without a feed-forward block",
-          arguments: [false, true])
-    func trainingMatchesInference(feedForward: Bool) throws {
+    @Test("the training forward computes the logits the inference adapter drafts from, with and without a feed-forward block or a deep state",
+          arguments: [(false, false), (true, false), (false, true)])
+    func trainingMatchesInference(feedForward: Bool, deepState: Bool) throws {
         let model = try TinyModel.make(seed: 2)
         let c = model.config
         let adapter = feedForward ? KangarooAdapter.copyingLayer(of: model, exitLayer: 2, feedForward: true)
-                                  : KangarooAdapter.random(for: model, exitLayer: 2, seed: 9)
+                                  : KangarooAdapter.random(for: model, exitLayer: 2, seed: 9, deepState: deepState)
         let tokens: [Int32] = [1, 4, 2, 7, 3, 0]
         // Exit-layer states from the engine.
         let cache = KVCache(config: c, capacity: 16)
@@ -105,11 +110,18 @@ struct TrainingTests {
         let hidden = FloatMatrix(capacity: 16, columns: c.hiddenSize)
         model.embed(tokens, into: hidden)
         try model.forward(layers: 0..<2, hidden: hidden, cache: cache, scratch: scratch)
+        // Deep states: any vectors will do; position 0 and 3 go without one.
+        var random = SeededRandom(4)
+        let deep = (0..<(tokens.count * c.hiddenSize)).map { _ in random.float() }
+        let withheld: Set<Int> = [0, 3]
         // Inference: the adapter runner, position by position.
         let runner = AdapterRunner(adapter: adapter, model: model, contextCapacity: 16, chunk: 8)
         var inference: [[Float]] = []
         for t in 0..<tokens.count {
-            runner.evaluate(hidden, rows: t..<(t + 1), scratch: scratch)
+            deep.withUnsafeBufferPointer { d in
+                runner.evaluate(hidden, rows: t..<(t + 1), deepState: withheld.contains(t) ? nil : d.baseAddress! + t * c.hiddenSize,
+                                scratch: scratch)
+            }
             inference.append(runner.head.logits.rowArray(0))
         }
         // Training forward on the same states, with the model's head dequantised.
@@ -118,7 +130,8 @@ struct TrainingTests {
             for r in 0..<c.vocabularySize { model.output.dequantizeRow(r, into: buffer.baseAddress! + r * c.hiddenSize) }
         }
         let shape = AdapterShape(hidden: c.hiddenSize, heads: c.headCount, kvHeads: c.kvHeadCount, headSize: c.headSize,
-                                 ropeBase: Double(c.ropeBase), eps: Double(c.rmsNormEpsilon), feedForward: adapter.feedForward?.size ?? 0)
+                                 ropeBase: Double(c.ropeBase), eps: Double(c.rmsNormEpsilon), feedForward: adapter.feedForward?.size ?? 0,
+                                 deepState: deepState)
         // The runner holds its matrices in Q8_0: the training forward gets the same weights.
         func asRun(_ values: [Float], columns: Int) -> [Float] {
             let bytes = quantizeQ8_0(values, columns: columns)
@@ -133,11 +146,13 @@ struct TrainingTests {
                                             feedForwardNorm: adapter.feedForward?.norm ?? [],
                                             gate: adapter.feedForward.map { asRun($0.gate, columns: d) } ?? [],
                                             up: adapter.feedForward.map { asRun($0.up, columns: d) } ?? [],
-                                            down: adapter.feedForward.map { asRun($0.down, columns: $0.size) } ?? [])
+                                            down: adapter.feedForward.map { asRun($0.down, columns: $0.size) } ?? [],
+                                            deepProjection: adapter.deepProjection.map { asRun($0, columns: d) } ?? [])
         let states = (0..<tokens.count).flatMap { hidden.rowArray($0) }
+        let deepStates = deepState ? (0..<(tokens.count * d)).map { withheld.contains($0 / d) ? 0 : deep[$0] } : nil
         let uniform = [Float](repeating: 1 / Float(c.vocabularySize), count: tokens.count * c.vocabularySize)
         let (_, _, logits) = AdapterLoss<Float>(shape: shape).evaluate(weights, states: states, start: 0, targets: uniform, head: head,
-                                                                       vocabulary: c.vocabularySize)
+                                                                       vocabulary: c.vocabularySize, deepStates: deepStates)
         // What remains is the runner's int8 activations (per block of 32): at most 2.5e-3 here without
         // the feed-forward block and 5.7e-2 with it (two more quantised inputs, one of them SwiGLU's
         // output summed over the block's width), on logits up to about 9.
@@ -157,6 +172,14 @@ struct TrainingTests {
                                                                                   head: head, vocabulary: c.vocabularySize)
             let moved = zip(without, logits).map { abs($0 - $1) }.max() ?? 0
             #expect(moved > 10 * tolerance, "the feed-forward block moves the logits by \(moved) only")
+        }
+        if deepState {
+            // Likewise the deep state: without it the logits of the positions that have one move far more.
+            let (_, _, without) = AdapterLoss<Float>(shape: shape).evaluate(weights, states: states, start: 0, targets: uniform, head: head,
+                                                                            vocabulary: c.vocabularySize,
+                                                                            deepStates: [Float](repeating: 0, count: tokens.count * d))
+            let moved = zip(without, logits).map { abs($0 - $1) }.max() ?? 0
+            #expect(moved > 10 * tolerance, "the deep state moves the logits by \(moved) only")
         }
     }
 }
