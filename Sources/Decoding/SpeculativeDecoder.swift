@@ -87,11 +87,15 @@ public final class SpeculativeDecoder: Decoder {
 
     let cache: KVCache
     let scratch: ForwardScratch
-    let adapter: AdapterRunner?
+    /// The adapter and its cache (nil for layer-skip drafting).
+    public let adapter: AdapterRunner?
     let layerSkipHead: DraftHead?
-    /// Prompt states during `start`; exit-layer states of the round's positions during `next`.
+    /// Prompt states during `start`; the newest token's state during drafting.
     let states: FloatMatrix
+    /// Exit-layer states of the round's positions [pending, d1…dk]; they stay exit states (the adapter
+    /// may still have to see the last one), so the deep layers run on a copy, `verified`.
     let exitStates: FloatMatrix
+    let verified: FloatMatrix
     let logits: FloatMatrix
     /// Exit states of committed positions that the adapter has not seen yet: the last token of a round
     /// whose drafts were all accepted went through the shallow layers but not the adapter ("lag by
@@ -134,6 +138,7 @@ public final class SpeculativeDecoder: Decoder {
         scratch = ForwardScratch(config: c, tokens: max(64, maxDraftCapacity + 2), contextCapacity: capacity, pool: pool)
         states = FloatMatrix(capacity: capacity, columns: c.hiddenSize)
         exitStates = FloatMatrix(capacity: maxDraftCapacity + 1, columns: c.hiddenSize)
+        verified = FloatMatrix(capacity: maxDraftCapacity + 1, columns: c.hiddenSize)
         logits = FloatMatrix(capacity: maxDraftCapacity + 1, columns: c.vocabularySize)
         lagging = FloatMatrix(capacity: 4, columns: c.hiddenSize)
         deepState = FloatMatrix(capacity: 1, columns: c.hiddenSize)
@@ -234,10 +239,12 @@ public final class SpeculativeDecoder: Decoder {
         let drafted = clock.now
 
         // Verification: the deep layers once over [pending, d1…dk].
-        try model.forward(layers: deep, hidden: exitStates, cache: cache, scratch: scratch)
-        model.logits(exitStates, rows: 0..<exitStates.rows, into: logits, scratch: scratch)
+        for row in 0..<exitStates.rows { verified.copyRow(from: exitStates, row: row, to: row) }
+        verified.rows = exitStates.rows
+        try model.forward(layers: deep, hidden: verified, cache: cache, scratch: scratch)
+        model.logits(verified, rows: 0..<verified.rows, into: logits, scratch: scratch)
         let (accepted, next) = sampler.options.isGreedy ? verifyGreedy(&sampler) : verifySampled(&sampler)
-        keepDeepState(exitStates.row(accepted))
+        keepDeepState(verified.row(accepted))
         var tokens = Array(drafts[0..<accepted])
         tokens.append(next)
 

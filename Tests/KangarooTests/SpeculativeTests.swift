@@ -3,6 +3,7 @@ import Decoding
 import Foundation
 import Llama
 import ModelFormats
+import Tensor
 import Testing
 import Tokenizer
 
@@ -276,6 +277,39 @@ struct SpeculativeTests {
             meanAccepted.append(decoder.statistics.meanAcceptedTokens)
         }
         #expect(meanAccepted[0] > 4.5 && meanAccepted[1] < meanAccepted[0] - 1, "mean accepted tokens: \(meanAccepted)")
+    }
+
+    @Test("after decoding, the adapter's cache holds the exit-layer states of the committed tokens (lag-by-one and back-off rounds included)")
+    func adapterSeesExitStates() throws {
+        let shipped = try #require(try KangarooAdapter.shipped(for: real.model))
+        let layer = shipped.config.exitLayer
+        let prompt = prompts[1]
+        for options in [SpeculativeOptions(exitLayer: layer, threshold: 0.6, maxDraft: 6, maxBackoff: 4),
+                        SpeculativeOptions(exitLayer: layer, threshold: 0.3, maxDraft: 3, dropsUncertainDraft: true, maxBackoff: 16)] {
+            let decoder = try kangaroo(shipped, options)
+            let generated = try generate(decoder, prompt, maxTokens: 60).tokens
+            let runner = try #require(decoder.adapter)
+            let seen = runner.length
+            #expect(seen > prompt.count + 20)
+            // Reference: a fresh runner fed the teacher-forced exit states of the same tokens at once.
+            let tokens = prompt + generated
+            let c = real.model.config
+            let cache = KVCache(config: c, capacity: 512)
+            let scratch = ForwardScratch(config: c, contextCapacity: 512)
+            let hidden = FloatMatrix(capacity: tokens.count, columns: c.hiddenSize)
+            real.model.embed(tokens, into: hidden)
+            try real.model.forward(layers: 0..<layer, hidden: hidden, cache: cache, scratch: scratch)
+            let reference = AdapterRunner(adapter: shipped, model: real.model, contextCapacity: 512, chunk: scratch.capacity)
+            reference.feed(hidden, rows: 0..<seen, scratch: scratch)
+            // Both draft from the same next exit state: equal logits mean equal caches.
+            var logits: [[Float]] = []
+            for r in [runner, reference] {
+                r.evaluate(hidden, rows: seen..<(seen + 1), scratch: scratch)
+                logits.append(r.head.logits.rowArray(0))
+            }
+            let largest = zip(logits[0], logits[1]).map { abs($0 - $1) }.max() ?? .infinity
+            #expect(largest == 0, "draft logits differ by \(largest) after \(seen) positions")
+        }
     }
 
     @Test("a sub-vocabulary draft head drafts only its tokens and stays lossless")
