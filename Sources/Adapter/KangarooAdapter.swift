@@ -57,7 +57,8 @@ public enum AdapterError: Error, CustomStringConvertible {
 /// `layers.0.self_attn.{q,k,v,o}_proj.weight` (rows × columns = output × input; q and k rows in the
 /// GGUF adjacent-pair RoPE order, like the model's own), `norm.weight`; with a feed-forward block
 /// also `layers.0.post_attention_layernorm.weight` and `layers.0.mlp.{gate,up,down}_proj.weight`;
-/// with a deep state `deep_proj.weight` (d × d); optionally `draft_vocab` (int32 token ids) restricting the draft head to a sub-vocabulary.
+/// with a deep state `deep_proj.weight` (d × d); optionally `draft_vocab` (int32 token ids) restricting
+/// the draft head to a sub-vocabulary.
 public final class KangarooAdapter: @unchecked Sendable {
     public let config: AdapterConfig
     public private(set) var inputNorm: [Float]

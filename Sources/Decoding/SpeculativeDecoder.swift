@@ -285,8 +285,7 @@ public final class SpeculativeDecoder: Decoder {
     /// Keeps the normalised final state of the last committed position (`final`: a row after the deep layers).
     private func keepDeepState(_ final: UnsafePointer<Float>) {
         guard adapter?.takesDeepState == true else { return }
-        VectorOps.rmsNorm(final, weight: model.outputNorm, eps: model.config.rmsNormEpsilon, count: deepState.columns,
-                          into: deepState.pointer)
+        model.normalizeOutput(final, into: deepState.pointer)
     }
 
     /// Runs `token` through the shallow layers at the next position and keeps its exit state.

@@ -65,7 +65,9 @@ struct TrainAdapter: ParsableCommand {
     var feedForward = false
 
     @Flag(help: """
-        Give the adapter the deep state (beyond the paper): the full model's final hidden state at the         position before, which verification has just computed for a round's first draft, added through a         learned d × d projection (initialised to zero).
+        Give the adapter the deep state (beyond the paper): the full model's final hidden state at the \
+        position before, which verification has just computed for a round's first draft, added through a \
+        learned d × d projection (initialised to zero).
         """)
     var deepState = false
 
@@ -117,13 +119,11 @@ struct TrainAdapter: ParsableCommand {
         options.draftVocabulary = draftVocabulary
         options.seed = seed
         options.deepStateDropout = deepStateDropout
-        var start = randomInit.map { KangarooAdapter.random(for: model, exitLayer: exitLayer, seed: $0) }
+        var start = try startFrom.map { try KangarooAdapter.load(from: $0, for: model) }
+            ?? randomInit.map { KangarooAdapter.random(for: model, exitLayer: exitLayer, seed: $0) }
             ?? KangarooAdapter.copyingLayer(of: model, exitLayer: exitLayer, feedForward: feedForward)
-        if let startFrom {
-            start = try KangarooAdapter.load(from: startFrom, for: model)
-            guard start.config.exitLayer == exitLayer else {
-                throw ValidationError("\(startFrom) was trained for exit layer \(start.config.exitLayer); pass --exit-layer \(start.config.exitLayer)")
-            }
+        guard start.config.exitLayer == exitLayer else {
+            throw ValidationError("the --start-from adapter was trained for exit layer \(start.config.exitLayer); pass --exit-layer \(start.config.exitLayer)")
         }
         if deepState { start = start.addingDeepState() }
         let trainer = AdapterTrainer(model: model, start: start, examples: examples, options: options)

@@ -160,16 +160,19 @@ public final class LlamaModel: @unchecked Sendable {
         }
     }
 
+    /// The final norm of one hidden state (`hiddenSize` floats): what the output head reads, and
+    /// Kangaroo's deep state.
+    public func normalizeOutput(_ state: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        VectorOps.rmsNorm(state, weight: outputNorm, eps: config.rmsNormEpsilon, count: config.hiddenSize, into: out)
+    }
+
     /// Final norm and output head for rows `rows` of `hidden`; logits go to rows `0..<rows.count` of `logits`.
     public func logits(_ hidden: FloatMatrix, rows: Range<Int>, into logits: FloatMatrix, scratch: ForwardScratch) {
         precondition(logits.columns == config.vocabularySize && rows.count <= logits.capacity)
         var done = 0
         while done < rows.count {
             let count = min(scratch.capacity, rows.count - done)
-            for t in 0..<count {
-                VectorOps.rmsNorm(hidden.row(rows.lowerBound + done + t), weight: outputNorm, eps: config.rmsNormEpsilon,
-                                  count: config.hiddenSize, into: scratch.normed.row(t))
-            }
+            for t in 0..<count { normalizeOutput(hidden.row(rows.lowerBound + done + t), into: scratch.normed.row(t)) }
             scratch.input.set(scratch.normed.pointer, count: count, columns: config.hiddenSize)
             output.multiply(scratch.input, into: logits.row(done), pool: scratch.pool)
             done += count

@@ -82,10 +82,7 @@ public struct AdapterEvaluator {
             var draftTop: [Int32] = []
             var confidence: [Float] = []
             for t in 0..<(tokens.count - 1) {
-                if t > 0 {
-                    VectorOps.rmsNorm(hidden.row(t - 1), weight: model.outputNorm, eps: c.rmsNormEpsilon, count: c.hiddenSize,
-                                      into: deepState.pointer)
-                }
+                if t > 0 { model.normalizeOutput(hidden.row(t - 1), into: deepState.pointer) }
                 runner.evaluate(exitStates, rows: t..<(t + 1), deepState: t > 0 ? deepState.pointer : nil, scratch: scratch)
                 let head = runner.head
                 Self.softmax(head.logits.pointer, count: head.rowCount, into: &q)

@@ -51,10 +51,7 @@ public struct TeacherForcing {
         var deepStates = [Float](repeating: 0, count: keepsDeepStates ? count * c.hiddenSize : 0)
         deepStates.withUnsafeMutableBufferPointer { out in
             guard let base = out.baseAddress else { return }
-            for t in 0..<count {
-                VectorOps.rmsNorm(hidden.row(t), weight: model.outputNorm, eps: c.rmsNormEpsilon, count: c.hiddenSize,
-                                  into: base + t * c.hiddenSize)
-            }
+            for t in 0..<count { model.normalizeOutput(hidden.row(t), into: base + t * c.hiddenSize) }
         }
         let chunk = 16
         let logits = FloatMatrix(capacity: chunk, columns: c.vocabularySize)
