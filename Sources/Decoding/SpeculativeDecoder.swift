@@ -99,7 +99,7 @@ public final class SpeculativeDecoder: Decoder {
     let logits: FloatMatrix
     /// Exit states of committed positions that the adapter has not seen yet: the last token of a round
     /// whose drafts were all accepted went through the shallow layers but not the adapter ("lag by
-    /// one"); the next draft step feeds them together with the newest state.
+    /// one"); the next draft step feeds them before the newest state.
     let lagging: FloatMatrix
     /// The full model's final state at the position before the pending token, normalised by its output
     /// norm: the deep state of the round's first draft, for adapters that take one.

@@ -74,7 +74,7 @@ struct TrainAdapter: ParsableCommand {
     @Option(help: "With --deep-state: the share of positions trained without it (drafts after a round's first have none).")
     var deepStateDropout = 0.25
 
-    @Option(help: "Start from this adapter folder (for instance the shipped one) instead of a copy of the exit layer.")
+    @Option(help: "Start from this adapter folder (for instance the shipped one) instead of a copy of the exit layer; its deep state, if it has one, is kept.")
     var startFrom: String?
 
     @Flag(help: "Continue from the checkpoint in --output.")
@@ -94,6 +94,16 @@ struct TrainAdapter: ParsableCommand {
         guard (1..<model.config.layerCount).contains(exitLayer) else {
             throw ValidationError("--exit-layer must be between 1 and \(model.config.layerCount - 1)")
         }
+        // The starting adapter first, so a bad --start-from fails before the long data preparation.
+        var start = try startFrom.map { try KangarooAdapter.load(from: $0, for: model) }
+            ?? randomInit.map { KangarooAdapter.random(for: model, exitLayer: exitLayer, seed: $0) }
+            ?? KangarooAdapter.copyingLayer(of: model, exitLayer: exitLayer, feedForward: feedForward)
+        guard start.config.exitLayer == exitLayer else {
+            throw ValidationError("the --start-from adapter was trained for exit layer \(start.config.exitLayer); pass --exit-layer \(start.config.exitLayer)")
+        }
+        if deepState { start = start.addingDeepState() }
+        // A --start-from adapter that has a deep state keeps it, with or without --deep-state.
+        let takesDeepState = start.deepProjection != nil
         let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
         let data = try ShareGPTFile.file.ensure()
         let candidates = try ShareGPT.read(path: data.path, limit: conversations * 3).filter { !$0.isValidation }
@@ -103,7 +113,7 @@ struct TrainAdapter: ParsableCommand {
                 .map { (tokens: ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation), firstTarget: 0) }
                 .filter { $0.tokens.count > 8 }
         FileHandle.standardError.write(Data("teacher forcing \(sequences.count) conversations (\(sequences.reduce(0) { $0 + $1.tokens.count }) tokens) …\n".utf8))
-        let forcing = TeacherForcing(model: model, exitLayer: exitLayer, keepsDeepStates: deepState)
+        let forcing = TeacherForcing(model: model, exitLayer: exitLayer, keepsDeepStates: takesDeepState)
         let bar = ProgressBar(total: sequences.count)
         var examples: [TeacherForcedSequence] = []
         for sequence in sequences {
@@ -119,17 +129,10 @@ struct TrainAdapter: ParsableCommand {
         options.draftVocabulary = draftVocabulary
         options.seed = seed
         options.deepStateDropout = deepStateDropout
-        var start = try startFrom.map { try KangarooAdapter.load(from: $0, for: model) }
-            ?? randomInit.map { KangarooAdapter.random(for: model, exitLayer: exitLayer, seed: $0) }
-            ?? KangarooAdapter.copyingLayer(of: model, exitLayer: exitLayer, feedForward: feedForward)
-        guard start.config.exitLayer == exitLayer else {
-            throw ValidationError("the --start-from adapter was trained for exit layer \(start.config.exitLayer); pass --exit-layer \(start.config.exitLayer)")
-        }
-        if deepState { start = start.addingDeepState() }
         let trainer = AdapterTrainer(model: model, start: start, examples: examples, options: options)
         if resume { try trainer.resume(from: output) }
         let source = selfDistill > 0 ? "self-distilled answers (≤\(selfDistill) tokens) to " : ""
-        let origin = "trained: exit layer \(exitLayer), \(source)\(examples.count) ShareGPT conversations × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(startFrom.map { "started from \($0)" } ?? randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")\(feedForward ? ", with a feed-forward block" : "")\(deepState ? ", deep state (dropout \(deepStateDropout))" : "")"
+        let origin = "trained: exit layer \(exitLayer), \(source)\(examples.count) ShareGPT conversations × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(startFrom.map { "started from \($0)" } ?? randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")\(feedForward ? ", with a feed-forward block" : "")\(takesDeepState ? ", deep state (dropout \(deepStateDropout))" : "")"
         let trainingStart = Date()
         var recentLoss: [Double] = [], recentAgreement: [Double] = []
         var done = trainer.optimiser.step
