@@ -18,8 +18,8 @@ struct BenchSpeed: ParsableCommand {
         commandName: "speed",
         abstract: "Measure decode and prefill tokens/s and the time of a forward over n = 1, 2, 4, 8, 16 tokens.",
         discussion: """
-        The n-token forward runs from a warm KV cache (a 64-token context) and includes the logits of \
-        all n tokens, as speculative verification needs them; each n is timed --repeats times and the \
+        The n-token forward runs from a warm KV cache (--context tokens, 64 by default) and includes the \
+        logits of all n tokens, as speculative verification needs them; each n is timed --repeats times and the \
         median is reported with its ratio to n = 1. Effective bandwidth is the weight bytes one decode \
         step reads over its time, next to the machine's streaming bandwidth measured by the same command. \
         The matrix kernel alone is also timed over the same n: layer 0's query matrix on one thread with \
@@ -41,6 +41,9 @@ struct BenchSpeed: ParsableCommand {
     @Option(help: "Token counts of the n-token forward, comma-separated (the first is the ratios' base).")
     var sizes = "1,2,4,8,16"
 
+    @Option(help: "Context the n-token forward starts from, in tokens (attention reads all of it for each new token).")
+    var context = 64
+
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
@@ -49,6 +52,7 @@ struct BenchSpeed: ParsableCommand {
         guard decodeTokens >= 1 else { throw ValidationError("--decode-tokens must be at least 1") }
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
         guard forwardSizes?.isEmpty == false else { throw ValidationError("--sizes must list token counts between 1 and 64, e.g. 1,2,4,8,16") }
+        guard (1...4096).contains(context) else { throw ValidationError("--context must be 1…4096") }
     }
 
     struct Report: Encodable {
@@ -59,6 +63,7 @@ struct BenchSpeed: ParsableCommand {
         }
         var threads: Int
         var kernelLevel: String
+        var context: Int
         var decodeTokensPerSecond: Double
         var prefillTokensPerSecond: Double
         var forward: [Forward]
@@ -92,7 +97,8 @@ struct BenchSpeed: ParsableCommand {
         let decode = try generator.generate(prompt: prompt, decoder: decoder, options: options)
 
         // Prefill: one long prompt of ordinary text.
-        let long = tokenizer.encode(String(repeating: "Kangaroos are large marsupials found only in Australia. ", count: 64))
+        let sentence = "Kangaroos are large marsupials found only in Australia. "
+        let long = tokenizer.encode(String(repeating: sentence, count: 64 + context / 8))
         let prefillPrompt = Array(long.prefix(prefillTokens))
         var sampler = Sampler(options: SamplingOptions())
         _ = try decoder.start(prompt: prefillPrompt, sampler: &sampler)
@@ -101,22 +107,22 @@ struct BenchSpeed: ParsableCommand {
         let prefillSeconds = (ContinuousClock.now - prefillStart).seconds
 
         // Forward over n tokens from a warm cache, logits for every token.
-        let cache = KVCache(config: config, capacity: 128)
-        let scratch = ForwardScratch(config: config, contextCapacity: 128, pool: pool)
-        let hidden = FloatMatrix(capacity: 64, columns: config.hiddenSize)
+        let cache = KVCache(config: config, capacity: context + 64)
+        let scratch = ForwardScratch(config: config, contextCapacity: context + 64, pool: pool)
+        let hidden = FloatMatrix(capacity: max(context, 64), columns: config.hiddenSize)
         let logits = FloatMatrix(capacity: 64, columns: config.vocabularySize)
-        model.embed(Array(long.prefix(64)), into: hidden)
+        model.embed(Array(long.prefix(context)), into: hidden)
         try model.forward(layers: 0..<config.layerCount, hidden: hidden, cache: cache, scratch: scratch)
         var forward: [Report.Forward] = []
         for n in forwardSizes ?? [] {
             var times: [Double] = []
             for repeat_ in 0..<(repeats + 3) {
                 let begin = ContinuousClock.now
-                model.embed(long[64..<(64 + n)], into: hidden)
+                model.embed(long[context..<(context + n)], into: hidden)
                 try model.forward(layers: 0..<config.layerCount, hidden: hidden, cache: cache, scratch: scratch)
                 model.logits(hidden, rows: 0..<n, into: logits, scratch: scratch)
                 let elapsed = (ContinuousClock.now - begin).seconds
-                cache.truncate(to: 64)
+                cache.truncate(to: context)
                 if repeat_ >= 3 { times.append(elapsed) }  // the first runs warm up
             }
             let median = times.sorted()[times.count / 2] * 1000
@@ -131,7 +137,7 @@ struct BenchSpeed: ParsableCommand {
         let effective = Double(weightBytes) / stepSeconds / 1e9
         let streaming = Self.streamingBandwidth(pool: pool)
         let report = Report(
-            threads: pool.threads, kernelLevel: KernelInfo.levelName,
+            threads: pool.threads, kernelLevel: KernelInfo.levelName, context: context,
             decodeTokensPerSecond: decode.decodeTokensPerSecond,
             prefillTokensPerSecond: Double(prefillPrompt.count) / prefillSeconds,
             forward: forward, kernel: kernel, kernelMatrix: "\(matrix.rows) × \(matrix.columns) \(matrix.type)",
@@ -145,7 +151,7 @@ struct BenchSpeed: ParsableCommand {
         threads \(report.threads), kernels \(report.kernelLevel)
         decode   \(String(format: "%7.1f", report.decodeTokensPerSecond)) tokens/s (\(decodeTokens) tokens)
         prefill  \(String(format: "%7.1f", report.prefillTokensPerSecond)) tokens/s (\(prefillPrompt.count)-token prompt)
-        forward over n tokens from a warm cache (with logits for all n):
+        forward over n tokens from a warm cache of \(report.context) tokens (with logits for all n):
 
         """)
         for f in forward {
