@@ -78,16 +78,18 @@ static inline __attribute__((always_inline)) void scores_body(const int heads, c
     }
 }
 
-// For each of `heads` probability rows (`p_stride` apart): out[h][i] = Σ_j p[h][j] · v_j[i] for
-// i < head_size, values (halves) `stride` apart, each value row loaded once for all the heads; `width`
-// output lanes per head stay in registers over all positions. A macro, one per build, for the build's
+// For each of `heads` probability rows (`p_stride` apart): out[h][i] += Σ_j p[h][j] · v_j[i] for
+// i < head_size, in order of j, values (halves) `stride` apart, each value row loaded once for all the
+// heads; `width` output lanes per head stay in registers over all positions. Adding to `out` lets a
+// caller split the positions: calls over j < c, then c ≤ j < count, give the bits of one call. A macro, one per build, for the build's
 // half-float loader.
 #define KQ_VALUES_BODY(SUFFIX, TARGET)                                                                       \
 TARGET static inline __attribute__((always_inline)) void                                                     \
 values_body_##SUFFIX(const int heads, const int width, const float *p, size_t p_stride,                      \
                      const uint16_t *values, size_t stride, int count, int head_size, float *out) {          \
     for (int strip = 0; strip < head_size; strip += width) {                                                 \
-        float acc[MAX_GROUP][64] = {{0}};                                                                    \
+        float acc[MAX_GROUP][64];                                                                            \
+        for (int h = 0; h < heads; h++) memcpy(acc[h], out + (size_t)h * head_size + strip, (size_t)width * 4); \
         for (int j = 0; j < count; j++) {                                                                    \
             const uint16_t *v = values + (size_t)j * stride + strip;                                         \
             float value[64];                                                                                 \

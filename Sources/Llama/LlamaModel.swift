@@ -237,13 +237,32 @@ public final class LlamaModel: @unchecked Sendable {
         job.layer = layer
         job.position = position
         job.cache = cache
-        scratch.pool.run(job, count: count * config.kvHeadCount, grain: 1)
+        job.count = count
+        job.rowsPerItem = AttentionJob.rowsPerItem(count: count)
+        let runs = (count + job.rowsPerItem - 1) / job.rowsPerItem
+        scratch.pool.run(job, count: runs * config.kvHeadCount, grain: 1)
     }
 }
 
-/// Attention for (token, kv head) pairs, split across the pool; one per scratch, reused. The query
-/// heads that share a kv head are computed together, so each key and value is read once for the group.
+/// Attention for (run of new tokens, kv head) items, split across the pool; one per scratch, reused.
+/// The query heads of the run's tokens that share the kv head are computed together, so each key and
+/// value is read once for all of them. Causality: token t sees positions 0…position + t. The run's
+/// scores are computed up to its last token's length (a token's extra ones are never read); its value
+/// sums run over the positions all its tokens see, then each later token adds its own few, which gives
+/// the bits of one sum (kq_attention_values adds in order): a token's result does not depend on the run.
 final class AttentionJob: ParallelJob {
+    /// Most tokens in one item (bounds the scratch).
+    static let maxRowsPerItem = 16
+
+    /// Tokens per item: half of them (at most 16), so that the items still split evenly over two
+    /// threads (this model has 3 kv heads). Forward over n tokens at a 3,000-token context, the three
+    /// ways alternating repeat by repeat in one process, median of 40 repeats in ms, two runs:
+    /// - one token an item (as before): n=2 19.1 / 18.6, n=4 26.7 / 24.2, n=8 42.2 / 35.6;
+    /// - all tokens in one item: 19.7 / 19.4, 24.9 / 22.5, 37.3 / 32.3;
+    /// - halves (chosen): 18.8 / 18.4, 24.5 / 23.1, 34.4 / 32.1.
+    /// Prefill of 512 and 1,024 tokens is unchanged (within noise).
+    static func rowsPerItem(count: Int) -> Int { min(max(1, (count + 1) / 2), maxRowsPerItem) }
+
     let config: LlamaConfig
     unowned(unsafe) let scratch: ForwardScratch
     /// Set for each call; not retained, so the threads do not bounce its reference count.
@@ -251,6 +270,9 @@ final class AttentionJob: ParallelJob {
     var layer = 0
     /// Position of the first new token.
     var position = 0
+    /// New tokens, and how many consecutive ones an item covers.
+    var count = 0
+    var rowsPerItem = 1
 
     init(config: LlamaConfig, scratch: ForwardScratch) {
         self.config = config
@@ -260,19 +282,34 @@ final class AttentionJob: ParallelJob {
     func run(_ range: Range<Int>, part: Int) {
         guard let cache else { return }
         let c = config
-        let headSize = c.headSize, groupSize = c.headCount / c.kvHeadCount
+        let headSize = c.headSize, groupSize = c.headCount / c.kvHeadCount, groupWidth = groupSize * headSize
         let scale = 1 / Float(headSize).squareRoot()
-        let scores = scratch.scores.row(part * groupSize), stride = scratch.scores.columns
+        let stride = scratch.scores.columns
+        let scores = scratch.scores.row(part * groupSize * Self.maxRowsPerItem)
+        // The item's queries gathered and its outputs: `rows × groupSize` vectors of headSize, contiguous.
+        let queries = scratch.attentionQueries.row(part), outputs = scratch.attentionOutputs.row(part)
+        let values = cache.values(layer: layer)
         for item in range {
-            let t = item / c.kvHeadCount, kvHead = item % c.kvHeadCount
-            let firstHead = kvHead * groupSize
-            let visible = position + t + 1
-            kq_attention_scores(scratch.query.row(t) + firstHead * headSize, Int32(groupSize),
-                                cache.keyTiles(layer: layer, kvHead: kvHead), Int32(visible), Int32(headSize), scale,
-                                scores, stride)
-            for head in 0..<groupSize { VectorOps.softmax(scores + head * stride, count: visible) }
-            kq_attention_values(scores, stride, Int32(groupSize), cache.values(layer: layer) + kvHead * headSize,
-                                c.kvSize, Int32(visible), Int32(headSize), scratch.attention.row(t) + firstHead * headSize)
+            let kvHead = item % c.kvHeadCount, first = item / c.kvHeadCount * rowsPerItem
+            let rows = min(count, first + rowsPerItem) - first, vectors = rows * groupSize
+            for r in 0..<rows {
+                (queries + r * groupWidth).update(from: scratch.query.row(first + r) + kvHead * groupWidth, count: groupWidth)
+            }
+            // Positions the run's first and last tokens see.
+            let common = position + first + 1, longest = position + first + rows
+            kq_attention_scores(queries, Int32(vectors), cache.keyTiles(layer: layer, kvHead: kvHead), Int32(longest),
+                                Int32(headSize), scale, scores, stride)
+            for v in 0..<vectors { VectorOps.softmax(scores + v * stride, count: common + v / groupSize) }
+            outputs.initialize(repeating: 0, count: vectors * headSize)
+            let head = values + kvHead * headSize
+            kq_attention_values(scores, stride, Int32(vectors), head, c.kvSize, Int32(common), Int32(headSize), outputs)
+            for r in 1..<max(rows, 1) {
+                kq_attention_values(scores + r * groupSize * stride + common, stride, Int32(groupSize), head + common * c.kvSize,
+                                    c.kvSize, Int32(r), Int32(headSize), outputs + r * groupWidth)
+            }
+            for r in 0..<rows {
+                (scratch.attention.row(first + r) + kvHead * groupWidth).update(from: outputs + r * groupWidth, count: groupWidth)
+            }
         }
     }
 }
@@ -284,9 +321,11 @@ public final class ForwardScratch: @unchecked Sendable {
     public let pool: ThreadPool
     let normed, query, key, value, attention, projection, gate, up: FloatMatrix
     let ropeCos, ropeSin: FloatMatrix
-    /// Attention scores: a row per query head of a kv group per worker thread, `contextCapacity`
-    /// rounded up to whole key tiles.
+    /// Attention scores: a row per query head of a kv group and token of an attention item, per worker
+    /// thread, `contextCapacity` rounded up to whole key tiles.
     let scores: FloatMatrix
+    /// Per worker thread: an attention item's queries and outputs (`AttentionJob`).
+    let attentionQueries, attentionOutputs: FloatMatrix
     let input: ActivationBatch // the current matrix-product input, quantised once per input
     private(set) lazy var attentionJob = AttentionJob(config: config, scratch: self)
     private let config: LlamaConfig
@@ -306,8 +345,10 @@ public final class ForwardScratch: @unchecked Sendable {
         up = FloatMatrix(capacity: capacity, columns: config.feedForwardSize)
         ropeCos = FloatMatrix(capacity: capacity, columns: config.headSize / 2)
         ropeSin = FloatMatrix(capacity: capacity, columns: config.headSize / 2)
-        scores = FloatMatrix(capacity: pool.threads * config.headCount / config.kvHeadCount,
-                             columns: (contextCapacity + 15) / 16 * 16)
+        let itemVectors = config.headCount / config.kvHeadCount * AttentionJob.maxRowsPerItem
+        scores = FloatMatrix(capacity: pool.threads * itemVectors, columns: (contextCapacity + 15) / 16 * 16)
+        attentionQueries = FloatMatrix(capacity: pool.threads, columns: itemVectors * config.headSize)
+        attentionOutputs = FloatMatrix(capacity: pool.threads, columns: itemVectors * config.headSize)
         input = ActivationBatch(capacity: capacity * max(config.hiddenSize, config.querySize, config.feedForwardSize))
     }
 

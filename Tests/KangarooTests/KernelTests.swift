@@ -154,13 +154,15 @@ struct KernelTests {
     @Test("the real model's logits are bit-identical whether tokens are fed together or one by one")
     func modelBatchBitIdentity() throws {
         let model = try RealModel.get().model
-        let tokens: [Int32] = [504, 3575, 282, 4649, 314, 7042, 30, 198, 198]
+        // Attention takes a batch's tokens in runs (AttentionJob): 21 at once make runs of 11 and 10.
+        let tokens: [Int32] = [504, 3575, 282, 4649, 314, 7042, 30, 198, 198, 504, 3575, 282, 4649, 314, 7042, 30, 198,
+                               42, 1020, 3575, 30]
         let config = model.config
         func run(chunks: [Int]) throws -> [[UInt32]] {
             let cache = KVCache(config: config, capacity: 32)
             let scratch = ForwardScratch(config: config, contextCapacity: 32)
-            let hidden = FloatMatrix(capacity: 16, columns: config.hiddenSize)
-            let logits = FloatMatrix(capacity: 16, columns: config.vocabularySize)
+            let hidden = FloatMatrix(capacity: 32, columns: config.hiddenSize)
+            let logits = FloatMatrix(capacity: 32, columns: config.vocabularySize)
             var rows: [[UInt32]] = []
             var start = 0
             for size in chunks {
@@ -174,7 +176,7 @@ struct KernelTests {
         }
         let oneByOne = try run(chunks: Array(repeating: 1, count: tokens.count))
         #expect(try run(chunks: [tokens.count]) == oneByOne)
-        #expect(try run(chunks: [4, 1, 3, 1]) == oneByOne)
+        #expect(try run(chunks: [4, 1, 3, 1, 2, 10]) == oneByOne)
     }
 }
 
@@ -243,6 +245,17 @@ struct VectorOpsTests {
                     }
                 }
                 #expect(sums.map(\.bitPattern) == sumsAlone.map(\.bitPattern))
+                // The sums add to `out` in order of position: two calls over consecutive ranges give the bits of one.
+                var sumsSplit = [Float](repeating: 0, count: heads * headSize)
+                let split = 20
+                kq_attention_values(p, rowStride, Int32(heads), valueHalves, valueStride, Int32(split), Int32(headSize), &sumsSplit)
+                p.withUnsafeBufferPointer { pp in
+                    valueHalves.withUnsafeBufferPointer { v in
+                        kq_attention_values(pp.baseAddress! + split, rowStride, Int32(heads), v.baseAddress! + split * valueStride,
+                                            valueStride, Int32(count - split), Int32(headSize), &sumsSplit)
+                    }
+                }
+                #expect(sumsSplit.map(\.bitPattern) == sums.map(\.bitPattern))
                 results.append((0..<heads).flatMap { h in grouped[(h * rowStride)..<(h * rowStride + count)] }.map(\.bitPattern)
                                + sums.map(\.bitPattern))
             }
