@@ -11,6 +11,13 @@ public final class AdapterRunner: @unchecked Sendable {
     let attention: AttentionWeights
     let feedForward: FeedForwardWeights?
     let deepProjection: WeightMatrix?
+    /// Adds the previous position's exit state to each input (nil: the adapter takes none).
+    let previousProjection: WeightMatrix?
+    /// The exit state fed at each position (kept when the adapter takes the previous state, so that a
+    /// rollback finds the right one): row p holds position p's for p < length.
+    private let fedStates: FloatMatrix?
+    private let previousInput: ActivationBatch
+    private let previousAdded: FloatMatrix
     let cache: KVCache
     let states: FloatMatrix
     public let head: DraftHead
@@ -45,6 +52,10 @@ public final class AdapterRunner: @unchecked Sendable {
                                down: matrix(f.down, rows: c.hiddenSize, columns: f.size))
         }
         deepProjection = adapter.deepProjection.map { matrix($0, rows: c.hiddenSize, columns: c.hiddenSize) }
+        previousProjection = adapter.previousProjection.map { matrix($0, rows: c.hiddenSize, columns: c.hiddenSize) }
+        fedStates = adapter.previousProjection == nil ? nil : FloatMatrix(capacity: contextCapacity, columns: c.hiddenSize)
+        previousInput = ActivationBatch(capacity: chunk * c.hiddenSize)
+        previousAdded = FloatMatrix(capacity: chunk, columns: c.hiddenSize)
         deepInput = ActivationBatch(capacity: c.hiddenSize)
         projected = FloatMatrix(capacity: 1, columns: c.hiddenSize)
         self.storage = storage
@@ -74,10 +85,27 @@ public final class AdapterRunner: @unchecked Sendable {
             let count = min(states.capacity, scratch.capacity, rows.upperBound - start)
             for i in 0..<count { states.copyRow(from: exitStates, row: start + i, to: i) }
             states.rows = count
+            if let previousProjection, let fedStates { addPreviousStates(previousProjection, fedStates, count: count, scratch: scratch) }
             model.attentionBlock(attention, states: states.pointer, count: count, position: length,
                                  cache: cache, cacheLayer: 0, scratch: scratch)
             start += count
         }
+    }
+
+    /// Keeps `states`' rows (positions length…) and adds to each the projected exit state of the
+    /// position before (zeros before position 0).
+    private func addPreviousStates(_ projection: WeightMatrix, _ fed: FloatMatrix, count: Int, scratch: ForwardScratch) {
+        let d = states.columns
+        for i in 0..<count { fed.copyRow(from: states, row: i, to: length + i) }
+        let previous = previousAdded.pointer  // staging for the previous rows, then their projection
+        for i in 0..<count {
+            let p = length + i
+            if p == 0 { previous.advanced(by: i * d).initialize(repeating: 0, count: d) }
+            else { previous.advanced(by: i * d).update(from: fed.row(p - 1), count: d) }
+        }
+        previousInput.set(previous, count: count, columns: d)
+        projection.multiply(previousInput, into: previous, pool: scratch.pool)
+        for i in 0..<(count * d) { states.pointer[i] += previous[i] }
     }
 
     /// Feeds rows `rows` of `exitStates` and evaluates the rest of the adapter and the draft head on the

@@ -42,7 +42,7 @@ public enum AdapterError: Error, CustomStringConvertible {
     }
 }
 
-/// Kangaroo's adapter: RMSNorm → self-attention (the model's head layout, RoPE at absolute positions)
+/// Kangaroo's adapter: [optionally + the projected previous exit state] → RMSNorm → self-attention (the model's head layout, RoPE at absolute positions)
 /// with residual → [optionally + the projected deep state] → [optionally RMSNorm → SwiGLU feed-forward
 /// with residual] → RMSNorm → the model's own LM head. It turns the exit-layer hidden state of the
 /// shallow sub-network into a draft distribution. Weights are float32 and owned here.
@@ -53,12 +53,16 @@ public enum AdapterError: Error, CustomStringConvertible {
 /// drafts of the round go without it (their predecessors are unverified), and training withholds it
 /// at random so the adapter learns both cases.
 ///
+/// The previous exit state (also beyond the paper) is the exit-layer state of the position before,
+/// added to each input. With it, a key can carry its predecessor's token, so that one attention layer
+/// can find where the current token occurred before and propose what followed it (copying).
+///
 /// Tensor names follow the reference checkpoint: `layers.0.input_layernorm.weight`,
 /// `layers.0.self_attn.{q,k,v,o}_proj.weight` (rows × columns = output × input; q and k rows in the
 /// GGUF adjacent-pair RoPE order, like the model's own), `norm.weight`; with a feed-forward block
 /// also `layers.0.post_attention_layernorm.weight` and `layers.0.mlp.{gate,up,down}_proj.weight`;
-/// with a deep state `deep_proj.weight` (d × d); optionally `draft_vocab` (int32 token ids) restricting
-/// the draft head to a sub-vocabulary.
+/// with a deep state `deep_proj.weight` (d × d); with the previous exit state `prev_proj.weight`
+/// (d × d); optionally `draft_vocab` (int32 token ids) restricting the draft head to a sub-vocabulary.
 public final class KangarooAdapter: @unchecked Sendable {
     public let config: AdapterConfig
     public private(set) var inputNorm: [Float]
@@ -67,6 +71,8 @@ public final class KangarooAdapter: @unchecked Sendable {
     public let feedForward: FeedForward?
     /// `[d × d]`: maps the deep state into the adapter's residual stream; nil when it takes none.
     public let deepProjection: [Float]?
+    /// `[d × d]`: maps the previous position's exit state into each input; nil when it takes none.
+    public let previousProjection: [Float]?
     /// Token ids the draft head scores (nil: the whole vocabulary).
     public let draftVocabulary: [Int32]?
 
@@ -88,7 +94,8 @@ public final class KangarooAdapter: @unchecked Sendable {
     public static let configFile = "adapter.json"
 
     public init(config: AdapterConfig, inputNorm: [Float], query: [Float], key: [Float], value: [Float], output: [Float],
-                norm: [Float], feedForward: FeedForward? = nil, deepProjection: [Float]? = nil, draftVocabulary: [Int32]? = nil) {
+                norm: [Float], feedForward: FeedForward? = nil, deepProjection: [Float]? = nil, previousProjection: [Float]? = nil,
+                draftVocabulary: [Int32]? = nil) {
         let d = config.hiddenSize, qs = config.headCount * config.headSize, kv = config.kvHeadCount * config.headSize
         precondition(inputNorm.count == d && norm.count == d && query.count == qs * d && key.count == kv * d
                      && value.count == kv * d && output.count == d * qs, "adapter weights do not match the config")
@@ -98,6 +105,7 @@ public final class KangarooAdapter: @unchecked Sendable {
                          "feed-forward weights do not match the config")
         }
         precondition(deepProjection.map { $0.count == d * d } ?? true, "the deep projection must be d × d")
+        precondition(previousProjection.map { $0.count == d * d } ?? true, "the previous-state projection must be d × d")
         self.config = config
         self.inputNorm = inputNorm
         self.query = query
@@ -107,6 +115,7 @@ public final class KangarooAdapter: @unchecked Sendable {
         self.norm = norm
         self.feedForward = feedForward
         self.deepProjection = deepProjection
+        self.previousProjection = previousProjection
         self.draftVocabulary = draftVocabulary
     }
 
@@ -116,6 +125,15 @@ public final class KangarooAdapter: @unchecked Sendable {
         KangarooAdapter(config: config, inputNorm: inputNorm, query: query, key: key, value: value, output: output, norm: norm,
                         feedForward: feedForward,
                         deepProjection: deepProjection ?? Array(repeating: 0, count: config.hiddenSize * config.hiddenSize),
+                        previousProjection: previousProjection, draftVocabulary: draftVocabulary)
+    }
+
+    /// This adapter taking the previous position's exit state through a zero projection: it drafts
+    /// exactly as before until training moves the projection.
+    public func addingPreviousState() -> KangarooAdapter {
+        KangarooAdapter(config: config, inputNorm: inputNorm, query: query, key: key, value: value, output: output, norm: norm,
+                        feedForward: feedForward, deepProjection: deepProjection,
+                        previousProjection: previousProjection ?? Array(repeating: 0, count: config.hiddenSize * config.hiddenSize),
                         draftVocabulary: draftVocabulary)
     }
 
@@ -194,6 +212,7 @@ public final class KangarooAdapter: @unchecked Sendable {
             tensors["layers.0.mlp.down_proj.weight"] = .init(floats: f.down, shape: [d, f.size])
         }
         if let deepProjection { tensors["deep_proj.weight"] = .init(floats: deepProjection, shape: [d, d]) }
+        if let previousProjection { tensors["prev_proj.weight"] = .init(floats: previousProjection, shape: [d, d]) }
         if let draftVocabulary { tensors["draft_vocab"] = .init(ints: draftVocabulary, shape: [draftVocabulary.count]) }
         try SafeTensors.write(SafeTensors.File(tensors: tensors), to: directory + "/" + Self.weightsFile)
         let encoder = JSONEncoder()
@@ -253,6 +272,7 @@ public final class KangarooAdapter: @unchecked Sendable {
             norm: try tensor("norm.weight", [d]),
             feedForward: feedForward,
             deepProjection: file.tensors["deep_proj.weight"] == nil ? nil : try tensor("deep_proj.weight", [d, d]),
+            previousProjection: file.tensors["prev_proj.weight"] == nil ? nil : try tensor("prev_proj.weight", [d, d]),
             draftVocabulary: vocabulary)
     }
 }

@@ -74,6 +74,12 @@ struct TrainAdapter: ParsableCommand {
     @Option(help: "With --deep-state: the share of positions trained without it (drafts after a round's first have none).")
     var deepStateDropout = 0.25
 
+    @Flag(help: """
+        Give the adapter the previous position's exit state, added to each input through a learned d × d \
+        projection (initialised to zero), so that its attention can match a token's predecessor (copying).
+        """)
+    var previousState = false
+
     @Option(help: "Start from this adapter folder (for instance the shipped one) instead of a copy of the exit layer; its deep state, if it has one, is kept.")
     var startFrom: String?
 
@@ -102,6 +108,7 @@ struct TrainAdapter: ParsableCommand {
             throw ValidationError("the --start-from adapter was trained for exit layer \(start.config.exitLayer); pass --exit-layer \(start.config.exitLayer)")
         }
         if deepState { start = start.addingDeepState() }
+        if previousState { start = start.addingPreviousState() }
         // A --start-from adapter that has a deep state keeps it, with or without --deep-state.
         let takesDeepState = start.deepProjection != nil
         let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
@@ -132,7 +139,7 @@ struct TrainAdapter: ParsableCommand {
         let trainer = AdapterTrainer(model: model, start: start, examples: examples, options: options)
         if resume { try trainer.resume(from: output) }
         let source = selfDistill > 0 ? "self-distilled answers (≤\(selfDistill) tokens) to " : ""
-        let origin = "trained: exit layer \(exitLayer), \(source)\(examples.count) ShareGPT conversations × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(startFrom.map { "started from \($0)" } ?? randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")\(feedForward ? ", with a feed-forward block" : "")\(takesDeepState ? ", deep state (dropout \(deepStateDropout))" : "")"
+        let origin = "trained: exit layer \(exitLayer), \(source)\(examples.count) ShareGPT conversations × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(startFrom.map { "started from \($0)" } ?? randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")\(feedForward ? ", with a feed-forward block" : "")\(takesDeepState ? ", deep state (dropout \(deepStateDropout))" : "")\(previousState ? ", previous exit state" : "")"
         let trainingStart = Date()
         var recentLoss: [Double] = [], recentAgreement: [Double] = []
         var done = trainer.optimiser.step

@@ -11,9 +11,11 @@ public struct AdapterShape: Sendable, Equatable {
     public var eps: Double
     public var feedForward: Int
     public var deepState: Bool
+    /// Whether each input also gets the previous position's exit state, through a learned projection.
+    public var previousState: Bool
 
     public init(hidden: Int, heads: Int, kvHeads: Int, headSize: Int, ropeBase: Double, eps: Double, feedForward: Int = 0,
-                deepState: Bool = false) {
+                deepState: Bool = false, previousState: Bool = false) {
         self.hidden = hidden
         self.heads = heads
         self.kvHeads = kvHeads
@@ -22,6 +24,7 @@ public struct AdapterShape: Sendable, Equatable {
         self.eps = eps
         self.feedForward = feedForward
         self.deepState = deepState
+        self.previousState = previousState
     }
 
     public var querySize: Int { heads * headSize }
@@ -31,7 +34,8 @@ public struct AdapterShape: Sendable, Equatable {
 /// The trainable tensors of an adapter, row-major (`rows × columns` = output × input), or their
 /// gradients. The feed-forward tensors are empty when the adapter has no feed-forward block, the deep
 /// projection when it takes no deep state.
-/// Order of `tensors`: input norm, q, k, v, o, final norm, feed-forward norm, gate, up, down, deep projection.
+/// Order of `tensors`: input norm, q, k, v, o, final norm, feed-forward norm, gate, up, down, deep projection,
+/// previous-state projection.
 public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equatable {
     public var inputNorm: [S]        // [d]
     public var query: [S]            // [heads·headSize × d]
@@ -44,9 +48,11 @@ public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equat
     public var up: [S]               // [f × d] or []
     public var down: [S]             // [d × f] or []
     public var deepProjection: [S]   // [d × d] or []
+    public var previousProjection: [S]   // [d × d] or []
 
     public init(inputNorm: [S], query: [S], key: [S], value: [S], output: [S], norm: [S],
-                feedForwardNorm: [S] = [], gate: [S] = [], up: [S] = [], down: [S] = [], deepProjection: [S] = []) {
+                feedForwardNorm: [S] = [], gate: [S] = [], up: [S] = [], down: [S] = [], deepProjection: [S] = [],
+                previousProjection: [S] = []) {
         self.inputNorm = inputNorm
         self.query = query
         self.key = key
@@ -58,6 +64,7 @@ public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equat
         self.up = up
         self.down = down
         self.deepProjection = deepProjection
+        self.previousProjection = previousProjection
     }
 
     /// All zeros, shaped for `shape`.
@@ -67,17 +74,18 @@ public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equat
         self.init(inputNorm: zeros(d), query: zeros(shape.querySize * d), key: zeros(shape.kvSize * d),
                   value: zeros(shape.kvSize * d), output: zeros(d * shape.querySize), norm: zeros(d),
                   feedForwardNorm: zeros(f > 0 ? d : 0), gate: zeros(f * d), up: zeros(f * d), down: zeros(d * f),
-                  deepProjection: zeros(shape.deepState ? d * d : 0))
+                  deepProjection: zeros(shape.deepState ? d * d : 0), previousProjection: zeros(shape.previousState ? d * d : 0))
     }
 
-    public static var tensorNames: [String] { ["input norm", "q", "k", "v", "o", "norm", "feed-forward norm", "gate", "up", "down", "deep projection"] }
+    public static var tensorNames: [String] { ["input norm", "q", "k", "v", "o", "norm", "feed-forward norm", "gate", "up", "down", "deep projection", "previous projection"] }
 
     public var tensors: [[S]] {
-        get { [inputNorm, query, key, value, output, norm, feedForwardNorm, gate, up, down, deepProjection] }
+        get { [inputNorm, query, key, value, output, norm, feedForwardNorm, gate, up, down, deepProjection, previousProjection] }
         set {
             (inputNorm, query, key, value, output, norm) = (newValue[0], newValue[1], newValue[2], newValue[3], newValue[4], newValue[5])
             (feedForwardNorm, gate, up, down) = (newValue[6], newValue[7], newValue[8], newValue[9])
             deepProjection = newValue[10]
+            previousProjection = newValue[11]
         }
     }
 }
@@ -85,6 +93,8 @@ public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equat
 /// Loss and gradients of an adapter on one sequence, by hand-written derivatives.
 ///
 /// Forward (positions `start ..< start + T`, causal, attending only within the sequence):
+///   with the previous state, h ← h + H₋Wprevᵀ first, row t of H₋ being the exit state at t − 1 (zeros
+///   at the sequence's first position);
 ///   n₁ = RMSNorm(h; g₁); q, k, v = n₁Wqᵀ, n₁Wkᵀ, n₁Wvᵀ; RoPE(q, k) at absolute positions (adjacent pairs);
 ///   o = softmax(qkᵀ/√hs + causal mask) v per head (grouped key-value heads); y = h + oWoᵀ;
 ///   with a deep state, y += DWpᵀ, where row t of D is the full model's normalised final state at
@@ -124,8 +134,17 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
             }
         }
 
-        // Forward.
-        let (n1, r1) = rmsNorm(states, weight: w.inputNorm, rows: count, eps: eps)
+        // Forward. With the previous state, the input is h + H₋Wprevᵀ, row t of H₋ being h at t − 1
+        // (zeros at the sequence's first position).
+        var previous: [S] = []
+        var input = states
+        if shape.previousState {
+            previous = [S](repeating: 0, count: count * d)
+            for i in d..<(count * d) { previous[i] = states[i - d] }
+            let added = matmul(previous, w.previousProjection, rows: count, inner: d, out: d)
+            for i in 0..<(count * d) { input[i] += added[i] }
+        }
+        let (n1, r1) = rmsNorm(input, weight: w.inputNorm, rows: count, eps: eps)
         var q = matmul(n1, w.query, rows: count, inner: d, out: dq)
         var k = matmul(n1, w.key, rows: count, inner: d, out: dkv)
         let v = matmul(n1, w.value, rows: count, inner: d, out: dkv)
@@ -157,7 +176,7 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
             }
         }
         var y = matmul(o, w.output, rows: count, inner: dq, out: d)
-        for i in 0..<(count * d) { y[i] += states[i] }
+        for i in 0..<(count * d) { y[i] += input[i] }
         if let deepStates {
             let projected = matmul(deepStates, w.deepProjection, rows: count, inner: d, out: d)
             for i in 0..<(count * d) { y[i] += projected[i] }
@@ -232,7 +251,13 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
         let fromK = matmulTransposed(dK, w.key, rows: count, inner: dkv, out: d)
         let fromV = matmulTransposed(dV, w.value, rows: count, inner: dkv, out: d)
         for i in 0..<(count * d) { dN1[i] += fromK[i] + fromV[i] }
-        _ = rmsNormBackward(dN1, input: states, weight: w.inputNorm, inverseRMS: r1, rows: count, weightGradient: &g.inputNorm)
+        let dInput = rmsNormBackward(dN1, input: input, weight: w.inputNorm, inverseRMS: r1, rows: count, weightGradient: &g.inputNorm)
+        if shape.previousState {
+            // The input feeds the residual and the input norm.
+            var total = dY
+            for i in 0..<(count * d) { total[i] += dInput[i] }
+            g.previousProjection = outerSum(total, previous, rows: count, left: d, right: d)
+        }
         return (loss, g, logits)
     }
 

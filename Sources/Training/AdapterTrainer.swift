@@ -55,7 +55,7 @@ public final class AdapterTrainer {
         let c = model.config
         shape = AdapterShape(hidden: c.hiddenSize, heads: c.headCount, kvHeads: c.kvHeadCount, headSize: c.headSize,
                              ropeBase: Double(c.ropeBase), eps: Double(c.rmsNormEpsilon), feedForward: start.feedForward?.size ?? 0,
-                             deepState: start.deepProjection != nil)
+                             deepState: start.deepProjection != nil, previousState: start.previousProjection != nil)
         weights = Self.tensors(of: start)
         optimiser = AdamW(weightDecay: Float(options.weightDecay), clipNorm: Float(options.clipNorm))
         self.examples = examples
@@ -74,7 +74,8 @@ public final class AdapterTrainer {
         let f = adapter.feedForward
         return AdapterTensors(inputNorm: adapter.inputNorm, query: adapter.query, key: adapter.key, value: adapter.value,
                               output: adapter.output, norm: adapter.norm, feedForwardNorm: f?.norm ?? [], gate: f?.gate ?? [],
-                              up: f?.up ?? [], down: f?.down ?? [], deepProjection: adapter.deepProjection ?? [])
+                              up: f?.up ?? [], down: f?.down ?? [], deepProjection: adapter.deepProjection ?? [],
+                              previousProjection: adapter.previousProjection ?? [])
     }
 
     /// Token ids ranked by how much target probability they carry (all ids when `limit` is 0 or larger).
@@ -156,6 +157,7 @@ public final class AdapterTrainer {
         return KangarooAdapter(config: config, inputNorm: w.inputNorm, query: w.query, key: w.key, value: w.value,
                                output: w.output, norm: w.norm, feedForward: feedForward,
                                deepProjection: shape.deepState ? w.deepProjection : nil,
+                               previousProjection: shape.previousState ? w.previousProjection : nil,
                                draftVocabulary: vocabulary.count < model.config.vocabularySize ? vocabulary : nil)
     }
 

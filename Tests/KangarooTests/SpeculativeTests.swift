@@ -279,13 +279,24 @@ struct SpeculativeTests {
         #expect(meanAccepted[0] > 4.5 && meanAccepted[1] < meanAccepted[0] - 1, "mean accepted tokens: \(meanAccepted)")
     }
 
-    @Test("after decoding, the adapter's cache holds the exit-layer states of the committed tokens (lag-by-one and back-off rounds included)")
+    @Test("after decoding, the adapter's cache holds the exit-layer states of the committed tokens (lag-by-one and back-off rounds included), also with the previous exit state as input")
     func adapterSeesExitStates() throws {
-        let shipped = try #require(try KangarooAdapter.shipped(for: real.model))
-        let layer = shipped.config.exitLayer
+        let plainShipped = try #require(try KangarooAdapter.shipped(for: real.model))
+        let layer = plainShipped.config.exitLayer
+        // The shipped adapter with a random previous-state projection: rollbacks must find the right previous state.
+        let noise = KangarooAdapter.random(for: real.model, exitLayer: layer, seed: 21, deepState: true).deepProjection!
+        let withPrevious = plainShipped.addingPreviousState()
+        let previous = KangarooAdapter(config: withPrevious.config, inputNorm: withPrevious.inputNorm, query: withPrevious.query,
+                                       key: withPrevious.key, value: withPrevious.value, output: withPrevious.output,
+                                       norm: withPrevious.norm, deepProjection: withPrevious.deepProjection,
+                                       previousProjection: noise.map { $0 * 0.3 }, draftVocabulary: withPrevious.draftVocabulary)
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("adapter-\(UUID().uuidString)").path
+        try previous.save(to: folder)
+        #expect(try KangarooAdapter.load(from: folder, for: real.model).previousProjection == previous.previousProjection)
         let prompt = prompts[1]
-        for options in [SpeculativeOptions(exitLayer: layer, threshold: 0.6, maxDraft: 6, maxBackoff: 4),
-                        SpeculativeOptions(exitLayer: layer, threshold: 0.3, maxDraft: 3, dropsUncertainDraft: true, maxBackoff: 16)] {
+        for (shipped, options) in [(plainShipped, SpeculativeOptions(exitLayer: layer, threshold: 0.6, maxDraft: 6, maxBackoff: 4)),
+                                   (plainShipped, SpeculativeOptions(exitLayer: layer, threshold: 0.3, maxDraft: 3, dropsUncertainDraft: true, maxBackoff: 16)),
+                                   (previous, SpeculativeOptions(exitLayer: layer, threshold: 0.3, maxDraft: 3, dropsUncertainDraft: true, maxBackoff: 16))] {
             let decoder = try kangaroo(shipped, options)
             let generated = try generate(decoder, prompt, maxTokens: 60).tokens
             let runner = try #require(decoder.adapter)

@@ -9,9 +9,9 @@ import Training
 
 @Suite("Adapter training: gradients and optimiser")
 struct TrainingTests {
-    static func shape(feedForward: Int = 0, deepState: Bool = false) -> AdapterShape {
+    static func shape(feedForward: Int = 0, deepState: Bool = false, previousState: Bool = false) -> AdapterShape {
         AdapterShape(hidden: 8, heads: 2, kvHeads: 1, headSize: 4, ropeBase: 10000, eps: 1e-5, feedForward: feedForward,
-                     deepState: deepState)
+                     deepState: deepState, previousState: previousState)
     }
     static let vocabulary = 11, count = 5
 
@@ -23,7 +23,7 @@ struct TrainingTests {
         var deepStates: [Double]?
     }
 
-    static func problem(seed: UInt64, feedForward f: Int = 0, deepState: Bool = false) -> Problem {
+    static func problem(seed: UInt64, feedForward f: Int = 0, deepState: Bool = false, previousState: Bool = false) -> Problem {
         var random = SeededRandom(seed)
         func values(_ n: Int, _ scale: Double = 1) -> [Double] { (0..<n).map { _ in Double(random.float()) * scale } }
         let s = shape(feedForward: f), d = s.hidden
@@ -31,7 +31,8 @@ struct TrainingTests {
             inputNorm: values(d).map { 1 + 0.3 * $0 }, query: values(s.querySize * d, 0.6), key: values(s.kvSize * d, 0.6),
             value: values(s.kvSize * d, 0.6), output: values(d * s.querySize, 0.6), norm: values(d).map { 1 + 0.3 * $0 },
             feedForwardNorm: values(f > 0 ? d : 0).map { 1 + 0.3 * $0 }, gate: values(f * d, 0.8), up: values(f * d, 0.8),
-            down: values(d * f, 0.6), deepProjection: values(deepState ? d * d : 0, 0.6))
+            down: values(d * f, 0.6), deepProjection: values(deepState ? d * d : 0, 0.6),
+            previousProjection: values(previousState ? d * d : 0, 0.4))
         var targets = values(count * vocabulary).map { exp(2 * $0) }
         for t in 0..<count {
             let sum = targets[(t * vocabulary)..<((t + 1) * vocabulary)].reduce(0, +)
@@ -70,6 +71,28 @@ struct TrainingTests {
                 let lm = loss.evaluate(minus, states: p.states, start: 7, targets: p.targets, head: p.head, vocabulary: Self.vocabulary, deepStates: p.deepStates).loss
                 let numeric = (lp - lm) / (2 * h)
                 let exact = analytic.tensors[tensor][index]
+                #expect(abs(numeric - exact) <= 1e-6 + 1e-5 * abs(numeric), "\(names[tensor])[\(index)]: \(exact) vs \(numeric)")
+            }
+        }
+    }
+
+    @Test("the previous-state projection's gradient (and the others' through it) agrees with central finite differences")
+    func gradientCheckPreviousState() {
+        let loss = AdapterLoss<Double>(shape: Self.shape(feedForward: 6, deepState: true, previousState: true))
+        let p = Self.problem(seed: 4, feedForward: 6, deepState: true, previousState: true)
+        func value(_ w: AdapterTensors<Double>) -> Double {
+            loss.evaluate(w, states: p.states, start: 3, targets: p.targets, head: p.head, vocabulary: Self.vocabulary, deepStates: p.deepStates).loss
+        }
+        let analytic = loss.evaluate(p.weights, states: p.states, start: 3, targets: p.targets, head: p.head,
+                                     vocabulary: Self.vocabulary, deepStates: p.deepStates).gradients
+        #expect(p.weights.tensors.filter { !$0.isEmpty }.count == 12)
+        let h = 1e-6, names = AdapterTensors<Double>.tensorNames
+        for tensor in names.indices {
+            for index in stride(from: 0, to: p.weights.tensors[tensor].count, by: max(1, p.weights.tensors[tensor].count / 13)) {
+                var plus = p.weights, minus = p.weights
+                plus.tensors[tensor][index] += h
+                minus.tensors[tensor][index] -= h
+                let numeric = (value(plus) - value(minus)) / (2 * h), exact = analytic.tensors[tensor][index]
                 #expect(abs(numeric - exact) <= 1e-6 + 1e-5 * abs(numeric), "\(names[tensor])[\(index)]: \(exact) vs \(numeric)")
             }
         }
