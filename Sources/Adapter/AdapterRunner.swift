@@ -13,11 +13,13 @@ public final class AdapterRunner: @unchecked Sendable {
     let deepProjection: WeightMatrix?
     /// Adds the previous position's exit state to each input (nil: the adapter takes none).
     let previousProjection: WeightMatrix?
-    /// The exit state fed at each position (kept when the adapter takes the previous state, so that a
-    /// rollback finds the right one): row p holds position p's for p < length.
+    /// The exit states fed so far, one row behind their positions (kept when the adapter takes the
+    /// previous state, so that after a rollback each input finds its true predecessor): row p + 1 holds
+    /// position p's for p < length, row 0 stays zero (position 0 has no predecessor). So the
+    /// predecessors of positions length… are the rows length…, contiguous.
     private let fedStates: FloatMatrix?
     private let previousInput: ActivationBatch
-    private let previousAdded: FloatMatrix
+    private let previousProjected: FloatMatrix
     let cache: KVCache
     let states: FloatMatrix
     public let head: DraftHead
@@ -53,9 +55,9 @@ public final class AdapterRunner: @unchecked Sendable {
         }
         deepProjection = adapter.deepProjection.map { matrix($0, rows: c.hiddenSize, columns: c.hiddenSize) }
         previousProjection = adapter.previousProjection.map { matrix($0, rows: c.hiddenSize, columns: c.hiddenSize) }
-        fedStates = adapter.previousProjection == nil ? nil : FloatMatrix(capacity: contextCapacity, columns: c.hiddenSize)
+        fedStates = adapter.previousProjection == nil ? nil : FloatMatrix(capacity: contextCapacity + 1, columns: c.hiddenSize)
         previousInput = ActivationBatch(capacity: chunk * c.hiddenSize)
-        previousAdded = FloatMatrix(capacity: chunk, columns: c.hiddenSize)
+        previousProjected = FloatMatrix(capacity: chunk, columns: c.hiddenSize)
         deepInput = ActivationBatch(capacity: c.hiddenSize)
         projected = FloatMatrix(capacity: 1, columns: c.hiddenSize)
         self.storage = storage
@@ -93,19 +95,13 @@ public final class AdapterRunner: @unchecked Sendable {
     }
 
     /// Keeps `states`' rows (positions length…) and adds to each the projected exit state of the
-    /// position before (zeros before position 0).
+    /// position before.
     private func addPreviousStates(_ projection: WeightMatrix, _ fed: FloatMatrix, count: Int, scratch: ForwardScratch) {
         let d = states.columns
-        for i in 0..<count { fed.copyRow(from: states, row: i, to: length + i) }
-        let previous = previousAdded.pointer  // staging for the previous rows, then their projection
-        for i in 0..<count {
-            let p = length + i
-            if p == 0 { previous.advanced(by: i * d).initialize(repeating: 0, count: d) }
-            else { previous.advanced(by: i * d).update(from: fed.row(p - 1), count: d) }
-        }
-        previousInput.set(previous, count: count, columns: d)
-        projection.multiply(previousInput, into: previous, pool: scratch.pool)
-        for i in 0..<(count * d) { states.pointer[i] += previous[i] }
+        for i in 0..<count { fed.copyRow(from: states, row: i, to: length + i + 1) }
+        previousInput.set(fed.row(length), count: count, columns: d)
+        projection.multiply(previousInput, into: previousProjected.pointer, pool: scratch.pool)
+        VectorOps.add(states.pointer, previousProjected.pointer, count: count * d)
     }
 
     /// Feeds rows `rows` of `exitStates` and evaluates the rest of the adapter and the draft head on the

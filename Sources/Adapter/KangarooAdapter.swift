@@ -119,22 +119,15 @@ public final class KangarooAdapter: @unchecked Sendable {
         self.draftVocabulary = draftVocabulary
     }
 
-    /// This adapter taking the deep state through a zero projection: it drafts exactly as before until
-    /// training moves the projection.
-    public func addingDeepState() -> KangarooAdapter {
-        KangarooAdapter(config: config, inputNorm: inputNorm, query: query, key: key, value: value, output: output, norm: norm,
-                        feedForward: feedForward,
-                        deepProjection: deepProjection ?? Array(repeating: 0, count: config.hiddenSize * config.hiddenSize),
-                        previousProjection: previousProjection, draftVocabulary: draftVocabulary)
-    }
-
-    /// This adapter taking the previous position's exit state through a zero projection: it drafts
-    /// exactly as before until training moves the projection.
-    public func addingPreviousState() -> KangarooAdapter {
-        KangarooAdapter(config: config, inputNorm: inputNorm, query: query, key: key, value: value, output: output, norm: norm,
-                        feedForward: feedForward, deepProjection: deepProjection,
-                        previousProjection: previousProjection ?? Array(repeating: 0, count: config.hiddenSize * config.hiddenSize),
-                        draftVocabulary: draftVocabulary)
+    /// This adapter also taking the deep state and/or the previous exit state, each through a zero
+    /// projection where it had none: it drafts exactly as before until training moves them.
+    public func adding(deepState: Bool = false, previousState: Bool = false) -> KangarooAdapter {
+        let zero = Array(repeating: Float(0), count: config.hiddenSize * config.hiddenSize)
+        return KangarooAdapter(config: config, inputNorm: inputNorm, query: query, key: key, value: value, output: output,
+                               norm: norm, feedForward: feedForward,
+                               deepProjection: deepProjection ?? (deepState ? zero : nil),
+                               previousProjection: previousProjection ?? (previousState ? zero : nil),
+                               draftVocabulary: draftVocabulary)
     }
 
     static func config(for model: LlamaModel, exitLayer: Int, origin: String, feedForwardSize: Int? = nil) -> AdapterConfig {

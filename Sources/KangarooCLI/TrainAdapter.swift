@@ -107,10 +107,9 @@ struct TrainAdapter: ParsableCommand {
         guard start.config.exitLayer == exitLayer else {
             throw ValidationError("the --start-from adapter was trained for exit layer \(start.config.exitLayer); pass --exit-layer \(start.config.exitLayer)")
         }
-        if deepState { start = start.addingDeepState() }
-        if previousState { start = start.addingPreviousState() }
-        // A --start-from adapter that has a deep state keeps it, with or without --deep-state.
-        let takesDeepState = start.deepProjection != nil
+        start = start.adding(deepState: deepState, previousState: previousState)
+        // A --start-from adapter keeps its deep and previous states, with or without the flags.
+        let takesDeepState = start.deepProjection != nil, takesPreviousState = start.previousProjection != nil
         let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
         let data = try ShareGPTFile.file.ensure()
         let candidates = try ShareGPT.read(path: data.path, limit: conversations * 3).filter { !$0.isValidation }
@@ -139,7 +138,7 @@ struct TrainAdapter: ParsableCommand {
         let trainer = AdapterTrainer(model: model, start: start, examples: examples, options: options)
         if resume { try trainer.resume(from: output) }
         let source = selfDistill > 0 ? "self-distilled answers (≤\(selfDistill) tokens) to " : ""
-        let origin = "trained: exit layer \(exitLayer), \(source)\(examples.count) ShareGPT conversations × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(startFrom.map { "started from \($0)" } ?? randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")\(feedForward ? ", with a feed-forward block" : "")\(takesDeepState ? ", deep state (dropout \(deepStateDropout))" : "")\(previousState ? ", previous exit state" : "")"
+        let origin = "trained: exit layer \(exitLayer), \(source)\(examples.count) ShareGPT conversations × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(startFrom.map { "started from \($0)" } ?? randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")\(feedForward ? ", with a feed-forward block" : "")\(takesDeepState ? ", deep state (dropout \(deepStateDropout))" : "")\(takesPreviousState ? ", previous exit state" : "")"
         let trainingStart = Date()
         var recentLoss: [Double] = [], recentAgreement: [Double] = []
         var done = trainer.optimiser.step

@@ -81,8 +81,8 @@ static inline __attribute__((always_inline)) void scores_body(const int heads, c
 // For each of `heads` probability rows (`p_stride` apart): out[h][i] += Σ_j p[h][j] · v_j[i] for
 // i < head_size, in order of j, values (halves) `stride` apart, each value row loaded once for all the
 // heads; `width` output lanes per head stay in registers over all positions. Adding to `out` lets a
-// caller split the positions: calls over j < c, then c ≤ j < count, give the bits of one call. A macro, one per build, for the build's
-// half-float loader.
+// caller split the positions: calls over j < c, then c ≤ j < count, give the bits of one call. A
+// macro, one per build, for the build's half-float loader.
 #define KQ_VALUES_BODY(SUFFIX, TARGET)                                                                       \
 TARGET static inline __attribute__((always_inline)) void                                                     \
 values_body_##SUFFIX(const int heads, const int width, const float *p, size_t p_stride,                      \

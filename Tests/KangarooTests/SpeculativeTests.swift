@@ -264,7 +264,7 @@ struct SpeculativeTests {
         // full model's own tokens, all accepted, with a zero projection; a large random projection spoils
         // its first drafts, so fewer are accepted, and the output still does not change.
         let layers = real.model.config.layerCount
-        let identity = KangarooAdapter.identity(for: real.model, exitLayer: layers).addingDeepState()
+        let identity = KangarooAdapter.identity(for: real.model, exitLayer: layers).adding(deepState: true)
         #expect(identity.deepProjection?.allSatisfy { $0 == 0 } == true)
         let noise = KangarooAdapter.random(for: real.model, exitLayer: layers, seed: 13, deepState: true).deepProjection!
         let spoiled = KangarooAdapter(config: identity.config, inputNorm: identity.inputNorm, query: identity.query, key: identity.key,
@@ -285,7 +285,7 @@ struct SpeculativeTests {
         let layer = plainShipped.config.exitLayer
         // The shipped adapter with a random previous-state projection: rollbacks must find the right previous state.
         let noise = KangarooAdapter.random(for: real.model, exitLayer: layer, seed: 21, deepState: true).deepProjection!
-        let withPrevious = plainShipped.addingPreviousState()
+        let withPrevious = plainShipped.adding(previousState: true)
         let previous = KangarooAdapter(config: withPrevious.config, inputNorm: withPrevious.inputNorm, query: withPrevious.query,
                                        key: withPrevious.key, value: withPrevious.value, output: withPrevious.output,
                                        norm: withPrevious.norm, deepProjection: withPrevious.deepProjection,
