@@ -55,6 +55,13 @@ struct TrainAdapter: ParsableCommand {
         """)
     var selfDistill = 0
 
+    @Option(help: """
+        With --self-distill: also train on the model's answers to N prompts that hand it a text from \
+        ShareGPT to summarise, translate, copy, correct, list the points of or answer a question from \
+        (answers that copy their prompt, so the adapter learns to draft copies). Kept with the others.
+        """)
+    var taskPrompts = 0
+
     @Option(help: "Seed of the data order.")
     var seed: UInt64 = 1
 
@@ -92,6 +99,7 @@ struct TrainAdapter: ParsableCommand {
             throw ValidationError("--start-from takes the adapter as it is; drop --random-init and --feed-forward")
         }
         guard (0..<1).contains(deepStateDropout) else { throw ValidationError("--deep-state-dropout must be in [0, 1)") }
+        if taskPrompts > 0 && selfDistill == 0 { throw ValidationError("--task-prompts trains on the model's answers: add --self-distill N") }
     }
 
     func run() throws {
@@ -138,7 +146,8 @@ struct TrainAdapter: ParsableCommand {
         let trainer = AdapterTrainer(model: model, start: start, examples: examples, options: options)
         if resume { try trainer.resume(from: output) }
         let source = selfDistill > 0 ? "self-distilled answers (≤\(selfDistill) tokens) to " : ""
-        let origin = "trained: exit layer \(exitLayer), \(source)\(examples.count) ShareGPT conversations × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(startFrom.map { "started from \($0)" } ?? randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")\(feedForward ? ", with a feed-forward block" : "")\(takesDeepState ? ", deep state (dropout \(deepStateDropout))" : "")\(takesPreviousState ? ", previous exit state" : "")"
+        let tasks = taskPrompts > 0 ? " (\(taskPrompts) of them task prompts)" : ""
+        let origin = "trained: exit layer \(exitLayer), \(source)\(examples.count) ShareGPT conversations\(tasks) × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(startFrom.map { "started from \($0)" } ?? randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")\(feedForward ? ", with a feed-forward block" : "")\(takesDeepState ? ", deep state (dropout \(deepStateDropout))" : "")\(takesPreviousState ? ", previous exit state" : "")"
         let trainingStart = Date()
         var recentLoss: [Double] = [], recentAgreement: [Double] = []
         var done = trainer.optimiser.step
@@ -172,6 +181,8 @@ struct TrainAdapter: ParsableCommand {
         for conversation in candidates where prompts.count < conversations {
             if let prompt = distillation.prompt(for: conversation) { prompts.append((conversation.id, prompt)) }
         }
+        // Task prompts from the other end of the list, so their passages are not the answers above.
+        prompts += distillation.taskPrompts(from: candidates.reversed(), count: taskPrompts)
         let missing = prompts.filter { store.sequences[$0.id] == nil }
         if !missing.isEmpty {
             FileHandle.standardError.write(Data("generating the model's answers to \(missing.count) prompts (≤\(selfDistill) tokens each) …\n".utf8))

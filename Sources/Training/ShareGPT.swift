@@ -6,6 +6,11 @@ public struct Conversation: Sendable, Equatable {
     public var id: String
     public var messages: [ChatMessage]
 
+    public init(id: String, messages: [ChatMessage]) {
+        self.id = id
+        self.messages = messages
+    }
+
     /// A deterministic 2% of conversations (by a hash of the id) is held out for validation.
     public var isValidation: Bool {
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325

@@ -225,6 +225,26 @@ struct TrainingDataTests {
         #expect(throws: ShareGPTError.self) { try ShareGPT.parse(Data("{}".utf8)) }
     }
 
+    @Test("task prompts rotate through the tasks, carry the first answer's opening cut at a word, skip short answers")
+    func taskPrompts() throws {
+        let answer = (0..<300).map { "word\($0)" }.joined(separator: " ")
+        let conversation = Conversation(id: "x", messages: [ChatMessage(role: .user, content: "What are the words?"),
+                                                            ChatMessage(role: .assistant, content: answer)])
+        let tasks = (0..<(2 * TaskPrompt.allCases.count)).compactMap { TaskPrompt.message(index: $0, for: conversation) }
+        #expect(tasks.map(\.task) == TaskPrompt.allCases + TaskPrompt.allCases)
+        for (task, text) in tasks {
+            let passage = TaskPrompt.opening(of: answer, characters: TaskPrompt.passageCharacters)
+            #expect(text.contains(passage), "\(task)")
+            #expect(!text.contains(answer), "\(task): the whole answer")
+        }
+        // Cut at the last whole word within the limit.
+        #expect(TaskPrompt.opening(of: "  alpha beta gamma  ", characters: 12) == "alpha beta")
+        #expect(TaskPrompt.opening(of: "alpha", characters: 12) == "alpha")
+        #expect(tasks.last(where: { $0.task == .answerFromText })?.text.contains("Question: What are the words?") == true)
+        let short = Conversation(id: "y", messages: [ChatMessage(role: .user, content: "Hi"), ChatMessage(role: .assistant, content: "Hello!")])
+        #expect(TaskPrompt.message(index: 0, for: short) == nil)
+    }
+
     @Test("the real ShareGPT file yields thousands of conversations and a ~2% validation split")
     func realShareGPT() throws {
         let path = try ShareGPTFile.file.ensure().path
