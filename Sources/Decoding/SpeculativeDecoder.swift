@@ -21,14 +21,20 @@ public struct SpeculativeOptions: Sendable, Equatable {
     /// a failed draft costs the drafter's work on top. 0 drafts every round, as the paper does. Output
     /// is unchanged either way.
     public var maxBackoff: Int
+    /// Copy drafts (not in the paper; 0: off): when the last `copyNgram` tokens occurred earlier in the
+    /// prompt or output, the tokens that followed them there are drafted (see `CopyLookup`): at the start
+    /// of a round all at once (up to γ, also in a back-off), later in a round one instead of the
+    /// drafter's, with full confidence. The drafter still sees every position. Output unchanged.
+    public var copyNgram: Int
 
     public init(exitLayer: Int = 2, threshold: Float = 0.6, maxDraft: Int = 6, dropsUncertainDraft: Bool = false,
-                maxBackoff: Int = 0) {
+                maxBackoff: Int = 0, copyNgram: Int = 0) {
         self.exitLayer = exitLayer
         self.threshold = threshold
         self.maxDraft = maxDraft
         self.dropsUncertainDraft = dropsUncertainDraft
         self.maxBackoff = maxBackoff
+        self.copyNgram = copyNgram
     }
 }
 
@@ -66,7 +72,9 @@ public struct SpeculativeSamplingRule: AcceptanceRule {
 /// the next draft until γ drafts or a draft below the confidence threshold. Then layers `ℓ..<L` run
 /// once over all kept states [pending, d1…dk], the longest prefix on which the full model agrees is
 /// accepted, and the full model's next token is appended. Every cache is rolled back by length.
-/// The shallow layers never run twice for a position.
+/// The shallow layers never run twice for a position. With copy drafts, a round whose text so far
+/// continues an earlier passage drafts that passage's next tokens instead, running the shallow layers
+/// over them in one batch.
 ///
 /// Lossless for greedy decoding: the deep layers see exactly the states plain decoding computes (the
 /// kernels give each token the same bits in a batch as alone), so the full model's choices, and with
@@ -110,6 +118,8 @@ public final class SpeculativeDecoder: Decoder {
     /// without drafting.
     private var backoff = 0
     private var roundsWithoutDrafting = 0
+    /// Copy drafts' view of the text: the prompt and every token decoded, ending with `pending`.
+    private var copyLookup: CopyLookup?
 
     /// How sampled drafts are accepted (greedy decoding compares tokens instead).
     let acceptance: AcceptanceRule
@@ -128,6 +138,7 @@ public final class SpeculativeDecoder: Decoder {
         guard (0...64).contains(options.maxDraft) else { throw SpeculativeError.invalidOptions("--max-draft must be between 0 and 64") }
         guard (0...1).contains(options.threshold) else { throw SpeculativeError.invalidOptions("--threshold must be between 0 and 1") }
         guard (0...1024).contains(options.maxBackoff) else { throw SpeculativeError.invalidOptions("--max-backoff must be between 0 and 1024") }
+        guard (0...64).contains(options.copyNgram) else { throw SpeculativeError.invalidOptions("--copy-ngram must be between 0 and 64") }
         self.model = model
         self.options = options
         maxDraftCapacity = max(options.maxDraft, 16)
@@ -159,6 +170,7 @@ public final class SpeculativeDecoder: Decoder {
             layerSkipHead = DraftHead(model: model, normWeights: model.outputNorm)
         }
         headProbabilities = FloatMatrix(capacity: 1, columns: (adapter?.head ?? layerSkipHead!).rowCount)
+        copyLookup = options.copyNgram > 0 ? CopyLookup(n: options.copyNgram) : nil
     }
 
     public var committedLength: Int { cache.length(of: 0) }
@@ -201,6 +213,8 @@ public final class SpeculativeDecoder: Decoder {
         keepDeepState(states.row(states.rows - 1))
         model.logits(states, rows: (states.rows - 1)..<states.rows, into: logits, scratch: scratch)
         pending = sampler.sample(logits.row(0), count: logits.columns)
+        copyLookup?.reset(to: prompt, capacity: contextCapacity)
+        copyLookup?.commit(CollectionOfOne(pending))
         return DecodedRound(tokens: [pending], logits: logits)
     }
 
@@ -210,31 +224,50 @@ public final class SpeculativeDecoder: Decoder {
         let position = committedLength
         // Positions position…position+k must fit, and no more than `limit` tokens are wanted.
         var maxDrafts = max(0, min(options.maxDraft, limit - 1, contextCapacity - position - 1))
-        if roundsWithoutDrafting > 0 {
-            roundsWithoutDrafting -= 1
-            maxDrafts = 0
-        }
-
-        // Drafting: every token of the round goes through the shallow layers exactly once.
         drafts.removeAll(keepingCapacity: true)
         exitStates.rows = 0
-        var token = pending
-        var stop = maxDrafts == 0
         // Whether the adapter has seen the exit state of the round's last row (a dropped draft's
         // proposal fed it); otherwise that row lags by one when the whole round is accepted.
         var adapterSawLastRow = false
-        while true {
-            try runShallow(token)
-            if stop { break }
-            let (draft, confidence) = proposeDraft(&sampler)
-            statistics.draftSteps += 1
-            if confidence < options.threshold && options.dropsUncertainDraft {
-                adapterSawLastRow = true
-                break
+        let copyRound = maxDrafts > 0 && copyLookup?.proposal(after: []) != nil
+        if copyRound, let copyLookup {
+            // A copy round, also during a back-off (copies are right far more often than failed drafts):
+            // the text continues an earlier passage, so its next tokens are the drafts, and the shallow
+            // layers run over [pending, c1…cm] in one batch.
+            while drafts.count < maxDrafts, let copy = copyLookup.proposal(after: drafts) { drafts.append(copy) }
+            try runShallow([pending] + drafts)
+            if let adapter {
+                flushLagging(adapter)
+                adapter.feed(exitStates, rows: 0..<drafts.count, scratch: scratch)
             }
-            drafts.append(draft)
-            token = draft
-            stop = confidence < options.threshold || drafts.count == maxDrafts
+            if !sampler.options.isGreedy {
+                // All of a copy draft's probability is on its token.
+                for (i, copy) in drafts.enumerated() { setCopyProbabilities(row: i, token: copy) }
+            }
+            statistics.copiedDrafts += drafts.count
+            // It counts as a round of a back-off, and does not change the back-off (that is the drafter's).
+            roundsWithoutDrafting = max(0, roundsWithoutDrafting - 1)
+        } else {
+            if roundsWithoutDrafting > 0 {
+                roundsWithoutDrafting -= 1
+                maxDrafts = 0
+            }
+            // Drafting step by step: every token of the round goes through the shallow layers exactly once.
+            var token = pending
+            var stop = maxDrafts == 0
+            while true {
+                try runShallow(CollectionOfOne(token))
+                if stop { break }
+                let (draft, confidence) = proposeDraft(&sampler)
+                statistics.draftSteps += 1
+                if confidence < options.threshold && options.dropsUncertainDraft {
+                    adapterSawLastRow = true
+                    break
+                }
+                drafts.append(draft)
+                token = draft
+                stop = confidence < options.threshold || drafts.count == maxDrafts
+            }
         }
         let drafted = clock.now
 
@@ -247,6 +280,7 @@ public final class SpeculativeDecoder: Decoder {
         keepDeepState(verified.row(accepted))
         var tokens = Array(drafts[0..<accepted])
         tokens.append(next)
+        copyLookup?.commit(tokens)
 
         // Roll back: positions position…position+accepted hold committed tokens.
         let keep = position + accepted + 1
@@ -263,7 +297,7 @@ public final class SpeculativeDecoder: Decoder {
                 adapter.truncate(to: keep)
             }
         }
-        if maxDrafts > 0 { backOff(accepted: accepted) }
+        if maxDrafts > 0 && !copyRound { backOff(accepted: accepted) }
         pending = next
         statistics.record(accepted: accepted)
         statistics.draftSeconds += (drafted - begin).seconds
@@ -288,13 +322,13 @@ public final class SpeculativeDecoder: Decoder {
         model.normalizeOutput(final, into: deepState.pointer)
     }
 
-    /// Runs `token` through the shallow layers at the next position and keeps its exit state.
-    private func runShallow(_ token: Int32) throws {
+    /// Runs `tokens` through the shallow layers at the next positions and keeps their exit states.
+    private func runShallow(_ tokens: some Collection<Int32>) throws {
         let row = exitStates.rows
-        model.embed(CollectionOfOne(token), into: states)
+        model.embed(tokens, into: states)
         try model.forward(layers: shallow, hidden: states, cache: cache, scratch: scratch)
-        exitStates.copyRow(from: states, row: 0, to: row)
-        exitStates.rows = row + 1
+        for i in 0..<tokens.count { exitStates.copyRow(from: states, row: i, to: row + i) }
+        exitStates.rows = row + tokens.count
     }
 
     private func flushLagging(_ adapter: AdapterRunner) {
@@ -336,10 +370,32 @@ public final class SpeculativeDecoder: Decoder {
         return (drafts.count, sampler.draw(p, count: vocabulary))
     }
 
+    /// The next draft for the newest exit state and its confidence: a copy draft (confidence 1) when
+    /// the text so far (drafts included) allows one, else the drafter's proposal (see `proposeOwnDraft`).
+    private func proposeDraft(_ sampler: inout Sampler) -> (token: Int32, confidence: Float) {
+        guard let copy = copyLookup?.proposal(after: drafts) else { return proposeOwnDraft(&sampler) }
+        // The adapter must still see the position (its cache covers every drafted row); its head, the
+        // costly part of a draft step after the shallow layers, is skipped.
+        if let adapter {
+            flushLagging(adapter)
+            adapter.feed(exitStates, rows: (exitStates.rows - 1)..<exitStates.rows, scratch: scratch)
+        }
+        statistics.copiedDrafts += 1
+        if !sampler.options.isGreedy { setCopyProbabilities(row: drafts.count, token: copy) }
+        return (copy, 1)
+    }
+
+    /// Sampling: the draft distribution of draft `row` when it is a copy (all on `token`).
+    private func setCopyProbabilities(row: Int, token: Int32) {
+        let dense = draftProbabilities.row(row)
+        dense.initialize(repeating: 0, count: draftProbabilities.columns)
+        dense[Int(token)] = 1
+    }
+
     /// The drafter's next token and its confidence (top-1 probability of the draft distribution) for
     /// the newest exit state. When sampling, the draft is drawn from the processed draft distribution,
     /// which is kept (dense) for verification.
-    private func proposeDraft(_ sampler: inout Sampler) -> (Int32, Float) {
+    private func proposeOwnDraft(_ sampler: inout Sampler) -> (Int32, Float) {
         let newest = exitStates.rows - 1
         let head: DraftHead
         if let adapter {

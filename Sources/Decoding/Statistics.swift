@@ -4,6 +4,8 @@ public struct SpeculativeStatistics: Sendable, Equatable, Codable {
     public var acceptedDrafts: [Int]
     /// Drafts proposed in all (draft-head evaluations).
     public var draftSteps = 0
+    /// Drafts that were copies (`SpeculativeOptions.copyNgram`) rather than the drafter's.
+    public var copiedDrafts = 0
     public var draftSeconds = 0.0
     public var verifySeconds = 0.0
 

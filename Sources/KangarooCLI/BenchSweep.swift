@@ -46,6 +46,9 @@ struct BenchSweep: ParsableCommand {
     @Option(help: "Comma-separated back-off caps: rounds without drafting after failed drafts, at most (0: draft every round, as the paper does).")
     var backoffs = "0"
 
+    @Option(help: "Comma-separated copy-draft n-gram lengths (0: no copy drafts).")
+    var copyNgrams = "0"
+
     @Option(help: "Questions per task group.")
     var limit = 1
 
@@ -72,8 +75,11 @@ struct BenchSweep: ParsableCommand {
                     for policy in uncertainDrafts.split(separator: ",") {
                         guard policy == "verify" || policy == "drop" else { throw ValidationError("--uncertain-drafts takes verify and/or drop") }
                         for backoff in parse(backoffs, Int.init) {
-                            settings.append(SpeculativeOptions(exitLayer: layer, threshold: threshold, maxDraft: gamma,
-                                                               dropsUncertainDraft: policy == "drop", maxBackoff: backoff))
+                            for copyNgram in parse(copyNgrams, Int.init) {
+                                settings.append(SpeculativeOptions(exitLayer: layer, threshold: threshold, maxDraft: gamma,
+                                                                   dropsUncertainDraft: policy == "drop", maxBackoff: backoff,
+                                                                   copyNgram: copyNgram))
+                            }
                         }
                     }
                 }
@@ -111,14 +117,14 @@ struct BenchSweep: ParsableCommand {
         let plainRate = Double(plainTokens) / plainTime
         let order = decoders.indices.sorted { Double(tokens[$0]) / times[$0] > Double(tokens[$1]) / times[$1] }
         writeOut("plain: \(String(format: "%.1f", plainRate)) tokens/s on \(questions.count) questions\n")
-        writeOut("exit layer  threshold  γ  uncertain  back-off  tokens/s  speedup  mean accepted\n")
+        writeOut("exit layer  threshold  γ  uncertain  back-off  copy  tokens/s  speedup  mean accepted\n")
         for i in order {
             let o = settings[i], rate = Double(tokens[i]) / times[i]
-            writeOut(String(format: "%10d  %9.2f  %2d  %-9@  %8d  %8.1f  %6.2f×  %13.2f\n", o.exitLayer, o.threshold, o.maxDraft,
-                            o.dropsUncertainDraft ? "drop" : "verify", o.maxBackoff, rate, rate / plainRate, accepted[i]))
+            writeOut(String(format: "%10d  %9.2f  %2d  %-9@  %8d  %4d  %8.1f  %6.2f×  %13.2f\n", o.exitLayer, o.threshold, o.maxDraft,
+                            o.dropsUncertainDraft ? "drop" : "verify", o.maxBackoff, o.copyNgram, rate, rate / plainRate, accepted[i]))
         }
         if let best = order.first.map({ settings[$0] }) {
-            writeOut("best: --exit-layer \(best.exitLayer) --threshold \(best.threshold) --max-draft \(best.maxDraft) --max-backoff \(best.maxBackoff)\(best.dropsUncertainDraft ? "" : " --verify-uncertain-draft")\n")
+            writeOut("best: --exit-layer \(best.exitLayer) --threshold \(best.threshold) --max-draft \(best.maxDraft) --max-backoff \(best.maxBackoff) --copy-ngram \(best.copyNgram)\(best.dropsUncertainDraft ? "" : " --verify-uncertain-draft")\n")
         }
     }
 

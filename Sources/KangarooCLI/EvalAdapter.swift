@@ -42,6 +42,12 @@ struct EvalAdapter: ParsableCommand {
         """)
     var selfDistill = 0
 
+    @Option(help: """
+        With --self-distill: also score the model's answers to N held-out task prompts (a ShareGPT text \
+        to summarise, translate, copy, correct, list the points of or answer a question from), apart.
+        """)
+    var taskPrompts = 0
+
     @Option(help: "Spec-Bench question file; omit to skip the decoding part.")
     var suite: String?
 
@@ -63,6 +69,13 @@ struct EvalAdapter: ParsableCommand {
     @Option(help: "Spec-Bench part: rounds without drafting after failed drafts, at most (0: draft every round, as the paper does).")
     var maxBackoff = SpeculativeSettings.defaultMaxBackoff
 
+    @Option(help: "Spec-Bench part: copy drafts after a repeated N-gram (see generate --help; 0: the adapter alone).")
+    var copyNgram = SpeculativeSettings.defaultCopyNgram
+
+    func validate() throws {
+        if taskPrompts > 0 && selfDistill == 0 { throw ValidationError("--task-prompts scores the model's answers: add --self-distill N") }
+    }
+
     func run() throws {
         let (model, tokenizer) = try modelOptions.load()
         let weights = try chooseAdapter(path: adapter, model: model, exitLayer: exitLayer)
@@ -71,9 +84,9 @@ struct EvalAdapter: ParsableCommand {
         let data = try ShareGPTFile.file.ensure()
         let heldOut = try ShareGPT.read(path: data.path).filter(\.isValidation)
         var sequences: [[Int32]] = [], firstScored: [Int] = []
+        let distillation = SelfDistillation(model: model, tokenizer: tokenizer, template: template,
+                                            maxNewTokens: selfDistill, maxTokens: tokensPerConversation)
         if selfDistill > 0 {
-            let distillation = SelfDistillation(model: model, tokenizer: tokenizer, template: template,
-                                                maxNewTokens: selfDistill, maxTokens: tokensPerConversation)
             let prompts = Array(heldOut.lazy.compactMap { distillation.prompt(for: $0) }.prefix(conversations))
             FileHandle.standardError.write(Data("generating the model's answers to \(prompts.count) held-out prompts …\n".utf8))
             for prompt in prompts {
@@ -84,16 +97,15 @@ struct EvalAdapter: ParsableCommand {
             sequences = heldOut.prefix(conversations)
                 .map { ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation) }
         }
-        let progress = ProgressBar(total: sequences.count)
-        let stats = try AdapterEvaluator(model: model, adapter: weights).agreement(on: sequences, firstScored: selfDistill > 0 ? firstScored : nil) { _ in progress.advance() }
-        progress.finish()
         writeOut("adapter: \(weights.config.origin), exit layer \(weights.config.exitLayer)\n")
-        writeOut(String(format: "held-out%@: %d conversations, %d positions: top-1 agreement %.3f, expected acceptance %.3f\n",
-                        selfDistill > 0 ? " (model's own answers)" : "", sequences.count, stats.positions, stats.top1Agreement, stats.expectedAcceptance))
-        writeOut("drafts at confidence ≥ η (Kangaroo's threshold): share of positions, top-1 agreement\n")
-        for threshold in stride(from: 0.1, through: 0.9, by: 0.1) {
-            let (share, agreement) = stats.atConfidence(atLeast: threshold)
-            writeOut(String(format: "  η %.1f  %5.1f%%  %.3f\n", threshold, 100 * share, agreement))
+        let evaluator = AdapterEvaluator(model: model, adapter: weights)
+        try report(evaluator, on: sequences, firstScored: selfDistill > 0 ? firstScored : nil,
+                   title: selfDistill > 0 ? "held-out (model's own answers)" : "held-out")
+        if taskPrompts > 0 {
+            let prompts = distillation.taskPrompts(from: heldOut, count: taskPrompts)
+            FileHandle.standardError.write(Data("generating the model's answers to \(prompts.count) held-out task prompts …\n".utf8))
+            let answers = try prompts.map { try distillation.sequence(prompt: $0.tokens) }
+            try report(evaluator, on: answers, firstScored: prompts.map { $0.tokens.count - 1 }, title: "held-out task prompts (model's own answers)")
         }
 
         guard let suite else { return }
@@ -102,7 +114,7 @@ struct EvalAdapter: ParsableCommand {
         let kangaroo = try SpeculativeDecoder(model: model, drafter: .adapter(weights),
                                               options: SpeculativeOptions(exitLayer: weights.config.exitLayer, threshold: threshold, maxDraft: maxDraft,
                                                                           dropsUncertainDraft: !verifyUncertainDraft,
-                                                                          maxBackoff: maxBackoff),
+                                                                          maxBackoff: maxBackoff, copyNgram: copyNgram),
                                               contextCapacity: 4096)
         let records = try runSuite(selected, decoders: [plain, kangaroo], generator: Generator(tokenizer: tokenizer), template: template,
                                    options: GenerationOptions(maxTokens: maxTokens))
@@ -116,6 +128,19 @@ struct EvalAdapter: ParsableCommand {
         if !mismatches.isEmpty {
             FileHandle.standardError.write(Data(("LOSSLESSNESS CHECK FAILED:\n" + mismatches.map { "  \($0)" }.joined(separator: "\n") + "\n").utf8))
             throw ExitCode(1)
+        }
+    }
+
+    private func report(_ evaluator: AdapterEvaluator, on sequences: [[Int32]], firstScored: [Int]?, title: String) throws {
+        let progress = ProgressBar(total: sequences.count)
+        let stats = try evaluator.agreement(on: sequences, firstScored: firstScored) { _ in progress.advance() }
+        progress.finish()
+        writeOut(String(format: "%@: %d conversations, %d positions: top-1 agreement %.3f, expected acceptance %.3f\n",
+                        title, sequences.count, stats.positions, stats.top1Agreement, stats.expectedAcceptance))
+        writeOut("drafts at confidence ≥ η (Kangaroo's threshold): share of positions, top-1 agreement\n")
+        for threshold in stride(from: 0.1, through: 0.9, by: 0.1) {
+            let (share, agreement) = stats.atConfidence(atLeast: threshold)
+            writeOut(String(format: "  η %.1f  %5.1f%%  %.3f\n", threshold, 100 * share, agreement))
         }
     }
 }

@@ -138,6 +138,8 @@ struct SpeculativeReport: Encodable {
     /// CTAR(w) for w = 1…γ: share of rounds that committed more than w tokens.
     var ctar: [Double]
     var draftSteps: Int
+    /// Drafts that were copies (--copy-ngram).
+    var copiedDrafts: Int
     var draftMs: Double
     var verifyMs: Double
 
@@ -147,6 +149,7 @@ struct SpeculativeReport: Encodable {
         acceptedLengthHistogram = s.acceptedLengthHistogram
         ctar = s.ctar
         draftSteps = s.draftSteps
+        copiedDrafts = s.copiedDrafts
         draftMs = s.draftSeconds * 1000
         verifyMs = s.verifySeconds * 1000
     }

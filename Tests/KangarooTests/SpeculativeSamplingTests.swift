@@ -55,8 +55,10 @@ struct SpeculativeSamplingTests {
         tokens.reduce(0) { $0 * TinyModel.vocabulary + Int($1) }
     }
 
-    /// Counts of each sequence of `length` first tokens over `runs` seeded generations.
-    func empirical(_ decoder: Decoder, _ options: SamplingOptions) throws -> [Int] {
+    /// Counts of each sequence of `length` first tokens over `runs` seeded generations, and for a
+    /// speculative decoder the rounds that accepted no draft and some drafts, over all runs.
+    func empirical(_ decoder: Decoder, _ options: SamplingOptions) throws -> (counts: [Int], rejected: Int, accepted: Int) {
+        var rejected = 0, accepted = 0
         var counts = [Int](repeating: 0, count: Int(pow(Double(TinyModel.vocabulary), Double(Self.length))))
         for seed in 0..<Self.runs {
             var o = options
@@ -67,8 +69,12 @@ struct SpeculativeSamplingTests {
                 tokens += try decoder.next(sampler: &sampler, limit: 8).tokens
             }
             counts[index(Array(tokens.prefix(Self.length)))] += 1
+            if let stats = decoder.speculativeStatistics {
+                rejected += stats.acceptedDrafts[0]
+                accepted += stats.acceptedDrafts.dropFirst().reduce(0, +)
+            }
         }
-        return counts
+        return (counts, rejected, accepted)
     }
 
     /// Pearson's chi-square p-value (Wilson–Hilferty approximation); cells expecting fewer than 5
@@ -103,6 +109,11 @@ struct SpeculativeSamplingTests {
             try SpeculativeDecoder(model: model, drafter: .adapter(.random(for: model, exitLayer: 2, seed: 4)), options: options,
                                    contextCapacity: 32, acceptance: acceptance),
             try SpeculativeDecoder(model: model, drafter: .layerSkip, options: options, contextCapacity: 32, acceptance: acceptance),
+            // Copy drafts of one token: with 8 tokens in the vocabulary most drafts are copies (all their
+            // probability on one token), the rest the adapter's.
+            try SpeculativeDecoder(model: model, drafter: .adapter(.random(for: model, exitLayer: 2, seed: 4)),
+                                   options: SpeculativeOptions(exitLayer: 2, threshold: 0.2, maxDraft: 3, copyNgram: 1),
+                                   contextCapacity: 32, acceptance: acceptance),
         ]
     }
 
@@ -112,21 +123,38 @@ struct SpeculativeSamplingTests {
         SamplingOptions(temperature: 1.0, topP: 0.8),
     ]
 
-    @Test("plain, Kangaroo and layer-skip sample the exact target distribution (T = 0.7, T = 1, T = 1 with top-p 0.8)",
+    @Test("plain, Kangaroo (also with copy drafts) and layer-skip sample the exact target distribution (T = 0.7, T = 1, T = 1 with top-p 0.8)",
           arguments: 0..<3)
     func exactDistribution(setting: Int) throws {
         let options = Self.settings[setting]
         let exact = try exactDistribution(options)
         #expect(abs(exact.reduce(0, +) - 1) < 1e-5)  // float32 probabilities
         for decoder in try decoders() {
-            let counts = try empirical(decoder, options)
+            let (counts, rejected, accepted) = try empirical(decoder, options)
             let p = Self.chiSquarePValue(observed: counts, expected: exact)
             #expect(p > Self.significance, "\(decoder.name) at \(options): chi-square p = \(p)")
-            if let stats = decoder.speculativeStatistics {
-                // Some drafts are accepted and some rejected, so both paths of the rule were taken.
-                #expect(stats.acceptedDrafts[0] > 0 && stats.acceptedDrafts.dropFirst().reduce(0, +) > 0, "\(stats.acceptedDrafts)")
+            if let decoder = decoder as? SpeculativeDecoder, decoder.options.copyNgram == 0 {
+                // Some drafts are accepted and some rejected, so both paths of the rule were taken
+                // (for copy drafts, see `copyDraftsWhileSampling`).
+                #expect(rejected > 0 && accepted > 0, "\(decoder.name): \(rejected) rounds rejected, \(accepted) accepted")
             }
         }
+    }
+
+    @Test("the copy-draft decoder of the distribution test copies while sampling, and its drafts are accepted and rejected")
+    func copyDraftsWhileSampling() throws {
+        let decoder = try #require(try decoders().last as? SpeculativeDecoder)
+        #expect(decoder.options.copyNgram == 1)
+        var copied = 0, rejected = 0, accepted = 0
+        for seed in 0..<200 {
+            var sampler = Sampler(options: SamplingOptions(temperature: 1, seed: UInt64(seed)))
+            _ = try decoder.start(prompt: Self.prompt, sampler: &sampler)
+            for _ in 0..<4 { _ = try decoder.next(sampler: &sampler, limit: 8) }
+            copied += decoder.statistics.copiedDrafts
+            rejected += decoder.statistics.acceptedDrafts[0]
+            accepted += decoder.statistics.acceptedDrafts.dropFirst().reduce(0, +)
+        }
+        #expect(copied > 100 && rejected > 0 && accepted > 0, "\(copied) copy drafts, \(rejected) rounds rejected, \(accepted) accepted")
     }
 
     /// Accepting every draft (ignoring p/q) gives the draft's distribution, not the target's: the test
@@ -146,7 +174,7 @@ struct SpeculativeSamplingTests {
         let exact = try exactDistribution(options)
         for rule in [AlwaysAccept() as AcceptanceRule, InvertedRatio()] {
             for decoder in try decoders(acceptance: rule).dropFirst() {
-                let p = Self.chiSquarePValue(observed: try empirical(decoder, options), expected: exact)
+                let p = Self.chiSquarePValue(observed: try empirical(decoder, options).counts, expected: exact)
                 #expect(p < Self.significance, "\(type(of: rule)) with \(decoder.name) was not caught: p = \(p)")
             }
         }

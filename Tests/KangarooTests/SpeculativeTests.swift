@@ -96,6 +96,45 @@ struct SpeculativeTests {
         }
     }
 
+    @Test("copy drafts (n-grams of 1, 2, 3) leave the output unchanged, with every uncertain-draft and back-off policy, and are made when the answer repeats the prompt")
+    func copyDrafts() throws {
+        let template = try ChatTemplate(template: real.gguf.optionalString("tokenizer.chat_template"))
+        let repeating = real.tokenizer.encode(template.render([ChatMessage(
+            role: .user, content: "Repeat the following text exactly: The quick brown fox jumps over the lazy dog while the old farmer watches.")]))
+        for prompt in prompts + [repeating] {
+            let expected = try plain(prompt, maxTokens: 40).tokens
+            for adapter in try randomAndShippedAdapters() {
+                for (n, drop, backoff) in [(1, false, 0), (2, true, 16), (3, false, 4), (2, false, 0)] {
+                    let decoder = try kangaroo(adapter, SpeculativeOptions(exitLayer: 2, threshold: 0.5, maxDraft: 4, dropsUncertainDraft: drop,
+                                                                            maxBackoff: backoff, copyNgram: n))
+                    let result = try generate(decoder, prompt, maxTokens: 40)
+                    #expect(result.tokens == expected, "n \(n), drop \(drop), back-off \(backoff)")
+                    if prompt == repeating && n == 2 && backoff == 0 {
+                        // The answer copies the sentence: a run of it is drafted as copies and accepted
+                        // (3 or more drafts in one round, which the random adapter alone never reaches).
+                        let stats = try #require(result.speculative)
+                        #expect(stats.copiedDrafts >= 8 && stats.acceptedDrafts[3...].reduce(0, +) > 0, "\(stats)")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("copy lookup proposes the token after the latest earlier occurrence of the last n tokens, drafts included")
+    func copyLookup() {
+        var lookup = CopyLookup(n: 2)
+        lookup.reset(to: [1, 2, 3, 4, 1, 2], capacity: 16)
+        #expect(lookup.proposal(after: []) == 3)
+        #expect(lookup.proposal(after: [3]) == 4)  // [2, 3] occurred at 1…2
+        #expect(lookup.proposal(after: [9]) == nil)
+        lookup.commit([7, 1, 2])
+        #expect(lookup.proposal(after: []) == 7)  // the latest [1, 2] is followed by 7
+        var single = CopyLookup(n: 1)
+        single.reset(to: [5], capacity: 4)
+        #expect(single.proposal(after: []) == nil)
+        #expect(single.proposal(after: [5]) == 5)  // overlapping occurrence: a run repeats
+    }
+
     @Test("the adapter shipped for the default model loads, equals plain decoding, and drafts better than an untrained one")
     func shippedAdapter() throws {
         let shipped = try #require(try KangarooAdapter.shipped(for: real.model))
@@ -279,7 +318,7 @@ struct SpeculativeTests {
         #expect(meanAccepted[0] > 4.5 && meanAccepted[1] < meanAccepted[0] - 1, "mean accepted tokens: \(meanAccepted)")
     }
 
-    @Test("after decoding, the adapter's cache holds the exit-layer states of the committed tokens (lag-by-one and back-off rounds included), also with the previous exit state as input")
+    @Test("after decoding, the adapter's cache holds the exit-layer states of the committed tokens (lag-by-one, back-off and copy-draft rounds included), also with the previous exit state as input")
     func adapterSeesExitStates() throws {
         let plainShipped = try #require(try KangarooAdapter.shipped(for: real.model))
         let layer = plainShipped.config.exitLayer
@@ -296,7 +335,11 @@ struct SpeculativeTests {
         let prompt = prompts[1]
         for (shipped, options) in [(plainShipped, SpeculativeOptions(exitLayer: layer, threshold: 0.6, maxDraft: 6, maxBackoff: 4)),
                                    (plainShipped, SpeculativeOptions(exitLayer: layer, threshold: 0.3, maxDraft: 3, dropsUncertainDraft: true, maxBackoff: 16)),
-                                   (previous, SpeculativeOptions(exitLayer: layer, threshold: 0.3, maxDraft: 3, dropsUncertainDraft: true, maxBackoff: 16))] {
+                                   (previous, SpeculativeOptions(exitLayer: layer, threshold: 0.3, maxDraft: 3, dropsUncertainDraft: true, maxBackoff: 16)),
+                                   // Copy drafts feed the adapter without its head; in back-off, rounds of copies only.
+                                   (previous, SpeculativeOptions(exitLayer: layer, threshold: 0.3, maxDraft: 3, dropsUncertainDraft: true,
+                                                                 maxBackoff: 16, copyNgram: 1)),
+                                   (plainShipped, SpeculativeOptions(exitLayer: layer, threshold: 0.6, maxDraft: 6, maxBackoff: 4, copyNgram: 2))] {
             let decoder = try kangaroo(shipped, options)
             let generated = try generate(decoder, prompt, maxTokens: 60).tokens
             let runner = try #require(decoder.adapter)
