@@ -114,6 +114,8 @@ public final class SpeculativeDecoder: Decoder {
     let deepState: FloatMatrix
     private var pending: Int32 = 0
     private var drafts: [Int32] = []
+    /// A copy round's [pending, c1…cm], kept to avoid an allocation per round.
+    private var roundTokens: [Int32] = []
     /// Back-off state: the length of the current back-off, and the rounds of it still to decode
     /// without drafting.
     private var backoff = 0
@@ -229,17 +231,17 @@ public final class SpeculativeDecoder: Decoder {
         // Whether the adapter has seen the exit state of the round's last row (a dropped draft's
         // proposal fed it); otherwise that row lags by one when the whole round is accepted.
         var adapterSawLastRow = false
-        let copyRound = maxDrafts > 0 && copyLookup?.proposal(after: []) != nil
-        if copyRound, let copyLookup {
-            // A copy round, also during a back-off (copies are right far more often than failed drafts):
-            // the text continues an earlier passage, so its next tokens are the drafts, and the shallow
-            // layers run over [pending, c1…cm] in one batch.
-            while drafts.count < maxDrafts, let copy = copyLookup.proposal(after: drafts) { drafts.append(copy) }
-            try runShallow([pending] + drafts)
-            if let adapter {
-                flushLagging(adapter)
-                adapter.feed(exitStates, rows: 0..<drafts.count, scratch: scratch)
-            }
+        // A copy round, also during a back-off (copies are right far more often than failed drafts):
+        // when the text continues an earlier passage, its next tokens are the drafts, and the shallow
+        // layers run over [pending, c1…cm] in one batch.
+        while drafts.count < maxDrafts, let copy = copyLookup?.proposal(after: drafts) { drafts.append(copy) }
+        let copyRound = !drafts.isEmpty
+        if copyRound {
+            roundTokens.removeAll(keepingCapacity: true)
+            roundTokens.append(pending)
+            roundTokens.append(contentsOf: drafts)
+            try runShallow(roundTokens)
+            feedAdapter(rows: 0..<drafts.count)
             if !sampler.options.isGreedy {
                 // All of a copy draft's probability is on its token.
                 for (i, copy) in drafts.enumerated() { setCopyProbabilities(row: i, token: copy) }
@@ -331,6 +333,13 @@ public final class SpeculativeDecoder: Decoder {
         exitStates.rows = row + tokens.count
     }
 
+    /// Feeds the adapter (if any) rows `rows` of `exitStates`, after the lagging ones, without drafting.
+    private func feedAdapter(rows: Range<Int>) {
+        guard let adapter else { return }
+        flushLagging(adapter)
+        adapter.feed(exitStates, rows: rows, scratch: scratch)
+    }
+
     private func flushLagging(_ adapter: AdapterRunner) {
         guard lagging.rows > 0 else { return }
         adapter.feed(lagging, rows: 0..<lagging.rows, scratch: scratch)
@@ -376,10 +385,7 @@ public final class SpeculativeDecoder: Decoder {
         guard let copy = copyLookup?.proposal(after: drafts) else { return proposeOwnDraft(&sampler) }
         // The adapter must still see the position (its cache covers every drafted row); its head, the
         // costly part of a draft step after the shallow layers, is skipped.
-        if let adapter {
-            flushLagging(adapter)
-            adapter.feed(exitStates, rows: (exitStates.rows - 1)..<exitStates.rows, scratch: scratch)
-        }
+        feedAdapter(rows: (exitStates.rows - 1)..<exitStates.rows)
         statistics.copiedDrafts += 1
         if !sampler.options.isGreedy { setCopyProbabilities(row: drafts.count, token: copy) }
         return (copy, 1)

@@ -34,7 +34,13 @@ public final class SelfDistillation {
             opening.append(message)
             if message.role == .user { break }
         }
-        let tokens = tokenizer.encode(template.render(opening, addGenerationPrompt: true), addBOS: true)
+        return promptTokens(opening)
+    }
+
+    /// `messages` rendered as a generation prompt and tokenized, or nil when they take more than half of
+    /// `maxTokens` (too little room would be left for the answer).
+    func promptTokens(_ messages: [ChatMessage]) -> [Int32]? {
+        let tokens = tokenizer.encode(template.render(messages, addGenerationPrompt: true), addBOS: true)
         return tokens.count <= maxTokens / 2 ? tokens : nil
     }
 

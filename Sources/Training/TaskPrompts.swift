@@ -61,9 +61,7 @@ extension SelfDistillation {
         var index = 0
         for conversation in conversations where prompts.count < count {
             guard let (task, text) = TaskPrompt.message(index: index, for: conversation) else { continue }
-            let rendered = template.render([ChatMessage(role: .user, content: text)], addGenerationPrompt: true)
-            let tokens = tokenizer.encode(rendered, addBOS: true)
-            guard tokens.count <= maxTokens / 2 else { continue }
+            guard let tokens = promptTokens([ChatMessage(role: .user, content: text)]) else { continue }
             prompts.append(("\(conversation.id)/\(task.rawValue)", tokens))
             index += 1
         }
