@@ -23,7 +23,7 @@ public struct SpeculativeOptions: Sendable, Equatable {
     public var maxBackoff: Int
     /// Copy drafts (not in the paper; 0: off): when the last `copyNgram` tokens occurred earlier in the
     /// prompt or output, the tokens that followed them there are drafted (see `CopyLookup`): at the start
-    /// of a round all at once (up to γ, also in a back-off), later in a round one instead of the
+    /// of a round all at once (up to γ, fewer when the match is short; also in a back-off), later in a round one instead of the
     /// drafter's, with full confidence. The drafter still sees every position. Output unchanged.
     public var copyNgram: Int
 
@@ -234,7 +234,7 @@ public final class SpeculativeDecoder: Decoder {
         // A copy round, also during a back-off (copies are right far more often than failed drafts):
         // when the text continues an earlier passage, its next tokens are the drafts, and the shallow
         // layers run over [pending, c1…cm] in one batch.
-        while drafts.count < maxDrafts, let copy = copyLookup?.proposal(after: drafts) { drafts.append(copy) }
+        copyLookup?.appendChain(to: &drafts, limit: maxDrafts)
         let copyRound = !drafts.isEmpty
         if copyRound {
             roundTokens.removeAll(keepingCapacity: true)

@@ -100,7 +100,7 @@ struct SpeculativeTests {
     func copyDrafts() throws {
         let template = try ChatTemplate(template: real.gguf.optionalString("tokenizer.chat_template"))
         let repeating = real.tokenizer.encode(template.render([ChatMessage(
-            role: .user, content: "Repeat the following text exactly: The quick brown fox jumps over the lazy dog while the old farmer watches.")]))
+            role: .user, content: "Repeat the following text exactly: The old farmer watches the river from the porch of his small red house every morning before breakfast.")]))
         for prompt in prompts + [repeating] {
             let expected = try plain(prompt, maxTokens: 40).tokens
             for adapter in try randomAndShippedAdapters() {
@@ -110,8 +110,8 @@ struct SpeculativeTests {
                     let result = try generate(decoder, prompt, maxTokens: 40)
                     #expect(result.tokens == expected, "n \(n), drop \(drop), back-off \(backoff)")
                     if prompt == repeating && n == 2 && backoff == 0 {
-                        // The answer copies the sentence: a run of it is drafted as copies and accepted
-                        // (3 or more drafts in one round, which the random adapter alone never reaches).
+                        // The answer copies the sentence: once the copied run is long, it is drafted as copies
+                        // and accepted (3 or more drafts in one round, which the random adapter never reaches).
                         let stats = try #require(result.speculative)
                         #expect(stats.copiedDrafts >= 8 && stats.acceptedDrafts[3...].reduce(0, +) > 0, "\(stats)")
                     }
@@ -133,6 +133,27 @@ struct SpeculativeTests {
         single.reset(to: [5], capacity: 4)
         #expect(single.proposal(after: []) == nil)
         #expect(single.proposal(after: [5]) == 5)  // overlapping occurrence: a run repeats
+    }
+
+    @Test("a copy chain is one token when only the n-gram matches, and grows with the matched passage up to the limit")
+    func copyChainLength() {
+        func chain(_ text: [Int32], limit: Int, after drafts: [Int32] = []) -> [Int32] {
+            var lookup = CopyLookup(n: 2)
+            lookup.reset(to: text, capacity: 64)
+            var chain = drafts
+            lookup.appendChain(to: &chain, limit: limit)
+            return chain
+        }
+        // Only [1, 2] matches (9 ≠ 8 before it): one token, though [3, 4, 5] follows.
+        #expect(chain([9, 1, 2, 3, 4, 5, 6, 8, 1, 2], limit: 6) == [3])
+        // [7, 8, 1, 2] matches: 2 tokens before the bigram match too, a chain of 2.
+        #expect(chain([7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2], limit: 6) == [3, 4])
+        // A long match: as many as the limit allows, counting drafts already made.
+        let passage: [Int32] = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]
+        #expect(chain(passage + [0] + passage.prefix(8), limit: 3) == [18, 19, 0])
+        #expect(chain(passage + [0] + passage.prefix(6), limit: 3, after: [16]) == [16, 17, 18])
+        #expect(chain([1, 2, 3], limit: 3) == [])
+        #expect(chain([1, 2, 1, 2], limit: 0) == [])
     }
 
     @Test("the adapter shipped for the default model loads, equals plain decoding, and drafts better than an untrained one")
