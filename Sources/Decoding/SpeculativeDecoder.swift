@@ -177,14 +177,20 @@ public final class SpeculativeDecoder: Decoder {
 
     public var committedLength: Int { cache.length(of: 0) }
 
-    /// Changes the threshold and γ for the next generations (the exit layer is fixed).
-    public func configure(threshold: Float, maxDraft: Int) throws {
+    /// Changes the threshold, γ and the copy n-gram (0: no copy drafts) for the next generations (the
+    /// exit layer is fixed).
+    public func configure(threshold: Float, maxDraft: Int, copyNgram: Int) throws {
         guard (0...1).contains(threshold) else { throw SpeculativeError.invalidOptions("threshold must be between 0 and 1") }
         guard (0...maxDraftCapacity).contains(maxDraft) else {
             throw SpeculativeError.invalidOptions("max_draft must be between 0 and \(maxDraftCapacity)")
         }
+        guard (0...64).contains(copyNgram) else { throw SpeculativeError.invalidOptions("copy_ngram must be between 0 and 64") }
         options.threshold = threshold
         options.maxDraft = maxDraft
+        if copyNgram != options.copyNgram {
+            options.copyNgram = copyNgram
+            copyLookup = copyNgram > 0 ? CopyLookup(n: copyNgram) : nil
+        }
     }
 
     /// Tokens each decoder layer processed since `start`.

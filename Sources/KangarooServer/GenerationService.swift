@@ -138,21 +138,21 @@ public final class GenerationService: @unchecked Sendable {
     }
 
     private func decoder(for request: OpenAIRequest) throws -> Decoder {
+        let speculative: SpeculativeDecoder
         switch request.decoder ?? defaultDecoder {
-        case "plain":
-            return plain
-        case "layerskip":
-            try layerSkip.configure(threshold: request.threshold ?? defaults.threshold, maxDraft: request.maxDraft ?? defaults.maxDraft)
-            return layerSkip
+        case "plain": return plain
+        case "layerskip": speculative = layerSkip
         default:
             guard let kangaroo else { return plain }
-            do {
-                try kangaroo.configure(threshold: request.threshold ?? defaults.threshold, maxDraft: request.maxDraft ?? defaults.maxDraft)
-            } catch {
-                throw APIError.invalid("\(error)", param: "kangaroo")
-            }
-            return kangaroo
+            speculative = kangaroo
         }
+        do {
+            try speculative.configure(threshold: request.threshold ?? defaults.threshold, maxDraft: request.maxDraft ?? defaults.maxDraft,
+                                      copyNgram: request.copyNgram ?? defaults.copyNgram)
+        } catch {
+            throw APIError.invalid("\(error)", param: "kangaroo")
+        }
+        return speculative
     }
 }
 

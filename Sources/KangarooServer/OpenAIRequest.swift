@@ -21,6 +21,7 @@ struct OpenAIRequest: Sendable {
     var decoder: String?
     var threshold: Float?
     var maxDraft: Int?
+    var copyNgram: Int?
 
     /// Parses and checks a request body. Every problem is a 400 naming the parameter.
     static func parse(_ body: Data, chat: Bool, maxTokensLimit: Int) throws -> OpenAIRequest {
@@ -90,7 +91,7 @@ struct OpenAIRequest: Sendable {
             logprobs = n
         }
 
-        var decoder: String?, threshold: Float?, maxDraft: Int?
+        var decoder: String?, threshold: Float?, maxDraft: Int?, copyNgram: Int?
         if let raw = json["kangaroo"], !raw.isNull {
             guard case let .object(settings) = raw else {
                 throw APIError.invalid("'kangaroo' must be an object", param: "kangaroo")
@@ -102,10 +103,21 @@ struct OpenAIRequest: Sendable {
             }
             threshold = try k.number("threshold").map(Float.init)
             maxDraft = try k.int("max_draft")
+            copyNgram = try k.int("copy_ngram")
+            // Checked here, whichever decoder serves the request (plain ignores them); the upper bound of
+            // max_draft is the speculative decoder's capacity, which it checks.
+            if let threshold, !(0...1).contains(threshold) {
+                throw APIError.invalid("'kangaroo.threshold' must be between 0 and 1", param: "kangaroo.threshold")
+            }
+            if let maxDraft, maxDraft < 0 { throw APIError.invalid("'kangaroo.max_draft' must not be negative", param: "kangaroo.max_draft") }
+            if let copyNgram, !(0...64).contains(copyNgram) {
+                throw APIError.invalid("'kangaroo.copy_ngram' must be between 0 and 64", param: "kangaroo.copy_ngram")
+            }
         }
         return OpenAIRequest(model: model, input: input, maxTokens: maxTokens,
                              sampling: SamplingOptions(temperature: Float(temperature), topP: Float(topP), seed: UInt64(abs(seed))),
-                             stop: stop, stream: stream, logprobs: logprobs, decoder: decoder, threshold: threshold, maxDraft: maxDraft)
+                             stop: stop, stream: stream, logprobs: logprobs, decoder: decoder, threshold: threshold, maxDraft: maxDraft,
+                             copyNgram: copyNgram)
     }
 }
 

@@ -156,6 +156,7 @@ struct ResponseFormat {
             out["rounds"] = s.rounds
             out["mean_accepted_tokens"] = s.meanAcceptedTokens
             out["accepted_length_histogram"] = s.acceptedLengthHistogram
+            out["copied_drafts"] = s.copiedDrafts
         }
         return out
     }

@@ -61,6 +61,16 @@ streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.complet
     model=model, messages=[{"role": "user", "content": question}], max_tokens=24, temperature=0, stream=True))
 check(streamed == expected_chat, f"streamed chat equals kangaroo generate --chat: {streamed!r}")
 
+# Copy drafts per request: on or off, the same text; only with them are copies drafted.
+passage = "Repeat the following text exactly: The old farmer watches the river from the porch of his small red house every morning before breakfast."
+expected_copy = cli("--chat", "--prompt", passage, "--max-tokens", "32")["text"]
+for n in [0, 2]:
+    r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": passage}], max_tokens=32, temperature=0,
+                                       extra_body={"kangaroo": {"decoder": "kangaroo", "copy_ngram": n}})
+    copied = (r.model_extra or {}).get("kangaroo", {}).get("copied_drafts", -1)
+    check(r.choices[0].message.content == expected_copy, f"copy_ngram {n}: equals kangaroo generate --chat: {r.choices[0].message.content!r}")
+    check(copied == 0 if n == 0 else copied > 0, f"copy_ngram {n}: copied drafts {copied}")
+
 # Stop strings, seeds, logprobs.
 r = client.completions.create(model=model, prompt=prompt, max_tokens=20, temperature=0, stop=["\n"])
 check(r.choices[0].text == expected.split("\n")[0] and r.choices[0].finish_reason == "stop", f"stop string: {r.choices[0].text!r}")
@@ -89,6 +99,10 @@ expect_error(lambda: client.completions.create(model=model, prompt="x", max_toke
 expect_error(lambda: client.completions.create(model=model, prompt="x " * 5000, max_tokens=2), 400, "prompt longer than the context")
 expect_error(lambda: client.chat.completions.create(model=model, messages=[], max_tokens=2), 400, "empty messages")
 expect_error(lambda: client.completions.create(model=model, prompt="x", max_tokens=2, extra_body={"temperature": "hot"}), 400, "wrong type")
+expect_error(lambda: client.completions.create(model=model, prompt="x", max_tokens=2, extra_body={"kangaroo": {"copy_ngram": 99}}), 400,
+             "copy_ngram out of range")
+expect_error(lambda: client.completions.create(model=model, prompt="x", max_tokens=2, extra_body={"kangaroo": {"threshold": 1.5}}), 400,
+             "threshold out of range")
 raw = httpx.post(base_url + "/v1/completions", content=b"{not json", headers={"content-type": "application/json"})
 check(raw.status_code == 400 and "error" in raw.json(), f"malformed JSON: {raw.status_code}")
 raw = httpx.post(base_url + "/v1/completions", content=b'{"model": "' + model.encode() + b'", "prompt": "\xff"}')
