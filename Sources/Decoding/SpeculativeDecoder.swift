@@ -23,8 +23,9 @@ public struct SpeculativeOptions: Sendable, Equatable {
     public var maxBackoff: Int
     /// Copy drafts (not in the paper; 0: off): when the last `copyNgram` tokens occurred earlier in the
     /// prompt or output, the tokens that followed them there are drafted (see `CopyLookup`): at the start
-    /// of a round all at once (up to γ, fewer when the match is short; also in a back-off), later in a round one instead of the
-    /// drafter's, with full confidence. The drafter still sees every position. Output unchanged.
+    /// of a round all at once (up to γ, fewer when the match is short; also in a back-off), the drafter
+    /// going on after them; later in a round one instead of the drafter's, with full confidence. The
+    /// drafter still sees every position. Output unchanged.
     public var copyNgram: Int
 
     public init(exitLayer: Int = 2, threshold: Float = 0.6, maxDraft: Int = 6, dropsUncertainDraft: Bool = false,
@@ -73,7 +74,7 @@ public struct SpeculativeSamplingRule: AcceptanceRule {
 /// once over all kept states [pending, d1…dk], the longest prefix on which the full model agrees is
 /// accepted, and the full model's next token is appended. Every cache is rolled back by length.
 /// The shallow layers never run twice for a position. With copy drafts, a round whose text so far
-/// continues an earlier passage drafts that passage's next tokens instead, running the shallow layers
+/// continues an earlier passage drafts that passage's next tokens first, running the shallow layers
 /// over them in one batch.
 ///
 /// Lossless for greedy decoding: the deep layers see exactly the states plain decoding computes (the
@@ -238,44 +239,44 @@ public final class SpeculativeDecoder: Decoder {
         // proposal fed it); otherwise that row lags by one when the whole round is accepted.
         var adapterSawLastRow = false
         // A copy round, also during a back-off (copies are right far more often than failed drafts):
-        // when the text continues an earlier passage, its next tokens are the drafts, and the shallow
-        // layers run over [pending, c1…cm] in one batch.
+        // when the text continues an earlier passage, its next tokens are the first drafts, and the
+        // shallow layers run over [pending, c1…cm] in one batch.
         copyLookup?.appendChain(to: &drafts, limit: maxDrafts)
         let copyRound = !drafts.isEmpty
         if copyRound {
-            roundTokens.removeAll(keepingCapacity: true)
-            roundTokens.append(pending)
-            roundTokens.append(contentsOf: drafts)
-            try runShallow(roundTokens)
-            feedAdapter(rows: 0..<drafts.count)
             if !sampler.options.isGreedy {
                 // All of a copy draft's probability is on its token.
                 for (i, copy) in drafts.enumerated() { setCopyProbabilities(row: i, token: copy) }
             }
             statistics.copiedDrafts += drafts.count
-            // It counts as a round of a back-off, and does not change the back-off (that is the drafter's).
-            roundsWithoutDrafting = max(0, roundsWithoutDrafting - 1)
-        } else {
+            // It counts as a round of a back-off (and drafts no further then), and does not change
+            // the back-off (that is the drafter's).
             if roundsWithoutDrafting > 0 {
                 roundsWithoutDrafting -= 1
-                maxDrafts = 0
+                maxDrafts = drafts.count
             }
-            // Drafting step by step: every token of the round goes through the shallow layers exactly once.
-            var token = pending
-            var stop = maxDrafts == 0
-            while true {
-                try runShallow(CollectionOfOne(token))
-                if stop { break }
-                let (draft, confidence) = proposeDraft(&sampler)
-                statistics.draftSteps += 1
-                if confidence < options.threshold && options.dropsUncertainDraft {
-                    adapterSawLastRow = true
-                    break
-                }
-                drafts.append(draft)
-                token = draft
-                stop = confidence < options.threshold || drafts.count == maxDrafts
+        } else if roundsWithoutDrafting > 0 {
+            roundsWithoutDrafting -= 1
+            maxDrafts = 0
+        }
+        // Then drafting step by step, after the copies if any: every token of the round goes through
+        // the shallow layers exactly once.
+        roundTokens.removeAll(keepingCapacity: true)
+        roundTokens.append(pending)
+        roundTokens.append(contentsOf: drafts)
+        try runShallow(roundTokens)
+        if copyRound { feedAdapter(rows: 0..<drafts.count) }
+        var stop = drafts.count >= maxDrafts
+        while !stop {
+            let (draft, confidence) = proposeDraft(&sampler)
+            statistics.draftSteps += 1
+            if confidence < options.threshold && options.dropsUncertainDraft {
+                adapterSawLastRow = true
+                break
             }
+            drafts.append(draft)
+            try runShallow(CollectionOfOne(draft))
+            stop = confidence < options.threshold || drafts.count == maxDrafts
         }
         let drafted = clock.now
 
