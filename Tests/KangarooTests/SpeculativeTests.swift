@@ -120,7 +120,7 @@ struct SpeculativeTests {
         }
     }
 
-    @Test("copy lookup proposes the token after the latest earlier occurrence of the last n tokens, drafts included")
+    @Test("copy lookup proposes the token after the earlier occurrence of the last n tokens that matches furthest back (the latest among equals), drafts included")
     func copyLookup() {
         var lookup = CopyLookup(n: 2)
         lookup.reset(to: [1, 2, 3, 4, 1, 2], capacity: 16)
@@ -152,6 +152,9 @@ struct SpeculativeTests {
         let passage: [Int32] = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]
         #expect(chain(passage + [0] + passage.prefix(8), limit: 3) == [18, 19, 0])
         #expect(chain(passage + [0] + passage.prefix(6), limit: 3, after: [16]) == [16, 17, 18])
+        // Of two occurrences, the one whose match reaches further back: [7, 8, 1, 2] (then 3, 5), not
+        // the latest, [5, 1, 2] (then 4).
+        #expect(chain([7, 8, 1, 2, 3, 5, 1, 2, 4, 7, 8, 1, 2], limit: 6) == [3, 5])
         #expect(chain([1, 2, 3], limit: 3) == [])
         #expect(chain([1, 2, 1, 2], limit: 0) == [])
     }
