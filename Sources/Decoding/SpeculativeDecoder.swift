@@ -249,15 +249,12 @@ public final class SpeculativeDecoder: Decoder {
                 for (i, copy) in drafts.enumerated() { setCopyProbabilities(row: i, token: copy) }
             }
             statistics.copiedDrafts += drafts.count
-            // It counts as a round of a back-off (and drafts no further then), and does not change
-            // the back-off (that is the drafter's).
-            if roundsWithoutDrafting > 0 {
-                roundsWithoutDrafting -= 1
-                maxDrafts = drafts.count
-            }
-        } else if roundsWithoutDrafting > 0 {
+        }
+        // In a back-off the drafter does not draft; a copy round counts as one of its rounds, and does
+        // not change it (that is the drafter's).
+        if roundsWithoutDrafting > 0 {
             roundsWithoutDrafting -= 1
-            maxDrafts = 0
+            maxDrafts = drafts.count
         }
         // Then drafting step by step, after the copies if any: every token of the round goes through
         // the shallow layers exactly once.
