@@ -4,7 +4,7 @@
 /// adapter's single attention layer rarely drafts.
 ///
 /// The text is the prompt and every committed token (`history`) followed by the round's drafts. Of
-/// several occurrences, the one whose match reaches furthest back (up to `measuredMatch` tokens) is
+/// several occurrences, the one whose match reaches furthest back (up to `measuredBefore` tokens) is
 /// copied, the latest among equals: on the Spec-Bench outputs of `appendChain`, its copies are right
 /// more often than the latest occurrence's (3.6% more tokens per unit of verification cost, with the
 /// measured costs of a forward over 1…4 tokens).
@@ -26,8 +26,9 @@ public struct CopyLookup: Sendable {
 
     public mutating func commit(_ tokens: some Sequence<Int32>) { history.append(contentsOf: tokens) }
 
-    /// Matches are measured up to this many tokens (the n-gram included) to choose an occurrence.
-    static let measuredMatch = 16
+    /// Matches are measured up to this many tokens before the n-gram, to choose an occurrence and the
+    /// length of its chain.
+    static let measuredBefore = 16
 
     /// The token that followed the chosen earlier occurrence of the last `n` tokens of history + `drafts`,
     /// or nil if they do not occur earlier (or the text is shorter than n + 1 tokens).
@@ -52,7 +53,7 @@ public struct CopyLookup: Sendable {
     private func token(_ i: Int, _ drafts: [Int32]) -> Int32 { i < history.count ? history[i] : drafts[i - history.count] }
 
     /// The chosen earlier occurrence of the last `n` tokens (its start) and the length of the match
-    /// there: n plus the tokens before it that match too, up to `measuredMatch`.
+    /// there: n plus the tokens before it that match too (up to `measuredBefore` of them).
     private func match(after drafts: [Int32]) -> (start: Int, length: Int)? {
         let count = history.count + drafts.count
         guard count > n else { return nil }
@@ -65,10 +66,10 @@ public struct CopyLookup: Sendable {
             while k < n, token(start + k, drafts) == token(count - n + k, drafts) { k += 1 }
             if k == n {
                 var length = n
-                while length < Self.measuredMatch, start + n - length - 1 >= 0,
+                while length < n + Self.measuredBefore, start + n - length - 1 >= 0,
                       token(start + n - length - 1, drafts) == token(count - length - 1, drafts) { length += 1 }
                 if length > (best?.length ?? 0) { best = (start, length) }
-                if length == Self.measuredMatch { break }
+                if length == n + Self.measuredBefore { break }
             }
             start -= 1
         }

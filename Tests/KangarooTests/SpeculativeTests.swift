@@ -155,6 +155,12 @@ struct SpeculativeTests {
         // Of two occurrences, the one whose match reaches further back: [7, 8, 1, 2] (then 3, 5), not
         // the latest, [5, 1, 2] (then 4).
         #expect(chain([7, 8, 1, 2, 3, 5, 1, 2, 4, 7, 8, 1, 2], limit: 6) == [3, 5])
+        // A long n-gram: the chain still grows with the tokens matched before it.
+        var long = CopyLookup(n: 20)
+        long.reset(to: Array(0..<30) + [99] + Array(0..<25), capacity: 64)
+        var copied: [Int32] = []
+        long.appendChain(to: &copied, limit: 4)
+        #expect(copied == [25, 26, 27, 28])
         #expect(chain([1, 2, 3], limit: 3) == [])
         #expect(chain([1, 2, 1, 2], limit: 0) == [])
     }
