@@ -28,6 +28,10 @@ public struct SpeculativeOptions: Sendable, Equatable {
     /// drafter still sees every position. Output unchanged.
     public var copyNgram: Int
 
+    /// The values the decoder accepts (the server checks per-request settings against them too).
+    public static let thresholdRange: ClosedRange<Float> = 0...1
+    public static let copyNgramRange = 0...64
+
     public init(exitLayer: Int = 2, threshold: Float = 0.6, maxDraft: Int = 6, dropsUncertainDraft: Bool = false,
                 maxBackoff: Int = 0, copyNgram: Int = 0) {
         self.exitLayer = exitLayer
@@ -115,7 +119,7 @@ public final class SpeculativeDecoder: Decoder {
     let deepState: FloatMatrix
     private var pending: Int32 = 0
     private var drafts: [Int32] = []
-    /// A copy round's [pending, c1…cm], kept to avoid an allocation per round.
+    /// The round's [pending, c1…cm] (copies, if any) for the shallow layers, kept to avoid an allocation per round.
     private var roundTokens: [Int32] = []
     /// Back-off state: the length of the current back-off, and the rounds of it still to decode
     /// without drafting.
@@ -139,9 +143,9 @@ public final class SpeculativeDecoder: Decoder {
             throw SpeculativeError.invalidOptions("--exit-layer must be between 1 and \(c.layerCount)")
         }
         guard (0...64).contains(options.maxDraft) else { throw SpeculativeError.invalidOptions("--max-draft must be between 0 and 64") }
-        guard (0...1).contains(options.threshold) else { throw SpeculativeError.invalidOptions("--threshold must be between 0 and 1") }
+        guard SpeculativeOptions.thresholdRange.contains(options.threshold) else { throw SpeculativeError.invalidOptions("--threshold must be between 0 and 1") }
         guard (0...1024).contains(options.maxBackoff) else { throw SpeculativeError.invalidOptions("--max-backoff must be between 0 and 1024") }
-        guard (0...64).contains(options.copyNgram) else { throw SpeculativeError.invalidOptions("--copy-ngram must be between 0 and 64") }
+        guard SpeculativeOptions.copyNgramRange.contains(options.copyNgram) else { throw SpeculativeError.invalidOptions("--copy-ngram must be between 0 and 64") }
         self.model = model
         self.options = options
         maxDraftCapacity = max(options.maxDraft, 16)
@@ -181,11 +185,11 @@ public final class SpeculativeDecoder: Decoder {
     /// Changes the threshold, γ and the copy n-gram (0: no copy drafts) for the next generations (the
     /// exit layer is fixed).
     public func configure(threshold: Float, maxDraft: Int, copyNgram: Int) throws {
-        guard (0...1).contains(threshold) else { throw SpeculativeError.invalidOptions("threshold must be between 0 and 1") }
+        guard SpeculativeOptions.thresholdRange.contains(threshold) else { throw SpeculativeError.invalidOptions("threshold must be between 0 and 1") }
         guard (0...maxDraftCapacity).contains(maxDraft) else {
             throw SpeculativeError.invalidOptions("max_draft must be between 0 and \(maxDraftCapacity)")
         }
-        guard (0...64).contains(copyNgram) else { throw SpeculativeError.invalidOptions("copy_ngram must be between 0 and 64") }
+        guard SpeculativeOptions.copyNgramRange.contains(copyNgram) else { throw SpeculativeError.invalidOptions("copy_ngram must be between 0 and 64") }
         options.threshold = threshold
         options.maxDraft = maxDraft
         if copyNgram != options.copyNgram {

@@ -106,11 +106,11 @@ struct OpenAIRequest: Sendable {
             copyNgram = try k.int("copy_ngram")
             // Checked here, whichever decoder serves the request (plain ignores them); the upper bound of
             // max_draft is the speculative decoder's capacity, which it checks.
-            if let threshold, !(0...1).contains(threshold) {
+            if let threshold, !SpeculativeOptions.thresholdRange.contains(threshold) {
                 throw APIError.invalid("'kangaroo.threshold' must be between 0 and 1", param: "kangaroo.threshold")
             }
             if let maxDraft, maxDraft < 0 { throw APIError.invalid("'kangaroo.max_draft' must not be negative", param: "kangaroo.max_draft") }
-            if let copyNgram, !(0...64).contains(copyNgram) {
+            if let copyNgram, !SpeculativeOptions.copyNgramRange.contains(copyNgram) {
                 throw APIError.invalid("'kangaroo.copy_ngram' must be between 0 and 64", param: "kangaroo.copy_ngram")
             }
         }
