@@ -198,9 +198,10 @@ struct VectorOpsTests {
     func attentionKernels() {
         let best = kq_instruction_level()
         defer { kq_set_instruction_level(best) }
-        for headSize in [64, 80] {
-            var random = SeededRandom(UInt64(headSize))
-            let count = 37, heads = 5, tiles = (count + 15) / 16, rowStride = 48, valueStride = 2 * headSize
+        // 3 and 5 heads take different tile and lane counts in one pass; 11 takes a pass of 8, then 3.
+        for (headSize, heads) in [(64, 3), (64, 5), (64, 11), (80, 3), (80, 5), (80, 11)] {
+            var random = SeededRandom(UInt64(headSize * 100 + heads))
+            let count = 37, tiles = (count + 15) / 16, rowStride = 48, valueStride = 2 * headSize
             let keys = (0..<(count * headSize)).map { _ in random.float() }
             var keyTiles = [Float](repeating: .nan, count: tiles * 16 * headSize)  // unused lanes are NaN
             for j in 0..<count {
@@ -259,7 +260,7 @@ struct VectorOpsTests {
                 results.append((0..<heads).flatMap { h in grouped[(h * rowStride)..<(h * rowStride + count)] }.map(\.bitPattern)
                                + sums.map(\.bitPattern))
             }
-            #expect(results.allSatisfy { $0 == results[0] }, "head size \(headSize)")
+            #expect(results.allSatisfy { $0 == results[0] }, "head size \(headSize), \(heads) heads")
         }
     }
 
