@@ -145,7 +145,7 @@ public final class SpeculativeDecoder: Decoder {
         guard (0...64).contains(options.maxDraft) else { throw SpeculativeError.invalidOptions("--max-draft must be between 0 and 64") }
         guard SpeculativeOptions.thresholdRange.contains(options.threshold) else { throw SpeculativeError.invalidOptions("--threshold must be between 0 and 1") }
         guard (0...1024).contains(options.maxBackoff) else { throw SpeculativeError.invalidOptions("--max-backoff must be between 0 and 1024") }
-        guard SpeculativeOptions.copyNgramRange.contains(options.copyNgram) else { throw SpeculativeError.invalidOptions("--copy-ngram must be between 0 and 64") }
+        guard SpeculativeOptions.copyNgramRange.contains(options.copyNgram) else { throw SpeculativeError.invalidOptions("--copy-ngram must be between 0 and \(SpeculativeOptions.copyNgramRange.upperBound)") }
         self.model = model
         self.options = options
         maxDraftCapacity = max(options.maxDraft, 16)
@@ -189,7 +189,7 @@ public final class SpeculativeDecoder: Decoder {
         guard (0...maxDraftCapacity).contains(maxDraft) else {
             throw SpeculativeError.invalidOptions("max_draft must be between 0 and \(maxDraftCapacity)")
         }
-        guard SpeculativeOptions.copyNgramRange.contains(copyNgram) else { throw SpeculativeError.invalidOptions("copy_ngram must be between 0 and 64") }
+        guard SpeculativeOptions.copyNgramRange.contains(copyNgram) else { throw SpeculativeError.invalidOptions("copy_ngram must be between 0 and \(SpeculativeOptions.copyNgramRange.upperBound)") }
         options.threshold = threshold
         options.maxDraft = maxDraft
         if copyNgram != options.copyNgram {

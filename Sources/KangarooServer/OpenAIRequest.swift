@@ -111,7 +111,8 @@ struct OpenAIRequest: Sendable {
             }
             if let maxDraft, maxDraft < 0 { throw APIError.invalid("'kangaroo.max_draft' must not be negative", param: "kangaroo.max_draft") }
             if let copyNgram, !SpeculativeOptions.copyNgramRange.contains(copyNgram) {
-                throw APIError.invalid("'kangaroo.copy_ngram' must be between 0 and 64", param: "kangaroo.copy_ngram")
+                throw APIError.invalid("'kangaroo.copy_ngram' must be between 0 and \(SpeculativeOptions.copyNgramRange.upperBound)",
+                                      param: "kangaroo.copy_ngram")
             }
         }
         return OpenAIRequest(model: model, input: input, maxTokens: maxTokens,
