@@ -238,19 +238,48 @@ public final class LlamaModel: @unchecked Sendable {
         job.position = position
         job.cache = cache
         job.count = count
-        job.rowsPerItem = AttentionJob.rowsPerItem(count: count)
-        let runs = (count + job.rowsPerItem - 1) / job.rowsPerItem
-        scratch.pool.run(job, count: runs * config.kvHeadCount, grain: 1)
+        let pool = scratch.pool, kvHeads = config.kvHeadCount
+        if count <= AttentionJob.maxRowsPerItem && position + count >= scratch.splitAttentionLength {
+            let chunks = (position + count + AttentionJob.positionsPerChunk - 1) / AttentionJob.positionsPerChunk
+            job.phase = .scores
+            pool.run(job, count: chunks * kvHeads, grain: 1)
+            job.phase = .softmax
+            pool.run(job, count: count * config.headCount, grain: 1)
+            job.phase = .values
+            pool.run(job, count: job.laneSlices * kvHeads, grain: 1)
+        } else {
+            job.phase = .items
+            job.rowsPerItem = AttentionJob.rowsPerItem(count: count)
+            let runs = (count + job.rowsPerItem - 1) / job.rowsPerItem
+            pool.run(job, count: runs * kvHeads, grain: 1)
+        }
     }
 }
 
-/// Attention for (run of new tokens, kv head) items, split across the pool; one per scratch, reused.
-/// The query heads of the run's tokens that share the kv head are computed together, so each key and
-/// value is read once for all of them. Causality: token t sees positions 0…position + t. The run's
-/// scores are computed up to its last token's length (a token's extra ones are never read); its value
-/// sums run over the positions all its tokens see, then each later token adds its own few, which gives
-/// the bits of one sum (kq_attention_values adds in order): a token's result does not depend on the run.
+/// Attention, split across the pool; one per scratch, reused. Two ways, with the same bits for every
+/// token (each score, softmax and value sum is the same operations either way, see KernelsC.h):
+///
+/// **Items** (phase `.items`): (run of new tokens, kv head) items. The query heads of the run's tokens
+/// that share the kv head are computed together, so each key and value is read once for all of them.
+/// Causality: token t sees positions 0…position + t. The run's scores are computed up to its last
+/// token's length (a token's extra ones are never read); its value sums run over the positions all its
+/// tokens see, then each later token adds its own few, which gives the bits of one sum
+/// (kq_attention_values adds in order): a token's result does not depend on the run.
+///
+/// **Split** (phases `.scores`, `.softmax`, `.values`, for a few new tokens over a long context): this
+/// model's 3 kv heads make 3 items, which two threads share 2 : 1, and reading the cache is most of a
+/// step's time at long contexts. So the scores are computed in (chunk of positions, kv head) items, the
+/// softmax one vector at a time, and the value sums in (slice of the head's lanes, kv head) items: both
+/// threads stream half of the cache, and each key and value is still read once for all new tokens.
+/// Forward over n tokens from a warm cache, the two ways alternating repeat by repeat in one process
+/// (`bench speed` patched for it), split against items, two runs each:
+/// - 3,000 positions: n=1 −9 / −12%, n=2 −7 / −8%, n=4 −8 / −9%, n=8 −3 / −13%, n=16 −14%;
+/// - 2,048: n=1 −7 / −7%, n=2 −4 / −1%, n=4 −6 / −4%, n=8 0 / 0%;
+/// - 1,536: n=1 −5 / −5%, n=2 −2 / −3%, n=4 −2 / −2%, n=8 +5 / +2%;
+/// - 1,024: n=1 +4 / −3%, n=4 0 / +2%, n=8 +7 / +6%; 512 and 256: +1 to +7%.
 final class AttentionJob: ParallelJob {
+    enum Phase { case items, scores, softmax, values }
+
     /// Most tokens in one item (bounds the scratch).
     static let maxRowsPerItem = 16
 
@@ -263,24 +292,40 @@ final class AttentionJob: ParallelJob {
     /// Prefill of 512 and 1,024 tokens is unchanged (within noise).
     static func rowsPerItem(count: Int) -> Int { min(max(1, (count + 1) / 2), maxRowsPerItem) }
 
+    /// Positions of a scores item in the split way (whole key tiles).
+    static let positionsPerChunk = 256
+
     let config: LlamaConfig
     unowned(unsafe) let scratch: ForwardScratch
     /// Set for each call; not retained, so the threads do not bounce its reference count.
     unowned(unsafe) var cache: KVCache?
+    var phase = Phase.items
     var layer = 0
     /// Position of the first new token.
     var position = 0
-    /// New tokens, and how many consecutive ones an item covers.
+    /// New tokens, and how many consecutive ones an item covers (`.items`).
     var count = 0
     var rowsPerItem = 1
+    /// Slices of a head's lanes in the split way's value sums: 32 lanes each.
+    let laneSlices: Int
 
     init(config: LlamaConfig, scratch: ForwardScratch) {
         self.config = config
         self.scratch = scratch
+        laneSlices = config.headSize % 32 == 0 ? config.headSize / 32 : 1
     }
 
     func run(_ range: Range<Int>, part: Int) {
         guard let cache else { return }
+        switch phase {
+        case .items: runItems(range, part: part, cache: cache)
+        case .scores: runScores(range, part: part, cache: cache)
+        case .softmax: runSoftmax(range)
+        case .values: runValues(range, part: part, cache: cache)
+        }
+    }
+
+    private func runItems(_ range: Range<Int>, part: Int, cache: KVCache) {
         let c = config
         let headSize = c.headSize, groupSize = c.headCount / c.kvHeadCount, groupWidth = groupSize * headSize
         let scale = 1 / Float(headSize).squareRoot()
@@ -292,9 +337,7 @@ final class AttentionJob: ParallelJob {
         for item in range {
             let kvHead = item % c.kvHeadCount, first = item / c.kvHeadCount * rowsPerItem
             let rows = min(count, first + rowsPerItem) - first, vectors = rows * groupSize
-            for r in 0..<rows {
-                (queries + r * groupWidth).update(from: scratch.query.row(first + r) + kvHead * groupWidth, count: groupWidth)
-            }
+            gatherQueries(kvHead: kvHead, tokens: first..<(first + rows), into: queries)
             // Positions the run's first and last tokens see.
             let common = position + first + 1, longest = position + first + rows
             kq_attention_scores(queries, Int32(vectors), cache.keyTiles(layer: layer, kvHead: kvHead), Int32(longest),
@@ -309,6 +352,67 @@ final class AttentionJob: ParallelJob {
             }
             for r in 0..<rows {
                 (scratch.attention.row(first + r) + kvHead * groupWidth).update(from: outputs + r * groupWidth, count: groupWidth)
+            }
+        }
+    }
+
+    /// Copies the query heads of kv head `kvHead` for `tokens` into `queries`, `headSize` floats apart.
+    private func gatherQueries(kvHead: Int, tokens: Range<Int>, into queries: UnsafeMutablePointer<Float>) {
+        let groupWidth = config.headCount / config.kvHeadCount * config.headSize
+        for (r, t) in tokens.enumerated() {
+            (queries + r * groupWidth).update(from: scratch.query.row(t) + kvHead * groupWidth, count: groupWidth)
+        }
+    }
+
+    /// The split way's score rows: kv head k's vectors (token r, query head g of the group) are rows
+    /// `(k · count + r) · groupSize + g` of `scratch.scores`.
+    private func splitScoresRow(kvHead: Int) -> UnsafeMutablePointer<Float> {
+        scratch.scores.row(kvHead * count * (config.headCount / config.kvHeadCount))
+    }
+
+    /// (chunk of positions, kv head) items: the scores of every new token's query heads over the chunk,
+    /// up to the last token's length.
+    private func runScores(_ range: Range<Int>, part: Int, cache: KVCache) {
+        let c = config, chunk = Self.positionsPerChunk
+        let queries = scratch.attentionQueries.row(part), longest = position + count
+        for item in range {
+            let kvHead = item % c.kvHeadCount, start = item / c.kvHeadCount * chunk
+            gatherQueries(kvHead: kvHead, tokens: 0..<count, into: queries)
+            kq_attention_scores(queries, Int32(count * c.headCount / c.kvHeadCount),
+                                cache.keyTiles(layer: layer, kvHead: kvHead) + start * c.headSize,
+                                Int32(min(chunk, longest - start)), Int32(c.headSize), 1 / Float(c.headSize).squareRoot(),
+                                splitScoresRow(kvHead: kvHead) + start, scratch.scores.columns)
+        }
+    }
+
+    /// One item per score row: its softmax over the positions its token sees.
+    private func runSoftmax(_ range: Range<Int>) {
+        let groupSize = config.headCount / config.kvHeadCount
+        for row in range {
+            let token = row % (count * groupSize) / groupSize
+            VectorOps.softmax(scratch.scores.row(row), count: position + token + 1)
+        }
+    }
+
+    /// (slice of lanes, kv head) items: every new token's value sums for those lanes of the group's heads.
+    private func runValues(_ range: Range<Int>, part: Int, cache: KVCache) {
+        let c = config
+        let groupSize = c.headCount / c.kvHeadCount, vectors = count * groupSize
+        let lanes = c.headSize / laneSlices, stride = scratch.scores.columns
+        let outputs = scratch.attentionOutputs.row(part), common = position + 1
+        for item in range {
+            let kvHead = item % c.kvHeadCount, first = item / c.kvHeadCount * lanes
+            let scores = splitScoresRow(kvHead: kvHead)
+            let head = cache.values(layer: layer) + kvHead * c.headSize + first
+            outputs.initialize(repeating: 0, count: vectors * lanes)
+            kq_attention_values(scores, stride, Int32(vectors), head, c.kvSize, Int32(common), Int32(lanes), outputs)
+            for r in 1..<count {
+                kq_attention_values(scores + r * groupSize * stride + common, stride, Int32(groupSize), head + common * c.kvSize,
+                                    c.kvSize, Int32(r), Int32(lanes), outputs + r * groupSize * lanes)
+            }
+            for v in 0..<vectors {
+                let token = v / groupSize, queryHead = kvHead * groupSize + v % groupSize
+                (scratch.attention.row(token) + queryHead * c.headSize + first).update(from: outputs + v * lanes, count: lanes)
             }
         }
     }
@@ -330,8 +434,17 @@ public final class ForwardScratch: @unchecked Sendable {
     private(set) lazy var attentionJob = AttentionJob(config: config, scratch: self)
     private let config: LlamaConfig
 
-    public init(config: LlamaConfig, tokens capacity: Int = 64, contextCapacity: Int, pool: ThreadPool = .shared) {
+    /// Attention of a few new tokens that see at least this many positions takes `AttentionJob`'s split
+    /// way (same bits; tests lower it to compare the two ways).
+    let splitAttentionLength: Int
+    /// The split way from this many positions on (the last new token's): below, its two extra rounds
+    /// of the pool cost more than the balance brings (figures at `AttentionJob`).
+    public static let defaultSplitAttentionLength = 1536
+
+    public init(config: LlamaConfig, tokens capacity: Int = 64, contextCapacity: Int, pool: ThreadPool = .shared,
+                splitAttentionLength: Int = defaultSplitAttentionLength) {
         self.capacity = capacity
+        self.splitAttentionLength = splitAttentionLength
         self.pool = pool
         self.config = config
         layerTokenCounts = Array(repeating: 0, count: config.layerCount)
@@ -346,7 +459,8 @@ public final class ForwardScratch: @unchecked Sendable {
         ropeCos = FloatMatrix(capacity: capacity, columns: config.headSize / 2)
         ropeSin = FloatMatrix(capacity: capacity, columns: config.headSize / 2)
         let itemVectors = config.headCount / config.kvHeadCount * AttentionJob.maxRowsPerItem
-        scores = FloatMatrix(capacity: pool.threads * itemVectors, columns: (contextCapacity + 15) / 16 * 16)
+        scores = FloatMatrix(capacity: max(pool.threads * itemVectors, config.headCount * AttentionJob.maxRowsPerItem),
+                             columns: (contextCapacity + 15) / 16 * 16)
         attentionQueries = FloatMatrix(capacity: pool.threads, columns: itemVectors * config.headSize)
         attentionOutputs = FloatMatrix(capacity: pool.threads, columns: itemVectors * config.headSize)
         input = ActivationBatch(capacity: capacity * max(config.hiddenSize, config.querySize, config.feedForwardSize))

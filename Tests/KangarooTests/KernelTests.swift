@@ -151,18 +151,26 @@ struct KernelTests {
         }
     }
 
-    @Test("the real model's logits are bit-identical whether tokens are fed together or one by one")
+    @Test("the real model's logits are bit-identical whether tokens are fed together or one by one, and whichever way attention is split")
     func modelBatchBitIdentity() throws {
         let model = try RealModel.get().model
         // Attention takes a batch's tokens in runs (AttentionJob): 21 at once make runs of 11 and 10.
         let tokens: [Int32] = [504, 3575, 282, 4649, 314, 7042, 30, 198, 198, 504, 3575, 282, 4649, 314, 7042, 30, 198,
                                42, 1020, 3575, 30]
         let config = model.config
-        func run(chunks: [Int]) throws -> [[UInt32]] {
-            let cache = KVCache(config: config, capacity: 32)
-            let scratch = ForwardScratch(config: config, contextCapacity: 32)
-            let hidden = FloatMatrix(capacity: 32, columns: config.hiddenSize)
+        // `splitFrom`: attention of up to 16 new tokens that see this many positions or more is split
+        // over chunks of 256 positions and slices of lanes (AttentionJob); 1 takes that way for every
+        // such call. After a `prefix` of 250 tokens, the tokens' positions cross a chunk's end.
+        func run(chunks: [Int], prefix: Int = 0, splitFrom: Int = ForwardScratch.defaultSplitAttentionLength) throws -> [[UInt32]] {
+            let capacity = prefix + 32
+            let cache = KVCache(config: config, capacity: capacity)
+            let scratch = ForwardScratch(config: config, contextCapacity: capacity, splitAttentionLength: splitFrom)
+            let hidden = FloatMatrix(capacity: capacity, columns: config.hiddenSize)
             let logits = FloatMatrix(capacity: 32, columns: config.vocabularySize)
+            if prefix > 0 {
+                model.embed((0..<prefix).map { tokens[$0 % tokens.count] }, into: hidden)
+                try model.forward(layers: 0..<config.layerCount, hidden: hidden, cache: cache, scratch: scratch)
+            }
             var rows: [[UInt32]] = []
             var start = 0
             for size in chunks {
@@ -177,6 +185,12 @@ struct KernelTests {
         let oneByOne = try run(chunks: Array(repeating: 1, count: tokens.count))
         #expect(try run(chunks: [tokens.count]) == oneByOne)
         #expect(try run(chunks: [4, 1, 3, 1, 2, 10]) == oneByOne)
+        #expect(try run(chunks: [4, 1, 3, 1, 2, 10], splitFrom: 1) == oneByOne)
+        let afterPrefix = try run(chunks: Array(repeating: 1, count: tokens.count), prefix: 250)
+        #expect(afterPrefix != oneByOne)
+        #expect(try run(chunks: Array(repeating: 1, count: tokens.count), prefix: 250, splitFrom: 1) == afterPrefix)
+        #expect(try run(chunks: [4, 1, 3, 1, 2, 10], prefix: 250, splitFrom: 1) == afterPrefix)
+        #expect(try run(chunks: [tokens.count], prefix: 250) == afterPrefix)
     }
 }
 
@@ -198,7 +212,7 @@ struct VectorOpsTests {
     func attentionKernels() {
         let best = kq_instruction_level()
         defer { kq_set_instruction_level(best) }
-        // 3 and 5 heads take different tile and lane counts in one pass; 11 takes a pass of 8, then 3.
+        // 3 and 5 heads take different tile and lane counts in one pass; 11 takes passes of 6 and 5.
         for (headSize, heads) in [(64, 3), (64, 5), (64, 11), (80, 3), (80, 5), (80, 11)] {
             var random = SeededRandom(UInt64(headSize * 100 + heads))
             let count = 37, tiles = (count + 15) / 16, rowStride = 48, valueStride = 2 * headSize
@@ -257,6 +271,19 @@ struct VectorOpsTests {
                     }
                 }
                 #expect(sumsSplit.map(\.bitPattern) == sums.map(\.bitPattern))
+                // Each lane is its own sum: slices of the head's lanes give the bits of the whole head.
+                let lanes = headSize % 32 == 0 ? 32 : 16
+                for first in stride(from: 0, to: headSize, by: lanes) {
+                    var slice = [Float](repeating: 0, count: heads * lanes)
+                    valueHalves.withUnsafeBufferPointer { v in
+                        kq_attention_values(p, rowStride, Int32(heads), v.baseAddress! + first, valueStride, Int32(count),
+                                            Int32(lanes), &slice)
+                    }
+                    for h in 0..<heads {
+                        #expect(slice[(h * lanes)..<(h * lanes + lanes)].map(\.bitPattern)
+                                == sums[(h * headSize + first)..<(h * headSize + first + lanes)].map(\.bitPattern))
+                    }
+                }
                 results.append((0..<heads).flatMap { h in grouped[(h * rowStride)..<(h * rowStride + count)] }.map(\.bitPattern)
                                + sums.map(\.bitPattern))
             }

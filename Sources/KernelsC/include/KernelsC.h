@@ -61,7 +61,9 @@ void kq_attention_scores(const float *q, int heads, const float *key_tiles, int 
 /// out[h · head_size + i] += Σ_{j < count} p[h · p_stride + j] · v_j[i] (added in order of j, one fused
 /// multiply-add each) for `heads` probability rows and i < head_size (a multiple of 16), values stored
 /// as IEEE half floats `stride` halves apart. A head's result does not depend on `heads`, and calls over
-/// consecutive ranges of positions give the bits of one call over their union.
+/// consecutive ranges of positions give the bits of one call over their union. Each lane i is its own
+/// sum, so `head_size` may be a slice of the head (values offset to its first lane): the slices' calls
+/// give the bits of one call over the whole head.
 void kq_attention_values(const float *p, size_t p_stride, int heads, const uint16_t *values, size_t stride, int count,
                          int head_size, float *out);
 
