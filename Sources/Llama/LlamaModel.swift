@@ -246,7 +246,7 @@ public final class LlamaModel: @unchecked Sendable {
             job.phase = .softmax
             pool.run(job, count: count * config.headCount, grain: 1)
             job.phase = .values
-            pool.run(job, count: job.laneSlices * kvHeads, grain: 1)
+            pool.run(job, count: cache.valueSlices * kvHeads, grain: 1)
         } else {
             job.phase = .items
             job.rowsPerItem = AttentionJob.rowsPerItem(count: count)
@@ -306,13 +306,10 @@ final class AttentionJob: ParallelJob {
     /// New tokens, and how many consecutive ones an item covers (`.items`).
     var count = 0
     var rowsPerItem = 1
-    /// Slices of a head's lanes in the split way's value sums: 32 lanes each.
-    let laneSlices: Int
 
     init(config: LlamaConfig, scratch: ForwardScratch) {
         self.config = config
         self.scratch = scratch
-        laneSlices = config.headSize % 32 == 0 ? config.headSize / 32 : 1
     }
 
     func run(_ range: Range<Int>, part: Int) {
@@ -327,13 +324,13 @@ final class AttentionJob: ParallelJob {
 
     private func runItems(_ range: Range<Int>, part: Int, cache: KVCache) {
         let c = config
-        let headSize = c.headSize, groupSize = c.headCount / c.kvHeadCount, groupWidth = groupSize * headSize
+        let headSize = c.headSize, groupSize = c.headCount / c.kvHeadCount
         let scale = 1 / Float(headSize).squareRoot()
         let stride = scratch.scores.columns
         let scores = scratch.scores.row(part * groupSize * Self.maxRowsPerItem)
-        // The item's queries gathered and its outputs: `rows × groupSize` vectors of headSize, contiguous.
+        // The item's queries gathered (`rows × groupSize` vectors of headSize, contiguous) and room for its
+        // value sums.
         let queries = scratch.attentionQueries.row(part), outputs = scratch.attentionOutputs.row(part)
-        let values = cache.values(layer: layer)
         for item in range {
             let kvHead = item % c.kvHeadCount, first = item / c.kvHeadCount * rowsPerItem
             let rows = min(count, first + rowsPerItem) - first, vectors = rows * groupSize
@@ -343,16 +340,30 @@ final class AttentionJob: ParallelJob {
             kq_attention_scores(queries, Int32(vectors), cache.keyTiles(layer: layer, kvHead: kvHead), Int32(longest),
                                 Int32(headSize), scale, scores, stride)
             for v in 0..<vectors { VectorOps.softmax(scores + v * stride, count: common + v / groupSize) }
-            outputs.initialize(repeating: 0, count: vectors * headSize)
-            let head = values + kvHead * headSize
-            kq_attention_values(scores, stride, Int32(vectors), head, c.kvSize, Int32(common), Int32(headSize), outputs)
-            for r in 1..<max(rows, 1) {
-                kq_attention_values(scores + r * groupSize * stride + common, stride, Int32(groupSize), head + common * c.kvSize,
-                                    c.kvSize, Int32(r), Int32(headSize), outputs + r * groupWidth)
+            for slice in 0..<cache.valueSlices {
+                sumValues(scores, tokens: first..<(first + rows), kvHead: kvHead, slice: slice, cache: cache, outputs: outputs)
             }
-            for r in 0..<rows {
-                (scratch.attention.row(first + r) + kvHead * groupWidth).update(from: outputs + r * groupWidth, count: groupWidth)
-            }
+        }
+    }
+
+    /// The value sums of the cache's value slice `slice` of kv head `kvHead`'s query heads for `tokens`, from their
+    /// probabilities (`scores`: token r's group at rows `r · groupSize…`, `scores.columns` apart), into
+    /// their rows of `scratch.attention`; `outputs` is room for them. The first token's sums run over the
+    /// positions it sees, those of each later token continue over its few more (the bits of one sum).
+    private func sumValues(_ scores: UnsafePointer<Float>, tokens: Range<Int>, kvHead: Int, slice: Int, cache: KVCache,
+                           outputs: UnsafeMutablePointer<Float>) {
+        let c = config, groupSize = c.headCount / c.kvHeadCount, vectors = tokens.count * groupSize
+        let lanes = cache.valueSliceWidth, stride = scratch.scores.columns, common = position + tokens.lowerBound + 1
+        let values = cache.values(layer: layer, kvHead: kvHead, slice: slice)
+        outputs.initialize(repeating: 0, count: vectors * lanes)
+        kq_attention_values(scores, stride, Int32(vectors), values, lanes, Int32(common), Int32(lanes), outputs)
+        for r in 1..<max(tokens.count, 1) {
+            kq_attention_values(scores + r * groupSize * stride + common, stride, Int32(groupSize), values + common * lanes,
+                                lanes, Int32(r), Int32(lanes), outputs + r * groupSize * lanes)
+        }
+        for v in 0..<vectors {
+            let token = tokens.lowerBound + v / groupSize, queryHead = kvHead * groupSize + v % groupSize
+            (scratch.attention.row(token) + queryHead * c.headSize + slice * lanes).update(from: outputs + v * lanes, count: lanes)
         }
     }
 
@@ -396,24 +407,10 @@ final class AttentionJob: ParallelJob {
 
     /// (slice of lanes, kv head) items: every new token's value sums for those lanes of the group's heads.
     private func runValues(_ range: Range<Int>, part: Int, cache: KVCache) {
-        let c = config
-        let groupSize = c.headCount / c.kvHeadCount, vectors = count * groupSize
-        let lanes = c.headSize / laneSlices, stride = scratch.scores.columns
-        let outputs = scratch.attentionOutputs.row(part), common = position + 1
         for item in range {
-            let kvHead = item % c.kvHeadCount, first = item / c.kvHeadCount * lanes
-            let scores = splitScoresRow(kvHead: kvHead)
-            let head = cache.values(layer: layer) + kvHead * c.headSize + first
-            outputs.initialize(repeating: 0, count: vectors * lanes)
-            kq_attention_values(scores, stride, Int32(vectors), head, c.kvSize, Int32(common), Int32(lanes), outputs)
-            for r in 1..<count {
-                kq_attention_values(scores + r * groupSize * stride + common, stride, Int32(groupSize), head + common * c.kvSize,
-                                    c.kvSize, Int32(r), Int32(lanes), outputs + r * groupSize * lanes)
-            }
-            for v in 0..<vectors {
-                let token = v / groupSize, queryHead = kvHead * groupSize + v % groupSize
-                (scratch.attention.row(token) + queryHead * c.headSize + first).update(from: outputs + v * lanes, count: lanes)
-            }
+            let kvHead = item % config.kvHeadCount
+            sumValues(splitScoresRow(kvHead: kvHead), tokens: 0..<count, kvHead: kvHead, slice: item / config.kvHeadCount,
+                      cache: cache, outputs: scratch.attentionOutputs.row(part))
         }
     }
 }
