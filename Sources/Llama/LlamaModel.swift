@@ -239,7 +239,8 @@ public final class LlamaModel: @unchecked Sendable {
         job.cache = cache
         job.count = count
         let pool = scratch.pool, kvHeads = config.kvHeadCount
-        if count <= AttentionJob.maxRowsPerItem && position + count >= scratch.splitAttentionLength {
+        let splitFrom = scratch.splitAttentionLength ?? AttentionJob.splitLength(newTokens: count)
+        if count <= AttentionJob.maxRowsPerItem && position + count >= splitFrom {
             let chunks = (position + count + AttentionJob.positionsPerChunk - 1) / AttentionJob.positionsPerChunk
             job.phase = .scores
             pool.run(job, count: chunks * kvHeads, grain: 1)
@@ -273,10 +274,10 @@ public final class LlamaModel: @unchecked Sendable {
 /// threads stream half of the cache, and each key and value is still read once for all new tokens.
 /// Forward over n tokens from a warm cache, the two ways alternating repeat by repeat in one process
 /// (`bench speed` patched for it), split against items, two runs each:
-/// - 3,000 positions: n=1 −9 / −12%, n=2 −7 / −8%, n=4 −8 / −9%, n=8 −3 / −13%, n=16 −14%;
-/// - 2,048: n=1 −7 / −7%, n=2 −4 / −1%, n=4 −6 / −4%, n=8 0 / 0%;
-/// - 1,536: n=1 −5 / −5%, n=2 −2 / −3%, n=4 −2 / −2%, n=8 +5 / +2%;
-/// - 1,024: n=1 +4 / −3%, n=4 0 / +2%, n=8 +7 / +6%; 512 and 256: +1 to +7%.
+/// - n=1: 512 positions −2 / −1%, 768 −5 / −2%, 1,024 −4 / −5%, 1,536 −6 / −7%, 2,048 −3 / −10%;
+/// - n=2: 512 +1 / +1%, 768 −2 / −4%, 1,024 −4 / −5%, 1,536 −9 / −7%, 2,048 −7 / −10%;
+/// - n=4: 512 to 1,536 0 to +2.5%, 2,048 −5 / −2%, 3,000 −8 / −9% (before the cache's value slices);
+/// - n=8: 512 to 1,536 +3 to +6%, 2,048 +4 / 0%, 3,000 −3 / −13%; n=16 at 3,000 −14%.
 final class AttentionJob: ParallelJob {
     enum Phase { case items, scores, softmax, values }
 
@@ -294,6 +295,10 @@ final class AttentionJob: ParallelJob {
 
     /// Positions of a scores item in the split way (whole key tiles).
     static let positionsPerChunk = 256
+
+    /// The split way from this many positions on (the last new token's), by the figures above: below,
+    /// its two extra rounds of the pool cost more than the balance brings.
+    static func splitLength(newTokens: Int) -> Int { newTokens <= 2 ? 768 : 2048 }
 
     let config: LlamaConfig
     unowned(unsafe) let scratch: ForwardScratch
@@ -432,14 +437,11 @@ public final class ForwardScratch: @unchecked Sendable {
     private let config: LlamaConfig
 
     /// Attention of a few new tokens that see at least this many positions takes `AttentionJob`'s split
-    /// way (same bits; tests lower it to compare the two ways).
-    let splitAttentionLength: Int
-    /// The split way from this many positions on (the last new token's): below, its two extra rounds
-    /// of the pool cost more than the balance brings (figures at `AttentionJob`).
-    public static let defaultSplitAttentionLength = 1536
+    /// way; nil: `AttentionJob.splitLength`. Same bits either way (tests set it to compare the two).
+    let splitAttentionLength: Int?
 
     public init(config: LlamaConfig, tokens capacity: Int = 64, contextCapacity: Int, pool: ThreadPool = .shared,
-                splitAttentionLength: Int = defaultSplitAttentionLength) {
+                splitAttentionLength: Int? = nil) {
         self.capacity = capacity
         self.splitAttentionLength = splitAttentionLength
         self.pool = pool

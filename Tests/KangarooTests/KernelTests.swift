@@ -161,7 +161,7 @@ struct KernelTests {
         // `splitFrom`: attention of up to 16 new tokens that see this many positions or more is split
         // over chunks of 256 positions and slices of lanes (AttentionJob); 1 takes that way for every
         // such call. After a `prefix` of 250 tokens, the tokens' positions cross a chunk's end.
-        func run(chunks: [Int], prefix: Int = 0, splitFrom: Int = ForwardScratch.defaultSplitAttentionLength) throws -> [[UInt32]] {
+        func run(chunks: [Int], prefix: Int = 0, splitFrom: Int? = nil) throws -> [[UInt32]] {
             let capacity = prefix + 32
             let cache = KVCache(config: config, capacity: capacity)
             let scratch = ForwardScratch(config: config, contextCapacity: capacity, splitAttentionLength: splitFrom)
