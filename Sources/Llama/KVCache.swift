@@ -30,12 +30,10 @@ public final class KVCache: @unchecked Sendable {
     let tileCount: Int
     let keys: UnsafeMutablePointer<Float>
     let values: UnsafeMutablePointer<UInt16>
-    /// Lanes of a value slice, and slices of a head.
+    /// Lanes of a value slice (32, or the whole head when its size is not a multiple of 32), and
+    /// slices of a head.
     let valueSliceWidth: Int
     let valueSlices: Int
-
-    /// 32 lanes, or the whole head when its size is not a multiple of 32.
-    static func valueSliceWidth(headSize: Int) -> Int { headSize % 32 == 0 ? 32 : headSize }
 
     public init(config: LlamaConfig, capacity: Int, layerCount: Int? = nil) {
         self.layerCount = layerCount ?? config.layerCount
@@ -44,7 +42,7 @@ public final class KVCache: @unchecked Sendable {
         headSize = config.headSize
         kvHeadCount = config.kvHeadCount
         tileCount = (capacity + 15) / 16
-        valueSliceWidth = Self.valueSliceWidth(headSize: config.headSize)
+        valueSliceWidth = config.headSize % 32 == 0 ? 32 : config.headSize
         valueSlices = config.headSize / valueSliceWidth
         lengths = Array(repeating: 0, count: self.layerCount)
         // Untouched pages of these large buffers are never read before written, so they stay

@@ -240,6 +240,7 @@ public final class LlamaModel: @unchecked Sendable {
         job.count = count
         let pool = scratch.pool, kvHeads = config.kvHeadCount
         let splitFrom = scratch.splitAttentionLength ?? AttentionJob.splitLength(newTokens: count)
+        // The split way keeps every new token's scores at once: the scratch has rows for 16 tokens.
         if count <= AttentionJob.maxRowsPerItem && position + count >= splitFrom {
             let chunks = (position + count + AttentionJob.positionsPerChunk - 1) / AttentionJob.positionsPerChunk
             job.phase = .scores
@@ -311,10 +312,13 @@ final class AttentionJob: ParallelJob {
     /// New tokens, and how many consecutive ones an item covers (`.items`).
     var count = 0
     var rowsPerItem = 1
+    /// Query heads per kv head.
+    let groupSize: Int
 
     init(config: LlamaConfig, scratch: ForwardScratch) {
         self.config = config
         self.scratch = scratch
+        groupSize = config.headCount / config.kvHeadCount
     }
 
     func run(_ range: Range<Int>, part: Int) {
@@ -329,7 +333,7 @@ final class AttentionJob: ParallelJob {
 
     private func runItems(_ range: Range<Int>, part: Int, cache: KVCache) {
         let c = config
-        let headSize = c.headSize, groupSize = c.headCount / c.kvHeadCount
+        let headSize = c.headSize
         let scale = 1 / Float(headSize).squareRoot()
         let stride = scratch.scores.columns
         let scores = scratch.scores.row(part * groupSize * Self.maxRowsPerItem)
@@ -357,7 +361,7 @@ final class AttentionJob: ParallelJob {
     /// positions it sees, those of each later token continue over its few more (the bits of one sum).
     private func sumValues(_ scores: UnsafePointer<Float>, tokens: Range<Int>, kvHead: Int, slice: Int, cache: KVCache,
                            outputs: UnsafeMutablePointer<Float>) {
-        let c = config, groupSize = c.headCount / c.kvHeadCount, vectors = tokens.count * groupSize
+        let c = config, vectors = tokens.count * groupSize
         let lanes = cache.valueSliceWidth, stride = scratch.scores.columns, common = position + tokens.lowerBound + 1
         let values = cache.values(layer: layer, kvHead: kvHead, slice: slice)
         outputs.initialize(repeating: 0, count: vectors * lanes)
@@ -374,7 +378,7 @@ final class AttentionJob: ParallelJob {
 
     /// Copies the query heads of kv head `kvHead` for `tokens` into `queries`, `headSize` floats apart.
     private func gatherQueries(kvHead: Int, tokens: Range<Int>, into queries: UnsafeMutablePointer<Float>) {
-        let groupWidth = config.headCount / config.kvHeadCount * config.headSize
+        let groupWidth = groupSize * config.headSize
         for (r, t) in tokens.enumerated() {
             (queries + r * groupWidth).update(from: scratch.query.row(t) + kvHead * groupWidth, count: groupWidth)
         }
@@ -383,7 +387,7 @@ final class AttentionJob: ParallelJob {
     /// The split way's score rows: kv head k's vectors (token r, query head g of the group) are rows
     /// `(k · count + r) · groupSize + g` of `scratch.scores`.
     private func splitScoresRow(kvHead: Int) -> UnsafeMutablePointer<Float> {
-        scratch.scores.row(kvHead * count * (config.headCount / config.kvHeadCount))
+        scratch.scores.row(kvHead * count * groupSize)
     }
 
     /// (chunk of positions, kv head) items: the scores of every new token's query heads over the chunk,
@@ -394,7 +398,7 @@ final class AttentionJob: ParallelJob {
         for item in range {
             let kvHead = item % c.kvHeadCount, start = item / c.kvHeadCount * chunk
             gatherQueries(kvHead: kvHead, tokens: 0..<count, into: queries)
-            kq_attention_scores(queries, Int32(count * c.headCount / c.kvHeadCount),
+            kq_attention_scores(queries, Int32(count * groupSize),
                                 cache.keyTiles(layer: layer, kvHead: kvHead) + start * c.headSize,
                                 Int32(min(chunk, longest - start)), Int32(c.headSize), 1 / Float(c.headSize).squareRoot(),
                                 splitScoresRow(kvHead: kvHead) + start, scratch.scores.columns)
@@ -403,7 +407,6 @@ final class AttentionJob: ParallelJob {
 
     /// One item per score row: its softmax over the positions its token sees.
     private func runSoftmax(_ range: Range<Int>) {
-        let groupSize = config.headCount / config.kvHeadCount
         for row in range {
             let token = row % (count * groupSize) / groupSize
             VectorOps.softmax(scratch.scores.row(row), count: position + token + 1)
