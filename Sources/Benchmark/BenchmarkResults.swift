@@ -11,6 +11,8 @@ public struct TurnRecord: Codable, Sendable, Equatable {
     public var tokenIDs: [Int32]
     /// Prefill and decoding, as Spec-Bench times a turn.
     public var seconds: Double
+    /// The prefill's share of `seconds` (nil in results written before it was recorded).
+    public var prefillSeconds: Double?
     public var rounds: Int
     /// `acceptedDrafts[a]`: rounds that accepted `a` drafts.
     public var acceptedDrafts: [Int]
@@ -18,7 +20,8 @@ public struct TurnRecord: Codable, Sendable, Equatable {
     public var verifySeconds: Double
 
     public init(questionID: Int, category: String, taskGroup: String, turn: Int, decoder: String, promptTokens: Int,
-                tokenIDs: [Int32], seconds: Double, rounds: Int, acceptedDrafts: [Int], draftSeconds: Double, verifySeconds: Double) {
+                tokenIDs: [Int32], seconds: Double, rounds: Int, acceptedDrafts: [Int], draftSeconds: Double, verifySeconds: Double,
+                prefillSeconds: Double? = nil) {
         self.questionID = questionID
         self.category = category
         self.taskGroup = taskGroup
@@ -27,6 +30,7 @@ public struct TurnRecord: Codable, Sendable, Equatable {
         self.promptTokens = promptTokens
         self.tokenIDs = tokenIDs
         self.seconds = seconds
+        self.prefillSeconds = prefillSeconds
         self.rounds = rounds
         self.acceptedDrafts = acceptedDrafts
         self.draftSeconds = draftSeconds
@@ -35,7 +39,7 @@ public struct TurnRecord: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case questionID = "question_id", category, taskGroup = "task_group", turn, decoder
-        case promptTokens = "prompt_tokens", tokenIDs = "token_ids", seconds, rounds
+        case promptTokens = "prompt_tokens", tokenIDs = "token_ids", seconds, prefillSeconds = "prefill_seconds", rounds
         case acceptedDrafts = "accepted_drafts", draftSeconds = "draft_seconds", verifySeconds = "verify_seconds"
     }
 }
@@ -65,6 +69,10 @@ public struct GroupMetrics: Sendable, Equatable {
     public var tokensPerSecond: Double
     /// Ratio of tokens/s to the baseline decoder's on the same turns (Spec-Bench's ratio of means).
     public var speedup: Double?
+    /// The same ratio with the prefill left out of both decoders' times (nil unless every record has its
+    /// prefill time). Speculative decoding does not speed up the prefill, which weighs most where
+    /// prompts are long.
+    public var decodeSpeedup: Double?
     public var meanAcceptedTokens: Double?
     /// CTAR(w), w = 1…γ.
     public var ctar: [Double]
@@ -100,12 +108,14 @@ public enum BenchmarkMetrics {
         for group in groups {
             let records = run.records.filter { group == "overall" || $0.taskGroup == group }
             let baseRate = rate(records.filter { $0.decoder == baseline })
+            let baseDecodeRate = decodeRate(records.filter { $0.decoder == baseline })
             for decoder in run.decoders {
                 let mine = records.filter { $0.decoder == decoder }
                 guard !mine.isEmpty else { continue }
                 let tokens = mine.reduce(0) { $0 + $1.tokenIDs.count }
                 let seconds = mine.reduce(0) { $0 + $1.seconds }
                 let tps = rate(mine)
+                let decodeSpeedup: Double? = if let mineRate = decodeRate(mine), let baseDecodeRate { mineRate / baseDecodeRate } else { nil }
                 var accepted: [Int] = []
                 for r in mine where !r.acceptedDrafts.isEmpty {
                     if accepted.count < r.acceptedDrafts.count { accepted += Array(repeating: 0, count: r.acceptedDrafts.count - accepted.count) }
@@ -119,6 +129,7 @@ public enum BenchmarkMetrics {
                 let draft = mine.reduce(0) { $0 + $1.draftSeconds }, verify = mine.reduce(0) { $0 + $1.verifySeconds }
                 rows.append(GroupMetrics(group: group, decoder: decoder, turns: mine.count, tokens: tokens, seconds: seconds,
                                          tokensPerSecond: tps, speedup: baseRate > 0 ? tps / baseRate : nil,
+                                         decodeSpeedup: decodeSpeedup,
                                          meanAcceptedTokens: mean, ctar: ctar,
                                          draftShare: draft + verify > 0 ? draft / (draft + verify) : nil))
             }
@@ -129,6 +140,16 @@ public enum BenchmarkMetrics {
     static func rate(_ records: [TurnRecord]) -> Double {
         let seconds = records.reduce(0) { $0 + $1.seconds }
         return seconds > 0 ? Double(records.reduce(0) { $0 + $1.tokenIDs.count }) / seconds : 0
+    }
+
+    /// Tokens over the time after the prefill; nil if a record lacks its prefill time (or none is left).
+    static func decodeRate(_ records: [TurnRecord]) -> Double? {
+        var seconds = 0.0
+        for r in records {
+            guard let prefill = r.prefillSeconds else { return nil }
+            seconds += r.seconds - prefill
+        }
+        return seconds > 0 ? Double(records.reduce(0) { $0 + $1.tokenIDs.count }) / seconds : nil
     }
 
     /// Every speculative record whose tokens differ from the baseline's for the same turn.
@@ -144,12 +165,13 @@ public enum BenchmarkMetrics {
 
     /// The Markdown table of `groups`.
     public static func markdown(_ run: BenchmarkRun, baseline: String = "plain") -> String {
-        var out = "| task | decoder | turns | tokens/s | speedup | mean accepted tokens | drafting share |\n|---|---|---:|---:|---:|---:|---:|\n"
+        var out = "| task | decoder | turns | tokens/s | speedup | speedup after the prefill | mean accepted tokens | drafting share |\n|---|---|---:|---:|---:|---:|---:|---:|\n"
         for m in groups(run, baseline: baseline) {
             let speedup = m.speedup.map { String(format: "%.2f×", $0) } ?? "–"
+            let decodeSpeedup = m.decodeSpeedup.map { String(format: "%.2f×", $0) } ?? "–"
             let accepted = m.meanAcceptedTokens.map { String(format: "%.2f", $0) } ?? "–"
             let share = m.draftShare.map { String(format: "%.0f%%", 100 * $0) } ?? "–"
-            out += "| \(m.group) | \(m.decoder) | \(m.turns) | \(String(format: "%.1f", m.tokensPerSecond)) | \(speedup) | \(accepted) | \(share) |\n"
+            out += "| \(m.group) | \(m.decoder) | \(m.turns) | \(String(format: "%.1f", m.tokensPerSecond)) | \(speedup) | \(decodeSpeedup) | \(accepted) | \(share) |\n"
         }
         return out
     }

@@ -111,7 +111,7 @@ func runSuite(_ questions: [SpecBenchQuestion], decoders: [Decoder], generator: 
                     turn: turn, decoder: decoder.name, promptTokens: prompt.count, tokenIDs: result.tokens,
                     seconds: result.prefillSeconds + result.decodeSeconds, rounds: stats?.rounds ?? 0,
                     acceptedDrafts: stats?.acceptedDrafts ?? [], draftSeconds: stats?.draftSeconds ?? 0,
-                    verifySeconds: stats?.verifySeconds ?? 0))
+                    verifySeconds: stats?.verifySeconds ?? 0, prefillSeconds: result.prefillSeconds))
             }
         }
         progress.advance()

@@ -66,6 +66,35 @@ struct BenchmarkTests {
         #expect(overall.meanAcceptedTokens == overallMean)
     }
 
+    @Test("the speedup after the prefill leaves each record's prefill time out, and needs it everywhere")
+    func decodeSpeedup() throws {
+        func withPrefill(_ record: TurnRecord, _ prefill: Double?) -> TurnRecord {
+            var copy = record
+            copy.prefillSeconds = prefill
+            return copy
+        }
+        // qa: plain 100 tokens in 2 − 1 s, kangaroo 100 in 1 − 0.5 s; rag: 50 in 1 − 0.5 s each.
+        var timed = Self.run
+        timed.records = zip(Self.run.records, [1.0, 0.5, 0.5, 0.5]).map { withPrefill($0, $1) }
+        let rows = BenchmarkMetrics.groups(timed)
+        let qa = try #require(rows.first { $0.group == "qa" && $0.decoder == "kangaroo" })
+        #expect(qa.speedup == 2)
+        #expect(qa.decodeSpeedup == 2)
+        let overall = try #require(rows.first { $0.group == "overall" && $0.decoder == "kangaroo" })
+        // (150 tokens / 1 s) over (150 tokens / 1.5 s).
+        #expect(overall.decodeSpeedup == 1.5)
+        // A longer plain prefill (1.5 s of qa's 2 s) leaves plain 150 tokens in 1 s as well: no gain after
+        // the prefill, though the whole times still give 1.5×.
+        timed.records[0].prefillSeconds = 1.5
+        let longer = try #require(BenchmarkMetrics.groups(timed).first { $0.group == "overall" && $0.decoder == "kangaroo" })
+        #expect(longer.speedup == 1.5)
+        #expect(longer.decodeSpeedup == 1)
+        #expect(BenchmarkMetrics.markdown(timed).contains("| overall | kangaroo | 2 | 75.0 | 1.50× | 1.00× |"))
+        // Older results without prefill times: no such ratio, a dash in the table.
+        #expect(BenchmarkMetrics.groups(Self.run).allSatisfy { $0.decodeSpeedup == nil })
+        #expect(BenchmarkMetrics.markdown(Self.run).contains("| overall | kangaroo | 2 | 75.0 | 1.50× | – |"))
+    }
+
     @Test("the losslessness check catches a planted difference")
     func planted() {
         #expect(BenchmarkMetrics.mismatches(Self.run).isEmpty)
