@@ -14,9 +14,11 @@ struct BenchSuite: ParsableCommand {
         Reads Spec-Bench's question.jsonl, builds prompts with the model's chat template (a second turn \
         continues the conversation with the decoder's own first answer), and runs every decoder greedily \
         on the same prompts, interleaved question by question so that drift of a shared machine hits \
-        all alike. Each turn is timed including prefill. Every speculative output is compared with plain \
-        decoding's; any difference is reported and the command exits with status 1.
-        Writes results.json (every per-turn record), report.md and SVG charts (speedup per task,         accepted-length histogram, CTAR curves) into --output.
+        all alike. Each turn is timed including prefill, as Spec-Bench times it; the report also gives the \
+        speedup with each turn's prefill left out of both decoders' times. Every speculative output is \
+        compared with plain decoding's; any difference is reported and the command exits with status 1.
+        Writes results.json (every per-turn record), report.md and SVG charts (speedup per task, \
+        accepted-length histogram, CTAR curves) into --output.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
