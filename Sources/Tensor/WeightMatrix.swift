@@ -54,7 +54,8 @@ public struct WeightMatrix: @unchecked Sendable {
 
     /// The matrix set up as the output head: logits decide tokens, so a Q8_0 head multiplies int16
     /// activations (repacked rows; int8 ones moved the golden log-probabilities by up to 0.29 instead of
-    /// 0.23, and swapped a near-tie top token), and any other format keeps float activations.
+    /// 0.23, and swapped a near-tie top token), and any other format keeps float activations. Kangaroo's
+    /// adapter sets up its Q8_0 matrices this way too (`AdapterRunner`: faster drafting).
     public func forLogits() -> WeightMatrix {
         var copy = self
         copy.packed = nil
