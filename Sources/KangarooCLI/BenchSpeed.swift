@@ -23,8 +23,11 @@ struct BenchSpeed: ParsableCommand {
         median is reported with its ratio to n = 1. Effective bandwidth is the weight bytes one decode \
         step reads over its time, next to the machine's streaming bandwidth measured by the same command. \
         The matrix kernel alone is also timed over the same n: layer 0's query matrix on one thread with \
-        its weights hot in cache (best of --repeats batches), the arithmetic cost of n tokens with no \
-        memory traffic, which bounds the forward's ratios from below.
+        its weights hot in cache (best of --repeats batches): the arithmetic cost of n tokens with no \
+        memory traffic. And the layers' matrix products \
+        alone: every layer's query/key/value, output, gate/up and down products over the same n on all \
+        threads, as a forward makes them (median of --repeats), so what the forward adds beyond its \
+        products (attention, norms, RoPE, SwiGLU, the output head) shows as the difference.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -70,6 +73,8 @@ struct BenchSpeed: ParsableCommand {
         /// The matrix kernel alone (one thread, weights in cache): `milliseconds` is per product.
         var kernel: [Forward]
         var kernelMatrix: String
+        /// Every layer's matrix products alone over n tokens (all threads, as in a forward).
+        var products: [Forward]
         var weightBytesPerToken: Int
         var effectiveBandwidthGBs: Double
         var streamingBandwidthGBs: Double
@@ -131,6 +136,7 @@ struct BenchSpeed: ParsableCommand {
 
         let matrix = model.attentionWeights(layer: 0).query
         let kernel = Self.kernelTimes(matrix, sizes: forwardSizes ?? [], repeats: repeats)
+        let products = Self.productTimes(model, sizes: forwardSizes ?? [], repeats: repeats, pool: pool)
 
         let weightBytes = model.weightBytesPerToken
         let stepSeconds = 1 / decode.decodeTokensPerSecond
@@ -140,7 +146,7 @@ struct BenchSpeed: ParsableCommand {
             threads: pool.threads, kernelLevel: KernelInfo.levelName, context: context,
             decodeTokensPerSecond: decode.decodeTokensPerSecond,
             prefillTokensPerSecond: Double(prefillPrompt.count) / prefillSeconds,
-            forward: forward, kernel: kernel, kernelMatrix: "\(matrix.rows) × \(matrix.columns) \(matrix.type)",
+            forward: forward, kernel: kernel, kernelMatrix: "\(matrix.rows) × \(matrix.columns) \(matrix.type)", products: products,
             weightBytesPerToken: weightBytes,
             effectiveBandwidthGBs: effective, streamingBandwidthGBs: streaming, bandwidthShare: effective / streaming)
         if json {
@@ -160,6 +166,10 @@ struct BenchSpeed: ParsableCommand {
         writeOut("the matrix kernel alone (\(report.kernelMatrix), one thread, weights in cache):\n")
         for k in kernel {
             writeOut(String(format: "  n = %2d  %7.2f µs  %5.2f× n=1\n", k.tokens, k.milliseconds * 1000, k.ratioToOne))
+        }
+        writeOut("the layers' matrix products alone (q/k/v, output, gate/up, down of every layer, all threads):\n")
+        for p in products {
+            writeOut(String(format: "  n = %2d  %7.2f ms  %5.2f× n=1\n", p.tokens, p.milliseconds, p.ratioToOne))
         }
         writeOut(String(format: "decode reads %.1f MiB of weights a token: %.1f GB/s effective, %.0f%% of the %.1f GB/s this machine streams\n",
                         Double(weightBytes) / 1_048_576, effective, 100 * report.bandwidthShare, streaming))
@@ -187,6 +197,48 @@ struct BenchSpeed: ParsableCommand {
                 best = min(best, (ContinuousClock.now - begin).seconds / 50)
             }
             times.append(.init(tokens: n, milliseconds: best * 1000, ratioToOne: best * 1000 / (times.first?.milliseconds ?? best * 1000)))
+        }
+        return times
+    }
+
+    /// Every layer's matrix products over n random token rows, as a forward makes them (query, key and
+    /// value together, output, gate and up together, down; each input quantised by its product) on
+    /// `pool`, for each n: the median of `repeats` passes over all layers. The weights come from wherever
+    /// the previous pass left them, as in a forward.
+    static func productTimes(_ model: LlamaModel, sizes: [Int], repeats: Int, pool: ThreadPool) -> [Report.Forward] {
+        let c = model.config
+        let most = sizes.max() ?? 1
+        let width = max(c.hiddenSize, c.querySize, c.feedForwardSize)
+        let input = UnsafeMutablePointer<Float>.allocate(capacity: most * width)
+        let outputs = (0..<3).map { _ in UnsafeMutablePointer<Float>.allocate(capacity: most * width) }
+        defer { input.deallocate(); outputs.forEach { $0.deallocate() } }
+        var random = SplitMix64(seed: 2)
+        for i in 0..<(most * width) { input[i] = Float(Int(random.next() % 2001) - 1000) / 1000 }
+        let batch = ActivationBatch(capacity: most * width)
+        func pass(_ n: Int) {
+            for layer in 0..<c.layerCount {
+                let a = model.attentionWeights(layer: layer), f = model.feedForwardWeights(layer: layer)
+                batch.set(input, count: n, columns: c.hiddenSize)
+                batch.multiply(a.query, into: outputs[0], a.key, into: outputs[1], a.value, into: outputs[2], pool: pool)
+                batch.set(input, count: n, columns: c.querySize)
+                a.output.multiply(batch, into: outputs[0], pool: pool)
+                batch.set(input, count: n, columns: c.hiddenSize)
+                batch.multiply(f.gate, into: outputs[0], f.up, into: outputs[1], pool: pool)
+                batch.set(input, count: n, columns: f.gate.rows)
+                f.down.multiply(batch, into: outputs[0], pool: pool)
+            }
+        }
+        var times: [Report.Forward] = []
+        for n in sizes {
+            pass(n)
+            var samples: [Double] = []
+            for _ in 0..<repeats {
+                let begin = ContinuousClock.now
+                pass(n)
+                samples.append((ContinuousClock.now - begin).seconds * 1000)
+            }
+            let median = samples.sorted()[samples.count / 2]
+            times.append(.init(tokens: n, milliseconds: median, ratioToOne: median / (times.first?.milliseconds ?? median)))
         }
         return times
     }
