@@ -79,4 +79,6 @@ print("kangaroo forward over n tokens (ms, ratio to n=1): " +
       ", ".join(f"n={f['tokens']} {f['milliseconds']:.2f} ({f['ratio_to_one']:.2f}x)" for f in ours["forward"]))
 print(f"kangaroo matrix kernel alone ({ours['kernel_matrix']}, one thread, in cache; us, ratio): " +
       ", ".join(f"n={k['tokens']} {k['milliseconds'] * 1000:.2f} ({k['ratio_to_one']:.2f}x)" for k in ours["kernel"]))
+print("kangaroo layers' matrix products alone (all threads; ms, ratio): " +
+      ", ".join(f"n={p['tokens']} {p['milliseconds']:.2f} ({p['ratio_to_one']:.2f}x)" for p in ours["products"]))
 PY
