@@ -118,8 +118,7 @@ struct BenchSpeed: ParsableCommand {
         let logits = FloatMatrix(capacity: 64, columns: config.vocabularySize)
         model.embed(Array(long.prefix(context)), into: hidden)
         try model.forward(layers: 0..<config.layerCount, hidden: hidden, cache: cache, scratch: scratch)
-        var forward: [Report.Forward] = []
-        for n in forwardSizes ?? [] {
+        let forward = try Self.series(forwardSizes ?? []) { n in
             var times: [Double] = []
             for repeat_ in 0..<(repeats + 3) {
                 let begin = ContinuousClock.now
@@ -128,10 +127,9 @@ struct BenchSpeed: ParsableCommand {
                 model.logits(hidden, rows: 0..<n, into: logits, scratch: scratch)
                 let elapsed = (ContinuousClock.now - begin).seconds
                 cache.truncate(to: context)
-                if repeat_ >= 3 { times.append(elapsed) }  // the first runs warm up
+                if repeat_ >= 3 { times.append(elapsed * 1000) }  // the first runs warm up
             }
-            let median = times.sorted()[times.count / 2] * 1000
-            forward.append(.init(tokens: n, milliseconds: median, ratioToOne: median / (forward.first?.milliseconds ?? median)))
+            return Self.median(times)
         }
 
         let matrix = model.attentionWeights(layer: 0).query
@@ -180,14 +178,11 @@ struct BenchSpeed: ParsableCommand {
     static func kernelTimes(_ matrix: WeightMatrix, sizes: [Int], repeats: Int) -> [Report.Forward] {
         let pool = ThreadPool(threads: 1)
         let most = sizes.max() ?? 1
-        let input = UnsafeMutablePointer<Float>.allocate(capacity: most * matrix.columns)
+        let input = randomActivations(count: most * matrix.columns, seed: 1)
         let output = UnsafeMutablePointer<Float>.allocate(capacity: most * matrix.rows)
         defer { input.deallocate(); output.deallocate() }
-        var random = SplitMix64(seed: 1)
-        for i in 0..<(most * matrix.columns) { input[i] = Float(Int(random.next() % 2001) - 1000) / 1000 }
         let batch = ActivationBatch(capacity: most * matrix.columns)
-        var times: [Report.Forward] = []
-        for n in sizes {
+        return series(sizes) { n in
             batch.set(input, count: n, columns: matrix.columns)
             matrix.multiply(batch, into: output, pool: pool)
             var best = Double.infinity
@@ -196,9 +191,8 @@ struct BenchSpeed: ParsableCommand {
                 for _ in 0..<50 { matrix.multiply(batch, into: output, pool: pool) }
                 best = min(best, (ContinuousClock.now - begin).seconds / 50)
             }
-            times.append(.init(tokens: n, milliseconds: best * 1000, ratioToOne: best * 1000 / (times.first?.milliseconds ?? best * 1000)))
+            return best * 1000
         }
-        return times
     }
 
     /// Every layer's matrix products over n random token rows, as a forward makes them (query, key and
@@ -209,11 +203,9 @@ struct BenchSpeed: ParsableCommand {
         let c = model.config
         let most = sizes.max() ?? 1
         let width = max(c.hiddenSize, c.querySize, c.feedForwardSize)
-        let input = UnsafeMutablePointer<Float>.allocate(capacity: most * width)
+        let input = randomActivations(count: most * width, seed: 2)
         let outputs = (0..<3).map { _ in UnsafeMutablePointer<Float>.allocate(capacity: most * width) }
         defer { input.deallocate(); outputs.forEach { $0.deallocate() } }
-        var random = SplitMix64(seed: 2)
-        for i in 0..<(most * width) { input[i] = Float(Int(random.next() % 2001) - 1000) / 1000 }
         let batch = ActivationBatch(capacity: most * width)
         func pass(_ n: Int) {
             for layer in 0..<c.layerCount {
@@ -228,8 +220,7 @@ struct BenchSpeed: ParsableCommand {
                 f.down.multiply(batch, into: outputs[0], pool: pool)
             }
         }
-        var times: [Report.Forward] = []
-        for n in sizes {
+        return series(sizes) { n in
             pass(n)
             var samples: [Double] = []
             for _ in 0..<repeats {
@@ -237,10 +228,29 @@ struct BenchSpeed: ParsableCommand {
                 pass(n)
                 samples.append((ContinuousClock.now - begin).seconds * 1000)
             }
-            let median = samples.sorted()[samples.count / 2]
-            times.append(.init(tokens: n, milliseconds: median, ratioToOne: median / (times.first?.milliseconds ?? median)))
+            return median(samples)
         }
-        return times
+    }
+
+    /// `milliseconds(n)` for each of `sizes`, with its ratio to the first.
+    static func series(_ sizes: [Int], milliseconds: (Int) throws -> Double) rethrows -> [Report.Forward] {
+        var out: [Report.Forward] = []
+        for n in sizes {
+            let ms = try milliseconds(n)
+            out.append(.init(tokens: n, milliseconds: ms, ratioToOne: ms / (out.first?.milliseconds ?? ms)))
+        }
+        return out
+    }
+
+    static func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+
+    /// `count` seeded random activations in [−1, 1], for the products timed without a model input
+    /// (the caller deallocates them).
+    static func randomActivations(count: Int, seed: UInt64) -> UnsafeMutablePointer<Float> {
+        let values = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        var random = SplitMix64(seed: seed)
+        for i in 0..<count { values[i] = Float(Int(random.next() % 2001) - 1000) / 1000 }
+        return values
     }
 
     /// Read bandwidth of all pool threads summing a 512 MiB buffer (best of 3).
