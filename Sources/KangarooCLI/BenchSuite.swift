@@ -79,6 +79,8 @@ struct BenchSuite: ParsableCommand {
         let settings = [
             "suite": suite, "max_tokens": String(maxTokens), "exit_layer": String(speculative.exitLayer),
             "threshold": String(speculative.threshold), "max_draft": String(speculative.maxDraft),
+            "uncertain_draft": speculative.dropUncertainDraft ? "dropped" : "verified",
+            "max_backoff": String(speculative.maxBackoff), "copy_ngram": String(speculative.copyNgram),
             "adapter": adapter?.config.origin ?? "",
             "threads": String(modelOptions.threads ?? 0), "model": model.gguf.path,
             "temperature": String(temperature), "seed": String(seed),

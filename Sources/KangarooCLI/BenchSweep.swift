@@ -124,7 +124,7 @@ struct BenchSweep: ParsableCommand {
                             o.dropsUncertainDraft ? "drop" : "verify", o.maxBackoff, o.copyNgram, rate, rate / plainRate, accepted[i]))
         }
         if let best = order.first.map({ settings[$0] }) {
-            writeOut("best: --exit-layer \(best.exitLayer) --threshold \(best.threshold) --max-draft \(best.maxDraft) --max-backoff \(best.maxBackoff) --copy-ngram \(best.copyNgram)\(best.dropsUncertainDraft ? "" : " --verify-uncertain-draft")\n")
+            writeOut("best: --exit-layer \(best.exitLayer) --threshold \(best.threshold) --max-draft \(best.maxDraft) --max-backoff \(best.maxBackoff) --copy-ngram \(best.copyNgram)\(best.dropsUncertainDraft ? " --drop-uncertain-draft" : "")\n")
         }
     }
 

@@ -63,8 +63,8 @@ struct EvalAdapter: ParsableCommand {
     @Option(help: "Kangaroo γ for the Spec-Bench part.")
     var maxDraft = SpeculativeSettings.defaultMaxDraft
 
-    @Flag(help: "Spec-Bench part: also verify the draft that fell below --threshold, as the paper does (default: dropped).")
-    var verifyUncertainDraft = false
+    @Flag(help: "Spec-Bench part: drop the draft that fell below --threshold instead of verifying it, as the paper and the default do.")
+    var dropUncertainDraft = false
 
     @Option(help: "Spec-Bench part: rounds without drafting after failed drafts, at most (0: draft every round, as the paper does).")
     var maxBackoff = SpeculativeSettings.defaultMaxBackoff
@@ -113,7 +113,7 @@ struct EvalAdapter: ParsableCommand {
         let plain = PlainDecoder(model: model, contextCapacity: 4096)
         let kangaroo = try SpeculativeDecoder(model: model, drafter: .adapter(weights),
                                               options: SpeculativeOptions(exitLayer: weights.config.exitLayer, threshold: threshold, maxDraft: maxDraft,
-                                                                          dropsUncertainDraft: !verifyUncertainDraft,
+                                                                          dropsUncertainDraft: dropUncertainDraft,
                                                                           maxBackoff: maxBackoff, copyNgram: copyNgram),
                                               contextCapacity: 4096)
         let records = try runSuite(selected, decoders: [plain, kangaroo], generator: Generator(tokenizer: tokenizer), template: template,
