@@ -63,7 +63,7 @@ struct EvalAdapter: ParsableCommand {
     @Option(help: "Kangaroo γ for the Spec-Bench part.")
     var maxDraft = SpeculativeSettings.defaultMaxDraft
 
-    @Flag(help: "Spec-Bench part: drop the draft that fell below --threshold instead of verifying it, as the paper and the default do.")
+    @Flag(help: "Spec-Bench part: drop the draft that fell below --threshold instead of verifying it (the paper and the default verify it).")
     var dropUncertainDraft = false
 
     @Option(help: "Spec-Bench part: rounds without drafting after failed drafts, at most (0: draft every round, as the paper does).")
