@@ -19,8 +19,9 @@ struct BenchSpeed: ParsableCommand {
         abstract: "Measure decode and prefill tokens/s and the time of a forward over n = 1, 2, 4, 8, 16 tokens.",
         discussion: """
         The n-token forward runs from a warm KV cache (--context tokens, 64 by default) and includes the \
-        logits of all n tokens, as speculative verification needs them; each n is timed --repeats times and the \
-        median is reported with its ratio to n = 1. Effective bandwidth is the weight bytes one decode \
+        logits of all n tokens, as speculative verification needs them; each n is timed --repeats times, the \
+        sizes taking turns so that a shared machine's drift slows them alike, and the median is reported \
+        with its ratio to n = 1. Effective bandwidth is the weight bytes one decode \
         step reads over its time, next to the machine's streaming bandwidth measured by the same command. \
         The matrix kernel alone is also timed over the same n: layer 0's query matrix on one thread with \
         its weights hot in cache (best of --repeats batches): the arithmetic cost of n tokens with no \
@@ -118,18 +119,14 @@ struct BenchSpeed: ParsableCommand {
         let logits = FloatMatrix(capacity: 64, columns: config.vocabularySize)
         model.embed(Array(long.prefix(context)), into: hidden)
         try model.forward(layers: 0..<config.layerCount, hidden: hidden, cache: cache, scratch: scratch)
-        let forward = try Self.series(forwardSizes ?? []) { n in
-            var times: [Double] = []
-            for repeat_ in 0..<(repeats + 3) {
-                let begin = ContinuousClock.now
-                model.embed(long[context..<(context + n)], into: hidden)
-                try model.forward(layers: 0..<config.layerCount, hidden: hidden, cache: cache, scratch: scratch)
-                model.logits(hidden, rows: 0..<n, into: logits, scratch: scratch)
-                let elapsed = (ContinuousClock.now - begin).seconds
-                cache.truncate(to: context)
-                if repeat_ >= 3 { times.append(elapsed * 1000) }  // the first runs warm up
-            }
-            return Self.median(times)
+        let forward = try Self.interleaved(forwardSizes ?? [], repeats: repeats, warmUp: 3) { n in
+            let begin = ContinuousClock.now
+            model.embed(long[context..<(context + n)], into: hidden)
+            try model.forward(layers: 0..<config.layerCount, hidden: hidden, cache: cache, scratch: scratch)
+            model.logits(hidden, rows: 0..<n, into: logits, scratch: scratch)
+            let elapsed = (ContinuousClock.now - begin).seconds
+            cache.truncate(to: context)
+            return elapsed * 1000
         }
 
         let matrix = model.attentionWeights(layer: 0).query
@@ -220,16 +217,28 @@ struct BenchSpeed: ParsableCommand {
                 f.down.multiply(batch, into: outputs[0], pool: pool)
             }
         }
-        return series(sizes) { n in
+        return interleaved(sizes, repeats: repeats, warmUp: 1) { n in
+            let begin = ContinuousClock.now
             pass(n)
-            var samples: [Double] = []
-            for _ in 0..<repeats {
-                let begin = ContinuousClock.now
-                pass(n)
-                samples.append((ContinuousClock.now - begin).seconds * 1000)
-            }
-            return median(samples)
+            return (ContinuousClock.now - begin).seconds * 1000
         }
+    }
+
+    /// The median of `repeats` timings (ms) of each of `sizes`, with its ratio to the first. The sizes take
+    /// turns, one timing of each per round (after `warmUp` untimed rounds), so a machine whose speed drifts
+    /// (a shared host) slows them all alike instead of whichever is timed last. Timed one size after
+    /// another instead, the forward over one token took 3.12–3.14 ms timed first and 3.37–3.46 ms timed
+    /// after the forwards over 8 and 4 tokens (`--sizes 1,4,8` against `--sizes 8,4,1`, two runs each).
+    static func interleaved(_ sizes: [Int], repeats: Int, warmUp: Int, milliseconds: (Int) throws -> Double) rethrows -> [Report.Forward] {
+        var samples = [[Double]](repeating: [], count: sizes.count)
+        for round in 0..<(warmUp + repeats) {
+            for (i, n) in sizes.enumerated() {
+                let ms = try milliseconds(n)
+                if round >= warmUp { samples[i].append(ms) }
+            }
+        }
+        let medians = samples.map(median)
+        return zip(sizes, medians).map { .init(tokens: $0, milliseconds: $1, ratioToOne: $1 / medians[0]) }
     }
 
     /// `milliseconds(n)` for each of `sizes`, with its ratio to the first.
