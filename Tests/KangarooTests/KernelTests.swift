@@ -311,6 +311,39 @@ struct VectorOpsTests {
         }
         #expect(results.allSatisfy { $0 == results[0] })
     }
+
+    @Test("int8 activation quantisation matches its definition, with the same bits on every instruction level",
+          arguments: [1, 15, 16, 17, 37])
+    func activationQuantisation(blocks: Int) {
+        // Block 3 is all zeros (scale 0), block 5 has one large value; the AVX-512 path takes 16 blocks
+        // at a time, so these counts cover whole groups, a remainder and both together.
+        let columns = 32 * blocks
+        let x: [Float] = (0..<columns).map { i in
+            let block = i / 32
+            if block == 3 { return 0 }
+            if block == 5 && i % 32 == 7 { return -350 }
+            return Float(sin(Double(i) * 0.7)) * Float(1 + block % 4)
+        }
+        let best = kq_instruction_level()
+        defer { kq_set_instruction_level(best) }
+        var results: [[UInt32]] = []
+        for level in (0...best).reversed() {
+            kq_set_instruction_level(level)
+            var q = [Int8](repeating: 0, count: columns)
+            var d = [Float](repeating: -1, count: blocks), ds = [Float](repeating: -1, count: blocks)
+            kq_quantize(x, Int32(columns), 1, &q, &d, &ds)
+            for b in 0..<blocks {
+                let values = x[(32 * b)..<(32 * b + 32)]
+                let scale = values.map { abs($0) }.max()! / 127
+                let inverse: Float = scale != 0 ? 1 / scale : 0
+                let expected = values.map { Int8(($0 * inverse).rounded(.toNearestOrEven)) }
+                #expect(Array(q[(32 * b)..<(32 * b + 32)]) == expected, "block \(b)")
+                #expect(d[b] == scale && ds[b] == scale * Float(expected.reduce(0) { $0 + Int($1) }), "block \(b)")
+            }
+            results.append(q.map { UInt32(UInt8(bitPattern: $0)) } + d.map(\.bitPattern) + ds.map(\.bitPattern))
+        }
+        #expect(results.allSatisfy { $0 == results[0] })
+    }
 }
 
 @Suite("Thread pool")
