@@ -227,10 +227,10 @@ public final class LlamaModel: @unchecked Sendable {
             VectorOps.rmsNorm(states + t * d, weight: w.norm, eps: c.rmsNormEpsilon, count: d, into: normed + t * d)
         }
         input.set(normed, count: count, columns: d)
-        input.multiply(w.gate, into: scratch.gate.pointer, w.up, into: scratch.up.pointer, pool: pool)
-        VectorOps.swiglu(scratch.gate.pointer, up: scratch.up.pointer, count: count * w.gate.rows)
-        input.set(scratch.gate.pointer, count: count, columns: w.gate.rows)
-        w.down.multiply(input, into: scratch.projection.pointer, pool: pool)
+        let activated = scratch.feedForwardInput
+        input.multiplySwiGLU(w.gate, w.up, into: scratch.gate.pointer, up: scratch.up.pointer, next: activated, for: w.down,
+                             pool: pool)
+        w.down.multiply(activated, into: scratch.projection.pointer, pool: pool)
         VectorOps.add(states, scratch.projection.pointer, count: count * d)
     }
 
@@ -440,6 +440,8 @@ public final class ForwardScratch: @unchecked Sendable {
     /// Per worker thread: an attention item's queries and outputs (`AttentionJob`).
     let attentionQueries, attentionOutputs: FloatMatrix
     let input: ActivationBatch // the current matrix-product input, quantised once per input
+    /// The down product's input, SwiGLU's output: written (and quantised) while `input` is still being read.
+    let feedForwardInput: ActivationBatch
     private(set) lazy var attentionJob = AttentionJob(config: config, scratch: self)
     private let config: LlamaConfig
 
@@ -469,7 +471,8 @@ public final class ForwardScratch: @unchecked Sendable {
                              columns: (contextCapacity + 15) / 16 * 16)
         attentionQueries = FloatMatrix(capacity: pool.threads, columns: itemVectors * config.headSize)
         attentionOutputs = FloatMatrix(capacity: pool.threads, columns: itemVectors * config.headSize)
-        input = ActivationBatch(capacity: capacity * max(config.hiddenSize, config.querySize, config.feedForwardSize))
+        input = ActivationBatch(capacity: capacity * max(config.hiddenSize, config.querySize))
+        feedForwardInput = ActivationBatch(capacity: capacity * config.feedForwardSize)
     }
 
     /// Tokens each decoder layer has processed through this scratch (instrumentation: shows that a

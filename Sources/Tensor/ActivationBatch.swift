@@ -8,7 +8,8 @@ public final class ActivationBatch: @unchecked Sendable {
     public private(set) var floats: UnsafePointer<Float>
     public private(set) var count = 0
     public private(set) var columns = 0
-    private var quantizedIsCurrent = false
+    /// Whether `quantized`, `scales` and `scaledSums` hold the current input (`multiplySwiGLU` writes them).
+    fileprivate var quantizedIsCurrent = false
     private var quantized16IsCurrent = false
     let quantized: UnsafeMutablePointer<Int8>
     let scales: UnsafeMutablePointer<Float>
@@ -16,8 +17,9 @@ public final class ActivationBatch: @unchecked Sendable {
     /// The int16 quantisation, for the output head (`WeightMatrix.forLogits()`).
     let quantized16: UnsafeMutablePointer<Int16>
     let scales16: UnsafeMutablePointer<Float>
-    /// The job object every product of this batch reuses (so products allocate nothing).
+    /// The job objects every product of this batch reuses (so products allocate nothing).
     private(set) lazy var productJob = MatrixProductJob()
+    private(set) lazy var swiGLUJob = SwiGLUProductJob()
 
     /// Room for `capacity` floats in all (tokens × columns).
     public init(capacity: Int) {
@@ -99,6 +101,34 @@ extension ActivationBatch {
         job.second = b?.kernel(input: self, into: yb!)
         job.third = c?.kernel(input: self, into: yc!)
         pool.run(job, count: job.units, grain: 1)
+    }
+}
+
+extension ActivationBatch {
+    /// SwiGLU of two products of this input, `silu(gate · x) · (up · x)`, into `gateOutput` (`upOutput`
+    /// receives the up product); `next` is then set to it as the input of `nextMatrix`, already
+    /// quantised if that matrix reads int8. One parallel job in which each thread computes whole blocks
+    /// of 32 features of both products and finishes them itself (SwiGLU, then each token's int8 block),
+    /// so that the features do not move between the cores before the next product: the calling thread
+    /// used to read the other core's half of both products for SwiGLU, then quantise all of it while the
+    /// other core waited. Same bits as `multiply(gate, up)`, `VectorOps.swiglu` and `next`'s own
+    /// quantisation (blocks are quantised independently).
+    public func multiplySwiGLU(_ gate: WeightMatrix, _ up: WeightMatrix, into gateOutput: UnsafeMutablePointer<Float>,
+                               up upOutput: UnsafeMutablePointer<Float>, next: ActivationBatch, for nextMatrix: WeightMatrix,
+                               pool: ThreadPool = .shared) {
+        precondition(gate.rows == up.rows, "gate has \(gate.rows) rows, up \(up.rows)")
+        precondition(next !== self, "SwiGLU's output needs a batch of its own: this one is read while it is written")
+        gate.prepare(self)
+        up.prepare(self)
+        next.set(gateOutput, count: count, columns: gate.rows)
+        let quantizes = nextMatrix.usesIntegerKernel
+        if quantizes { precondition(gate.rows % 32 == 0, "quantised kernels need rows of whole 32-element blocks") }
+        let job = swiGLUJob
+        job.gate = gate.kernel(input: self, into: gateOutput)
+        job.up = up.kernel(input: self, into: upOutput)
+        job.quantized = quantizes ? (next.quantized, next.scales, next.scaledSums) : nil
+        pool.run(job, count: (gate.rows + 31) / 32, grain: 1)
+        if quantizes { next.quantizedIsCurrent = true }
     }
 }
 

@@ -201,3 +201,29 @@ final class PackedRows: @unchecked Sendable {
 
     deinit { bytes.deallocate() }
 }
+
+/// `ActivationBatch.multiplySwiGLU` as the pool's threads run it. Items are blocks of 32 features (two
+/// groups of 16 rows of each matrix): for a range of them, the gate rows, the up rows, then SwiGLU of
+/// each token's features and, when `quantized` is set, their int8 blocks (`kq_quantize` per token: the
+/// layout of `ActivationBatch`, token-major, a scale and scaled sum per block).
+final class SwiGLUProductJob: ParallelJob {
+    var gate, up: MatrixKernel?
+    var quantized: (values: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>,
+                    scaledSums: UnsafeMutablePointer<Float>)?
+
+    func run(_ range: Range<Int>, part: Int) {
+        guard let gate, let up else { return }
+        let groups = (2 * range.lowerBound)..<min(2 * range.upperBound, gate.units)
+        gate.run(units: groups)
+        up.run(units: groups)
+        let features = gate.rows, first = 32 * range.lowerBound, width = min(32 * range.upperBound, features) - first
+        for t in 0..<gate.input.count {
+            let offset = t * features + first, activated = gate.output + offset
+            VectorOps.swiglu(activated, up: up.output + offset, count: width)
+            if let quantized {
+                kq_quantize(activated, Int32(width), 1, quantized.values + offset, quantized.scales + offset / 32,
+                            quantized.scaledSums + offset / 32)
+            }
+        }
+    }
+}

@@ -126,6 +126,52 @@ struct KernelTests {
         }
     }
 
+    @Test("SwiGLU of two products, finished by the thread that computed each block, gives the bits of the separate steps",
+          arguments: [QuantType.q4_1, .q8_0, .f16])
+    func swiGLUProduct(type: QuantType) {
+        var random = SeededRandom(UInt64(type.rawValue) + 7)
+        let features = 96, columns = 64
+        let gateBytes = randomRows(type, rows: features, columns: columns, random: &random)
+        let upBytes = randomRows(type, rows: features, columns: columns, random: &random)
+        let downBytes = randomRows(type, rows: 40, columns: features, random: &random)
+        gateBytes.withUnsafeBytes { g in
+            upBytes.withUnsafeBytes { u in
+                downBytes.withUnsafeBytes { dn in
+                    let gate = WeightMatrix(type: type, rows: features, columns: columns, data: g.baseAddress!).repacked()
+                    let up = WeightMatrix(type: type, rows: features, columns: columns, data: u.baseAddress!).repacked()
+                    let down = WeightMatrix(type: type, rows: 40, columns: features, data: dn.baseAddress!).repacked()
+                    for threads in [1, 2, 3] {
+                        let pool = ThreadPool(threads: threads)
+                        for n in [1, 5, 11] {
+                            let x = (0..<(n * columns)).map { _ in random.float() }
+                            // The separate steps: both products, SwiGLU on the whole, the down product.
+                            let g = multiply(gate, x, count: n), upOut = multiply(up, x, count: n)
+                            var expected = g
+                            expected.withUnsafeMutableBufferPointer { VectorOps.swiglu($0.baseAddress!, up: upOut, count: n * features) }
+                            let expectedDown = multiply(down, expected, count: n)
+                            // The fused job, its output then fed to the down product.
+                            let input = ActivationBatch(capacity: n * columns), next = ActivationBatch(capacity: n * features)
+                            var activated = [Float](repeating: .nan, count: n * features), upFused = activated
+                            var downOut = [Float](repeating: .nan, count: n * 40)
+                            x.withUnsafeBufferPointer { xs in
+                                input.set(xs.baseAddress!, count: n, columns: columns)
+                                activated.withUnsafeMutableBufferPointer { a in
+                                    upFused.withUnsafeMutableBufferPointer { b in
+                                        input.multiplySwiGLU(gate, up, into: a.baseAddress!, up: b.baseAddress!, next: next, for: down, pool: pool)
+                                        downOut.withUnsafeMutableBufferPointer { down.multiply(next, into: $0.baseAddress!, pool: pool) }
+                                    }
+                                }
+                            }
+                            #expect(activated.map(\.bitPattern) == expected.map(\.bitPattern), "\(type), \(threads) threads, n = \(n)")
+                            #expect(upFused.map(\.bitPattern) == upOut.map(\.bitPattern), "\(type), \(threads) threads, n = \(n)")
+                            #expect(downOut.map(\.bitPattern) == expectedDown.map(\.bitPattern), "\(type), \(threads) threads, n = \(n)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test("AVX-512 VNNI, AVX2 and portable kernels give the same bits")
     func instructionLevelsAgree() {
         let best = kq_instruction_level()
