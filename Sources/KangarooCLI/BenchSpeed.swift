@@ -26,9 +26,10 @@ struct BenchSpeed: ParsableCommand {
         The matrix kernel alone is also timed over the same n: layer 0's query matrix on one thread with \
         its weights hot in cache (best of --repeats batches): the arithmetic cost of n tokens with no \
         memory traffic. And the layers' matrix products \
-        alone: every layer's query/key/value, output, gate/up and down products over the same n on all \
-        threads, as a forward makes them (median of --repeats), so what the forward adds beyond its \
-        products (attention, norms, RoPE, SwiGLU, the output head) shows as the difference.
+        alone: every layer's query/key/value, output, gate/up (with SwiGLU, which the forward runs in the \
+        same job) and down products over the same n on all threads, as a forward makes them (median of \
+        --repeats), so what the forward adds beyond its products (attention, norms, RoPE, the output \
+        head) shows as the difference.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -162,7 +163,7 @@ struct BenchSpeed: ParsableCommand {
         for k in kernel {
             writeOut(String(format: "  n = %2d  %7.2f µs  %5.2f× n=1\n", k.tokens, k.milliseconds * 1000, k.ratioToOne))
         }
-        writeOut("the layers' matrix products alone (q/k/v, output, gate/up, down of every layer, all threads):\n")
+        writeOut("the layers' matrix products alone (q/k/v, output, gate/up with SwiGLU, down of every layer, all threads):\n")
         for p in products {
             writeOut(String(format: "  n = %2d  %7.2f ms  %5.2f× n=1\n", p.tokens, p.milliseconds, p.ratioToOne))
         }
@@ -193,7 +194,7 @@ struct BenchSpeed: ParsableCommand {
     }
 
     /// Every layer's matrix products over n random token rows, as a forward makes them (query, key and
-    /// value together, output, gate and up together, down; each input quantised by its product) on
+    /// value together, output, gate and up with SwiGLU, down; each input quantised by its product) on
     /// `pool`, for each n: the median of `repeats` passes over all layers. The weights come from wherever
     /// the previous pass left them, as in a forward.
     static func productTimes(_ model: LlamaModel, sizes: [Int], repeats: Int, pool: ThreadPool) -> [Report.Forward] {
@@ -203,7 +204,7 @@ struct BenchSpeed: ParsableCommand {
         let input = randomActivations(count: most * width, seed: 2)
         let outputs = (0..<3).map { _ in UnsafeMutablePointer<Float>.allocate(capacity: most * width) }
         defer { input.deallocate(); outputs.forEach { $0.deallocate() } }
-        let batch = ActivationBatch(capacity: most * width)
+        let batch = ActivationBatch(capacity: most * width), activated = ActivationBatch(capacity: most * c.feedForwardSize)
         func pass(_ n: Int) {
             for layer in 0..<c.layerCount {
                 let a = model.attentionWeights(layer: layer), f = model.feedForwardWeights(layer: layer)
@@ -212,9 +213,8 @@ struct BenchSpeed: ParsableCommand {
                 batch.set(input, count: n, columns: c.querySize)
                 a.output.multiply(batch, into: outputs[0], pool: pool)
                 batch.set(input, count: n, columns: c.hiddenSize)
-                batch.multiply(f.gate, into: outputs[0], f.up, into: outputs[1], pool: pool)
-                batch.set(input, count: n, columns: f.gate.rows)
-                f.down.multiply(batch, into: outputs[0], pool: pool)
+                batch.multiplySwiGLU(f.gate, f.up, into: outputs[0], up: outputs[1], next: activated, for: f.down, pool: pool)
+                f.down.multiply(activated, into: outputs[2], pool: pool)
             }
         }
         return interleaved(sizes, repeats: repeats, warmUp: 1) { n in
