@@ -104,4 +104,45 @@ public final class KVCache: @unchecked Sendable {
     }
 
     public func reset() { truncate(to: 0) }
+
+    /// Keeps a tree's accepted path: the rows `path` (in order, increasing) of a batch stored from
+    /// position `base` move to positions `base`, `base + 1`, …, where a linear forward over the path
+    /// would have put them (tree rows were rotated for their depth, which is their place in the path),
+    /// and each layer then ends after them. Layers that did not reach `base` are left as they are.
+    public func keepPath(_ path: [Int], base: Int) {
+        for layer in 0..<layerCount where lengths[layer] > base {
+            for (k, row) in path.enumerated() where row != k {
+                precondition(row > k && base + row < lengths[layer], "a path's rows must increase and be in the cache")
+                moveEntry(layer: layer, from: base + row, to: base + k)
+            }
+            lengths[layer] = min(lengths[layer], base + path.count)
+        }
+    }
+
+    private func moveEntry(layer: Int, from source: Int, to target: Int) {
+        for head in 0..<kvHeadCount {
+            let tiles = keys + (layer * kvHeadCount + head) * tileCount * 16 * headSize
+            let from = tiles + source / 16 * 16 * headSize + source % 16, to = tiles + target / 16 * 16 * headSize + target % 16
+            for d in 0..<headSize { to[16 * d] = from[16 * d] }
+            for slice in 0..<valueSlices {
+                let values = valueSlice(layer: layer, kvHead: head, slice: slice)
+                (values + target * valueSliceWidth).update(from: values + source * valueSliceWidth, count: valueSliceWidth)
+            }
+        }
+    }
+
+    /// The key (after RoPE) and value of one position of a layer, as stored (for tests and checks).
+    public func entry(layer: Int, position: Int) -> (key: [Float], value: [UInt16]) {
+        precondition(position < lengths[layer])
+        var key: [Float] = [], value: [UInt16] = []
+        for head in 0..<kvHeadCount {
+            let tile = keyTiles(layer: layer, kvHead: head) + position / 16 * 16 * headSize + position % 16
+            key += (0..<headSize).map { tile[16 * $0] }
+            for slice in 0..<valueSlices {
+                value += UnsafeBufferPointer(start: values(layer: layer, kvHead: head, slice: slice) + position * valueSliceWidth,
+                                             count: valueSliceWidth)
+            }
+        }
+        return (key, value)
+    }
 }
