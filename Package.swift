@@ -36,11 +36,13 @@ let package = Package(
         .target(name: "Tokenizer", dependencies: ["ModelFormats"]),
         // Llama configuration, weights, forward pass by layer range, KV cache.
         .target(name: "Llama", dependencies: ["ModelFormats", "Tensor"], swiftSettings: kernelFlags),
-        // Kangaroo's adapter: weights, safetensors storage, forward pass, draft head.
-        .target(name: "Adapter", dependencies: ["Llama", "ModelFormats", "Tensor"], resources: [.copy("Shipped")],
+        // Kangaroo's adapter: weights, safetensors storage, forward pass, its drafting model for the core,
+        // and the catalogue that builds every decoder.
+        .target(name: "Adapter", dependencies: ["Decoding", "Llama", "ModelFormats", "Tensor"], resources: [.copy("Shipped")],
                 swiftSettings: kernelFlags),
-        // Decoders (plain, Kangaroo, layer-skip), samplers, stop conditions, streaming text, statistics.
-        .target(name: "Decoding", dependencies: ["Llama", "Tokenizer", "Adapter"], swiftSettings: kernelFlags),
+        // The decoding core (drafter protocol, tree verification), drafters that need no adapter,
+        // samplers, stop conditions, streaming text, statistics.
+        .target(name: "Decoding", dependencies: ["Llama", "Tokenizer"], swiftSettings: kernelFlags),
         // Training Kangaroo's adapter: loss and hand-written gradients, optimiser.
         .target(name: "Training", dependencies: ["Adapter", "Decoding", "Llama", "Tensor", "Tokenizer", "ModelFormats"], swiftSettings: kernelFlags),
         // Spec-Bench suites, per-turn records, metrics and reports.

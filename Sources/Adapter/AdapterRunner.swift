@@ -1,3 +1,4 @@
+import Decoding
 import Llama
 import Tensor
 
@@ -5,7 +6,7 @@ import Tensor
 ///
 /// Invariant: the cache holds the adapter's keys and values for positions `0..<length`; `feed`
 /// appends the next positions. The decoder rolls it back by `truncate` like the model's caches.
-public final class AdapterRunner: @unchecked Sendable {
+public final class AdapterRunner: ExitStateDraftModel, @unchecked Sendable {
     public let adapter: KangarooAdapter
     let model: LlamaModel
     let attention: AttentionWeights
@@ -80,6 +81,8 @@ public final class AdapterRunner: @unchecked Sendable {
 
     /// Whether `evaluate` uses a deep state.
     public var takesDeepState: Bool { deepProjection != nil }
+
+    public var keepsCache: Bool { true }
 
     /// Runs the adapter's attention over rows `rows` of `exitStates` (positions `length…`), appending
     /// their keys and values to its cache and leaving the results in `states` rows `0..<` the last

@@ -85,8 +85,10 @@ public struct Sampler: Sendable {
         for i in 0..<count { out[i] /= total }
         let truncates = (options.topK > 0 && options.topK < count) || options.topP < 1
         if truncates {
-            // Most likely first; ties by lower id.
-            let order = (0..<count).sorted { out[$0] > out[$1] || (out[$0] == out[$1] && $0 < $1) }
+            // Most likely first; ties by lower id. With top-k, only the k best are ordered.
+            let before = { (a: Int, b: Int) in out[a] > out[b] || (out[a] == out[b] && a < b) }
+            let order = options.topK > 0 && options.topK < count
+                ? Self.best(options.topK, of: count, by: before) : (0..<count).sorted(by: before)
             var keep = options.topK > 0 ? min(options.topK, count) : count
             if options.topP < 1 {
                 var cumulative: Float = 0
@@ -98,7 +100,15 @@ public struct Sampler: Sendable {
                     }
                 }
             }
-            for id in order[keep...] { out[id] = 0 }
+            if keep < order.count {
+                for id in order[keep...] { out[id] = 0 }
+            }
+            if order.count < count {
+                // Tokens outside the k best.
+                var kept = [Bool](repeating: false, count: count)
+                for id in order { kept[id] = true }
+                for id in 0..<count where !kept[id] { out[id] = 0 }
+            }
         }
         if options.minP > 0 {
             var top: Float = 0
@@ -108,6 +118,41 @@ public struct Sampler: Sendable {
         total = 0
         for i in 0..<count { total += out[i] }
         for i in 0..<count { out[i] /= total }
+    }
+}
+
+extension Sampler {
+    /// The `k` first of `0..<count` in the order `before`, in that order: a bounded heap whose root is
+    /// the worst kept, so a token is compared with it and rarely more (O(count · log k)).
+    static func best(_ k: Int, of count: Int, by before: (Int, Int) -> Bool) -> [Int] {
+        var heap: [Int] = []
+        heap.reserveCapacity(k)
+        func siftDown(_ start: Int) {
+            var i = start
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var worst = i
+                if l < heap.count && before(heap[worst], heap[l]) { worst = l }
+                if r < heap.count && before(heap[worst], heap[r]) { worst = r }
+                if worst == i { return }
+                heap.swapAt(i, worst)
+                i = worst
+            }
+        }
+        for id in 0..<count {
+            if heap.count < k {
+                heap.append(id)
+                var i = heap.count - 1
+                while i > 0, before(heap[(i - 1) / 2], heap[i]) {
+                    heap.swapAt(i, (i - 1) / 2)
+                    i = (i - 1) / 2
+                }
+            } else if before(id, heap[0]) {
+                heap[0] = id
+                siftDown(0)
+            }
+        }
+        return heap.sorted(by: before)
     }
 }
 

@@ -1,54 +1,196 @@
-import Adapter
 import Foundation
 import Llama
 import Tensor
 
-/// Settings of self-speculative decoding.
-public struct SpeculativeOptions: Sendable, Equatable {
-    /// Layers `0..<exitLayer` form the shallow sub-network that feeds the drafter.
-    public var exitLayer: Int
-    /// Drafting stops once a draft's top-1 probability is below this.
-    public var threshold: Float
-    /// γ: drafts per round at most.
-    public var maxDraft: Int
-    /// Whether the draft that fell below the threshold is dropped instead of verified (the paper
-    /// verifies it). Dropping saves its verification width, which costs more than its rare acceptance
-    /// brings when drafts are weak; either way the output is unchanged.
-    public var dropsUncertainDraft: Bool
-    /// Back-off after failed drafting (not in the paper): after a round in which drafts were made and
-    /// none was accepted, the next 1, then 2, 4, … rounds (at most this many) decode one token without
-    /// drafting, until a round accepts a draft again. Such a round costs what a plain step costs, where
-    /// a failed draft costs the drafter's work on top. 0 drafts every round, as the paper does. Output
-    /// is unchanged either way.
-    public var maxBackoff: Int
-    /// Copy drafts (not in the paper; 0: off): when the last `copyNgram` tokens occurred earlier in the
-    /// prompt or output, the tokens that followed them there are drafted (see `CopyLookup`): at the start
-    /// of a round all at once (up to γ, fewer when the match is short; also in a back-off), the drafter
-    /// going on after them; later in a round one instead of the drafter's, with full confidence. The
-    /// drafter still sees every position. Output unchanged.
-    public var copyNgram: Int
+/// Decoding by drafting and verifying, for any drafter; with none, plain decoding.
+///
+/// A round: the drafter adds candidates (a chain or a tree) under the pending token, possibly running
+/// the model's first layers over them; the model runs its remaining layers once over [pending,
+/// candidates…] as a tree; the verifier keeps the longest path the full model agrees with (greedy) or
+/// accepts by multi-candidate speculative sampling, and adds the full model's own next token; the
+/// accepted path's keys and values move to consecutive positions and the rest is dropped.
+///
+/// Lossless: each row of the tree gets the bits a linear forward along its path gives (see
+/// `LlamaModel.forward(layers:hidden:batch:scratch:)`), so the full model's choices, and with them the
+/// greedy output, are plain decoding's; speculative sampling keeps the full model's distribution.
+public final class SpeculativeDecoder: Decoder {
+    public let name: String
+    public let model: LlamaModel
+    public let drafter: (any Drafter)?
+    public let contextCapacity: Int
+    /// Most drafts one round verifies.
+    public let maxDrafts: Int
+    public private(set) var statistics: SpeculativeStatistics
 
-    /// The values the decoder accepts (the server checks per-request settings against them too).
-    public static let thresholdRange: ClosedRange<Float> = 0...1
-    public static let copyNgramRange = 0...64
+    let cache: KVCache
+    let scratch: ForwardScratch
+    let round: DraftRound
+    /// Prompt states during `start`; then the round's rows through the remaining layers.
+    let states: FloatMatrix
+    let logits: FloatMatrix
+    /// A tree round's logits in the order of its committed tokens (a chain's are already in order).
+    let pathLogits: FloatMatrix
+    /// How sampled drafts are accepted (greedy decoding compares tokens instead).
+    let acceptance: AcceptanceRule
+    /// Sampling: the full model's processed distribution at one position, updated to the residual
+    /// after each rejected candidate.
+    let target: FloatMatrix
+    private var pending: Int32 = 0
 
-    public init(exitLayer: Int = 2, threshold: Float = 0.6, maxDraft: Int = 6, dropsUncertainDraft: Bool = false,
-                maxBackoff: Int = 0, copyNgram: Int = 0) {
-        self.exitLayer = exitLayer
-        self.threshold = threshold
-        self.maxDraft = maxDraft
-        self.dropsUncertainDraft = dropsUncertainDraft
-        self.maxBackoff = maxBackoff
-        self.copyNgram = copyNgram
+    /// `maxDrafts` bounds the round's buffers; `contextCapacity` defaults to the model's context.
+    public init(model: LlamaModel, drafter: (any Drafter)?, name: String, maxDrafts: Int = 16, contextCapacity: Int? = nil,
+                acceptance: AcceptanceRule = SpeculativeSamplingRule(), pool: ThreadPool = .shared) {
+        precondition(maxDrafts >= 0)
+        let c = model.config
+        self.name = name
+        self.model = model
+        self.drafter = drafter
+        self.maxDrafts = drafter == nil ? 0 : maxDrafts
+        let capacity = min(contextCapacity ?? c.contextLength, c.contextLength)
+        self.contextCapacity = capacity
+        self.acceptance = acceptance
+        statistics = SpeculativeStatistics(maxDraft: self.maxDrafts)
+        cache = KVCache(config: c, capacity: capacity)
+        scratch = ForwardScratch(config: c, tokens: max(64, self.maxDrafts + 1), contextCapacity: capacity, pool: pool)
+        round = DraftRound(model: model, cache: cache, scratch: scratch, capacity: max(1, self.maxDrafts))
+        states = FloatMatrix(capacity: max(capacity, self.maxDrafts + 1), columns: c.hiddenSize)
+        logits = FloatMatrix(capacity: self.maxDrafts + 1, columns: c.vocabularySize)
+        pathLogits = FloatMatrix(capacity: self.maxDrafts + 1, columns: c.vocabularySize)
+        target = FloatMatrix(capacity: 1, columns: c.vocabularySize)
     }
-}
 
-public enum SpeculativeError: Error, CustomStringConvertible {
-    case invalidOptions(String)
+    /// Plain autoregressive decoding: one full forward pass per token.
+    public static func plain(model: LlamaModel, contextCapacity: Int? = nil, pool: ThreadPool = .shared) -> SpeculativeDecoder {
+        SpeculativeDecoder(model: model, drafter: nil, name: "plain", contextCapacity: contextCapacity, pool: pool)
+    }
 
-    public var description: String {
-        switch self {
-        case let .invalidOptions(reason): reason
+    public var committedLength: Int { cache.length(of: model.config.layerCount - 1) }
+
+    /// Tokens each decoder layer processed since `start`.
+    public var layerTokenCounts: [Int] { scratch.layerTokenCounts }
+
+    public var speculativeStatistics: SpeculativeStatistics? { drafter == nil ? nil : statistics }
+
+    public func start(prompt: [Int32], sampler: inout Sampler) throws -> DecodedRound {
+        precondition(!prompt.isEmpty, "the prompt must hold at least one token")
+        try model.validate(prompt)
+        guard prompt.count < contextCapacity else {
+            throw LlamaError.contextFull(needed: prompt.count + 1, capacity: contextCapacity)
+        }
+        let layers = model.config.layerCount
+        statistics = SpeculativeStatistics(maxDraft: maxDrafts)
+        cache.reset()
+        scratch.layerTokenCounts = Array(repeating: 0, count: layers)
+        model.embed(prompt, into: states)
+        // The prompt goes through the layers the drafter observes, which it sees, then the others.
+        let observed = min(drafter?.observedLayers ?? 0, layers)
+        try model.forward(layers: 0..<observed, hidden: states, cache: cache, scratch: scratch)
+        try drafter?.begin(prompt: prompt, observed: observed > 0 ? states : nil, round: round)
+        try model.forward(layers: observed..<layers, hidden: states, cache: cache, scratch: scratch)
+        let last = states.rows - 1
+        model.logits(states, rows: last..<(last + 1), into: logits, scratch: scratch)
+        pending = sampler.sample(logits.row(0), count: logits.columns)
+        drafter?.accept(RoundOutcome(round: nil, path: [], tokens: [pending], finalState: states.row(last)))
+        return DecodedRound(tokens: [pending], logits: logits)
+    }
+
+    public func next(sampler: inout Sampler, limit: Int) throws -> DecodedRound {
+        let clock = ContinuousClock()
+        let begin = clock.now
+        let position = committedLength
+        // No more than `limit` tokens are wanted, and prompt and output stay within the context (the
+        // generation loop's rule): the round commits up to k + 1 tokens, the last of them not fed.
+        round.reset(pending: pending, position: position, limit: max(0, min(maxDrafts, limit - 1, contextCapacity - position - 2)))
+        try drafter?.propose(round, sampler: &sampler)
+        if round.stateLayers > 0 { try round.runLayers(round.stateLayers) }
+        let drafted = clock.now
+
+        // Verification: the remaining layers once over [pending, drafts…], as a tree.
+        let rows = round.count + 1
+        if round.stateLayers > 0 {
+            for row in 0..<rows { states.copyRow(from: round.states, row: row, to: row) }
+            states.rows = rows
+        } else {
+            model.embed([pending] + round.tokens, into: states)
+        }
+        try model.forward(layers: round.stateLayers..<model.config.layerCount, hidden: states,
+                          batch: [BatchSequence(cache: cache, tree: round.batchTree)], scratch: scratch)
+        model.logits(states, rows: 0..<rows, into: logits, scratch: scratch)
+        let (path, next) = sampler.options.isGreedy ? verifyGreedy() : verifySampled(&sampler)
+        cache.keepPath([0] + path.map { $0 + 1 }, base: position)
+
+        var tokens = path.map { round.tokens[$0] }
+        tokens.append(next)
+        let lastRow = path.last.map { $0 + 1 } ?? 0
+        drafter?.accept(RoundOutcome(round: round, path: path, tokens: tokens, finalState: states.row(lastRow)))
+        pending = next
+        statistics.record(accepted: path.count)
+        statistics.draftSteps += round.draftSteps
+        statistics.copiedDrafts += round.copiedDrafts
+        statistics.draftSeconds += (drafted - begin).seconds
+        statistics.verifySeconds += (clock.now - drafted).seconds
+        return DecodedRound(tokens: tokens, logits: logitsInOrder(path: path))
+    }
+
+    /// The logits each committed token was chosen from: row 0's, then each accepted node's.
+    private func logitsInOrder(path: [Int]) -> FloatMatrix {
+        if path.enumerated().allSatisfy({ $0.offset == $0.element }) { return logits }
+        for (i, row) in ([0] + path.map { $0 + 1 }).enumerated() { pathLogits.copyRow(from: logits, row: row, to: i) }
+        pathLogits.rows = path.count + 1
+        return pathLogits
+    }
+
+    /// Each batch row's child nodes, in order (row 0: the pending token; node i: row i + 1).
+    private func children() -> [[Int]] {
+        var children = [[Int]](repeating: [], count: round.count + 1)
+        for (node, parent) in round.parents.enumerated() { children[(parent ?? -1) + 1].append(node) }
+        return children
+    }
+
+    /// Greedy verification: from the pending token down, the child whose token is the full model's
+    /// argmax, while there is one; then the full model's token.
+    private func verifyGreedy() -> (path: [Int], next: Int32) {
+        let children = children(), vocabulary = logits.columns
+        var path: [Int] = [], row = 0
+        while true {
+            let best = Sampler.argmax(logits.row(row), count: vocabulary)
+            guard let child = children[row].first(where: { round.tokens[$0] == best }) else { return (path, best) }
+            path.append(child)
+            row = child + 1
+        }
+    }
+
+    /// Multi-candidate speculative sampling (SpecInfer; recursive rejection sampling): at each row, the
+    /// children are tried in turn, each accepted by the acceptance rule against the full model's
+    /// distribution p, which after each rejection becomes normalise(max(0, p − q)) with q the rejected
+    /// child's draft distribution; an accepted child's row comes next. When every child is rejected, the
+    /// token is drawn from what p has become. Each child's q is the distribution its token was drawn
+    /// from given the siblings before it, so the output has exactly the full model's distribution.
+    private func verifySampled(_ sampler: inout Sampler) -> (path: [Int], next: Int32) {
+        let children = children(), vocabulary = logits.columns, p = target.pointer
+        var path: [Int] = [], row = 0
+        descend: while true {
+            sampler.process(logits.row(row), count: vocabulary, into: p)
+            for child in children[row] {
+                let q = round.probabilities.row(child), token = Int(round.tokens[child])
+                if acceptance.accepts(p: p[token], q: q[token], uniform: sampler.uniform()) {
+                    path.append(child)
+                    row = child + 1
+                    continue descend
+                }
+                var residual: Float = 0
+                for v in 0..<vocabulary {
+                    p[v] = max(0, p[v] - q[v])
+                    residual += p[v]
+                }
+                // p = q exactly leaves nothing to correct: keep p itself.
+                if residual <= 0 {
+                    sampler.process(logits.row(row), count: vocabulary, into: p)
+                } else {
+                    for v in 0..<vocabulary { p[v] /= residual }
+                }
+            }
+            return (path, sampler.draw(p, count: vocabulary))
         }
     }
 }
@@ -67,370 +209,5 @@ public struct SpeculativeSamplingRule: AcceptanceRule {
 
     public func accepts(p: Float, q: Float, uniform u: Float) -> Bool {
         u * q < p
-    }
-}
-
-/// Kangaroo self-speculative decoding, and the layer-skip baseline that drafts without an adapter.
-///
-/// A round: the pending token and each draft go once through layers `0..<ℓ`, their exit-layer states
-/// are kept in `exitStates`; the drafter (adapter + head, or the model's final norm + head) proposes
-/// the next draft until γ drafts or a draft below the confidence threshold. Then layers `ℓ..<L` run
-/// once over all kept states [pending, d1…dk], the longest prefix on which the full model agrees is
-/// accepted, and the full model's next token is appended. Every cache is rolled back by length.
-/// The shallow layers never run twice for a position. With copy drafts, a round whose text so far
-/// continues an earlier passage drafts that passage's next tokens first, running the shallow layers
-/// over them in one batch.
-///
-/// Lossless for greedy decoding: the deep layers see exactly the states plain decoding computes (the
-/// kernels give each token the same bits in a batch as alone), so the full model's choices, and with
-/// them the output, are plain decoding's.
-public final class SpeculativeDecoder: Decoder {
-    public enum Drafter {
-        case adapter(KangarooAdapter)
-        case layerSkip
-    }
-
-    public let name: String
-    public let model: LlamaModel
-    public private(set) var options: SpeculativeOptions
-    /// The largest γ the buffers were made for.
-    public let maxDraftCapacity: Int
-    public let contextCapacity: Int
-    public private(set) var statistics: SpeculativeStatistics
-
-    let cache: KVCache
-    let scratch: ForwardScratch
-    /// The adapter and its cache (nil for layer-skip drafting).
-    public let adapter: AdapterRunner?
-    let layerSkipHead: DraftHead?
-    /// Prompt states during `start`; the newest token's state during drafting.
-    let states: FloatMatrix
-    /// Exit-layer states of the round's positions [pending, d1…dk]; they stay exit states (the adapter
-    /// may still have to see the last one), so the deep layers run on a copy, `verified`.
-    let exitStates: FloatMatrix
-    let verified: FloatMatrix
-    let logits: FloatMatrix
-    /// Exit states of committed positions that the adapter has not seen yet: the last token of a round
-    /// whose drafts were all accepted went through the shallow layers but not the adapter ("lag by
-    /// one"); the next draft step feeds them before the newest state.
-    let lagging: FloatMatrix
-    /// The full model's final state at the position before the pending token, normalised by its output
-    /// norm: the deep state of the round's first draft, for adapters that take one.
-    let deepState: FloatMatrix
-    private var pending: Int32 = 0
-    private var drafts: [Int32] = []
-    /// The round's [pending, c1…cm] (copies, if any) for the shallow layers, kept to avoid an allocation per round.
-    private var roundTokens: [Int32] = []
-    /// Back-off state: the length of the current back-off, and the rounds of it still to decode
-    /// without drafting.
-    private var backoff = 0
-    private var roundsWithoutDrafting = 0
-    /// Copy drafts' view of the text: the prompt and every token decoded, ending with `pending`.
-    private var copyLookup: CopyLookup?
-
-    /// How sampled drafts are accepted (greedy decoding compares tokens instead).
-    let acceptance: AcceptanceRule
-    /// Sampling: the draft's processed distribution for each draft of the round, dense over the vocabulary.
-    let draftProbabilities: FloatMatrix
-    /// Sampling: the full model's processed distribution at one position, and the draft head's rows.
-    let targetProbabilities: FloatMatrix
-    let headProbabilities: FloatMatrix
-
-    public init(model: LlamaModel, drafter: Drafter, options: SpeculativeOptions, contextCapacity: Int? = nil,
-                acceptance: AcceptanceRule = SpeculativeSamplingRule(), pool: ThreadPool = .shared) throws {
-        let c = model.config
-        guard (1...c.layerCount).contains(options.exitLayer) else {
-            throw SpeculativeError.invalidOptions("--exit-layer must be between 1 and \(c.layerCount)")
-        }
-        guard (0...64).contains(options.maxDraft) else { throw SpeculativeError.invalidOptions("--max-draft must be between 0 and 64") }
-        guard SpeculativeOptions.thresholdRange.contains(options.threshold) else { throw SpeculativeError.invalidOptions("--threshold must be between 0 and 1") }
-        guard (0...1024).contains(options.maxBackoff) else { throw SpeculativeError.invalidOptions("--max-backoff must be between 0 and 1024") }
-        guard SpeculativeOptions.copyNgramRange.contains(options.copyNgram) else { throw SpeculativeError.invalidOptions("--copy-ngram must be between 0 and \(SpeculativeOptions.copyNgramRange.upperBound)") }
-        self.model = model
-        self.options = options
-        maxDraftCapacity = max(options.maxDraft, 16)
-        let capacity = min(contextCapacity ?? c.contextLength, c.contextLength)
-        self.contextCapacity = capacity
-        statistics = SpeculativeStatistics(maxDraft: options.maxDraft)
-        cache = KVCache(config: c, capacity: capacity)
-        scratch = ForwardScratch(config: c, tokens: max(64, maxDraftCapacity + 2), contextCapacity: capacity, pool: pool)
-        states = FloatMatrix(capacity: capacity, columns: c.hiddenSize)
-        exitStates = FloatMatrix(capacity: maxDraftCapacity + 1, columns: c.hiddenSize)
-        verified = FloatMatrix(capacity: maxDraftCapacity + 1, columns: c.hiddenSize)
-        logits = FloatMatrix(capacity: maxDraftCapacity + 1, columns: c.vocabularySize)
-        lagging = FloatMatrix(capacity: 4, columns: c.hiddenSize)
-        deepState = FloatMatrix(capacity: 1, columns: c.hiddenSize)
-        self.acceptance = acceptance
-        draftProbabilities = FloatMatrix(capacity: maxDraftCapacity, columns: c.vocabularySize)
-        targetProbabilities = FloatMatrix(capacity: 1, columns: c.vocabularySize)
-        switch drafter {
-        case let .adapter(weights):
-            guard weights.config.exitLayer == options.exitLayer else {
-                throw SpeculativeError.invalidOptions("the adapter was trained for exit layer \(weights.config.exitLayer), not \(options.exitLayer)")
-            }
-            name = "kangaroo"
-            adapter = AdapterRunner(adapter: weights, model: model, contextCapacity: capacity, chunk: scratch.capacity)
-            layerSkipHead = nil
-        case .layerSkip:
-            name = "layerskip"
-            adapter = nil
-            layerSkipHead = DraftHead(model: model, normWeights: model.outputNorm)
-        }
-        headProbabilities = FloatMatrix(capacity: 1, columns: (adapter?.head ?? layerSkipHead!).rowCount)
-        copyLookup = options.copyNgram > 0 ? CopyLookup(n: options.copyNgram) : nil
-    }
-
-    public var committedLength: Int { cache.length(of: 0) }
-
-    /// Changes the threshold, γ and the copy n-gram (0: no copy drafts) for the next generations (the
-    /// exit layer is fixed).
-    public func configure(threshold: Float, maxDraft: Int, copyNgram: Int) throws {
-        guard SpeculativeOptions.thresholdRange.contains(threshold) else { throw SpeculativeError.invalidOptions("threshold must be between 0 and 1") }
-        guard (0...maxDraftCapacity).contains(maxDraft) else {
-            throw SpeculativeError.invalidOptions("max_draft must be between 0 and \(maxDraftCapacity)")
-        }
-        guard SpeculativeOptions.copyNgramRange.contains(copyNgram) else { throw SpeculativeError.invalidOptions("copy_ngram must be between 0 and \(SpeculativeOptions.copyNgramRange.upperBound)") }
-        options.threshold = threshold
-        options.maxDraft = maxDraft
-        if copyNgram != options.copyNgram {
-            options.copyNgram = copyNgram
-            copyLookup = copyNgram > 0 ? CopyLookup(n: copyNgram) : nil
-        }
-    }
-
-    /// Tokens each decoder layer processed since `start`.
-    public var layerTokenCounts: [Int] { scratch.layerTokenCounts }
-
-    public var speculativeStatistics: SpeculativeStatistics? { statistics }
-
-    private var shallow: Range<Int> { 0..<options.exitLayer }
-    private var deep: Range<Int> { options.exitLayer..<model.config.layerCount }
-
-    public func start(prompt: [Int32], sampler: inout Sampler) throws -> DecodedRound {
-        precondition(!prompt.isEmpty, "the prompt must hold at least one token")
-        try model.validate(prompt)
-        guard prompt.count < contextCapacity else {
-            throw LlamaError.contextFull(needed: prompt.count + 1, capacity: contextCapacity)
-        }
-        statistics = SpeculativeStatistics(maxDraft: options.maxDraft)
-        cache.reset()
-        scratch.layerTokenCounts = Array(repeating: 0, count: model.config.layerCount)
-        adapter?.reset()
-        lagging.rows = 0
-        backoff = 0
-        roundsWithoutDrafting = 0
-        model.embed(prompt, into: states)
-        try model.forward(layers: shallow, hidden: states, cache: cache, scratch: scratch)
-        adapter?.feed(states, rows: 0..<states.rows, scratch: scratch)
-        try model.forward(layers: deep, hidden: states, cache: cache, scratch: scratch)
-        keepDeepState(states.row(states.rows - 1))
-        model.logits(states, rows: (states.rows - 1)..<states.rows, into: logits, scratch: scratch)
-        pending = sampler.sample(logits.row(0), count: logits.columns)
-        copyLookup?.reset(to: prompt, capacity: contextCapacity)
-        copyLookup?.commit(CollectionOfOne(pending))
-        return DecodedRound(tokens: [pending], logits: logits)
-    }
-
-    public func next(sampler: inout Sampler, limit: Int) throws -> DecodedRound {
-        let clock = ContinuousClock()
-        let begin = clock.now
-        let position = committedLength
-        // Positions position…position+k must fit, and no more than `limit` tokens are wanted.
-        var maxDrafts = max(0, min(options.maxDraft, limit - 1, contextCapacity - position - 1))
-        drafts.removeAll(keepingCapacity: true)
-        exitStates.rows = 0
-        // Whether the adapter has seen the exit state of the round's last row (a dropped draft's
-        // proposal fed it); otherwise that row lags by one when the whole round is accepted.
-        var adapterSawLastRow = false
-        // A copy round, also during a back-off (copies are right far more often than failed drafts):
-        // when the text continues an earlier passage, its next tokens are the first drafts, and the
-        // shallow layers run over [pending, c1…cm] in one batch.
-        copyLookup?.appendChain(to: &drafts, limit: maxDrafts)
-        let copyRound = !drafts.isEmpty
-        if copyRound {
-            if !sampler.options.isGreedy {
-                // All of a copy draft's probability is on its token.
-                for (i, copy) in drafts.enumerated() { setCopyProbabilities(row: i, token: copy) }
-            }
-            statistics.copiedDrafts += drafts.count
-        }
-        // In a back-off the drafter does not draft; a copy round counts as one of its rounds, and does
-        // not change it (that is the drafter's).
-        if roundsWithoutDrafting > 0 {
-            roundsWithoutDrafting -= 1
-            maxDrafts = drafts.count
-        }
-        // Then drafting step by step, after the copies if any: every token of the round goes through
-        // the shallow layers exactly once.
-        roundTokens.removeAll(keepingCapacity: true)
-        roundTokens.append(pending)
-        roundTokens.append(contentsOf: drafts)
-        try runShallow(roundTokens)
-        if copyRound { feedAdapter(rows: 0..<drafts.count) }
-        var stop = drafts.count >= maxDrafts
-        while !stop {
-            let (draft, confidence) = proposeDraft(&sampler)
-            statistics.draftSteps += 1
-            if confidence < options.threshold && options.dropsUncertainDraft {
-                adapterSawLastRow = true
-                break
-            }
-            drafts.append(draft)
-            try runShallow(CollectionOfOne(draft))
-            stop = confidence < options.threshold || drafts.count == maxDrafts
-        }
-        let drafted = clock.now
-
-        // Verification: the deep layers once over [pending, d1…dk].
-        for row in 0..<exitStates.rows { verified.copyRow(from: exitStates, row: row, to: row) }
-        verified.rows = exitStates.rows
-        try model.forward(layers: deep, hidden: verified, cache: cache, scratch: scratch)
-        model.logits(verified, rows: 0..<verified.rows, into: logits, scratch: scratch)
-        let (accepted, next) = sampler.options.isGreedy ? verifyGreedy(&sampler) : verifySampled(&sampler)
-        keepDeepState(verified.row(accepted))
-        var tokens = Array(drafts[0..<accepted])
-        tokens.append(next)
-        copyLookup?.commit(tokens)
-
-        // Roll back: positions position…position+accepted hold committed tokens.
-        let keep = position + accepted + 1
-        cache.truncate(to: keep)
-        if let adapter {
-            // The adapter saw exit states 0..<drafts.count of this round (one per draft step), and
-            // row drafts.count too when a draft was dropped.
-            if accepted == drafts.count && !adapterSawLastRow {
-                // The round's last committed position (row `accepted`) is unseen: it lags by one.
-                if lagging.rows == lagging.capacity { flushLagging(adapter) }
-                lagging.copyRow(from: exitStates, row: accepted, to: lagging.rows)
-                lagging.rows += 1
-            } else {
-                adapter.truncate(to: keep)
-            }
-        }
-        if maxDrafts > 0 && !copyRound { backOff(accepted: accepted) }
-        pending = next
-        statistics.record(accepted: accepted)
-        statistics.draftSeconds += (drafted - begin).seconds
-        statistics.verifySeconds += (clock.now - drafted).seconds
-        return DecodedRound(tokens: tokens, logits: logits)
-    }
-
-    /// Updates the back-off after a round that could draft: doubles it (from 1, capped at
-    /// `maxBackoff`) when nothing was accepted, ends it otherwise.
-    private func backOff(accepted: Int) {
-        if accepted == 0 {
-            backoff = min(max(1, 2 * backoff), options.maxBackoff)
-            roundsWithoutDrafting = backoff
-        } else {
-            backoff = 0
-        }
-    }
-
-    /// Keeps the normalised final state of the last committed position (`final`: a row after the deep layers).
-    private func keepDeepState(_ final: UnsafePointer<Float>) {
-        guard adapter?.takesDeepState == true else { return }
-        model.normalizeOutput(final, into: deepState.pointer)
-    }
-
-    /// Runs `tokens` through the shallow layers at the next positions and keeps their exit states.
-    private func runShallow(_ tokens: some Collection<Int32>) throws {
-        let row = exitStates.rows
-        model.embed(tokens, into: states)
-        try model.forward(layers: shallow, hidden: states, cache: cache, scratch: scratch)
-        for i in 0..<tokens.count { exitStates.copyRow(from: states, row: i, to: row + i) }
-        exitStates.rows = row + tokens.count
-    }
-
-    /// Feeds the adapter (if any) rows `rows` of `exitStates`, after the lagging ones, without drafting.
-    private func feedAdapter(rows: Range<Int>) {
-        guard let adapter else { return }
-        flushLagging(adapter)
-        adapter.feed(exitStates, rows: rows, scratch: scratch)
-    }
-
-    private func flushLagging(_ adapter: AdapterRunner) {
-        guard lagging.rows > 0 else { return }
-        adapter.feed(lagging, rows: 0..<lagging.rows, scratch: scratch)
-        lagging.rows = 0
-    }
-
-    /// Greedy verification: drafts are accepted while they equal the full model's argmax; the full
-    /// model's token follows.
-    private func verifyGreedy(_ sampler: inout Sampler) -> (accepted: Int, next: Int32) {
-        var accepted = 0
-        while accepted < drafts.count, drafts[accepted] == Sampler.argmax(logits.row(accepted), count: logits.columns) {
-            accepted += 1
-        }
-        return (accepted, sampler.sample(logits.row(accepted), count: logits.columns))
-    }
-
-    /// Speculative sampling: each draft is accepted by the acceptance rule; the first rejected one is
-    /// replaced by a draw from normalise(max(0, p − q)); after all are accepted, the next token is drawn
-    /// from p.
-    private func verifySampled(_ sampler: inout Sampler) -> (accepted: Int, next: Int32) {
-        let vocabulary = logits.columns
-        let p = targetProbabilities.pointer
-        for (i, draft) in drafts.enumerated() {
-            sampler.process(logits.row(i), count: vocabulary, into: p)
-            let q = draftProbabilities.row(i)
-            if acceptance.accepts(p: p[Int(draft)], q: q[Int(draft)], uniform: sampler.uniform()) { continue }
-            var residual: Float = 0
-            for v in 0..<vocabulary {
-                p[v] = max(0, p[v] - q[v])
-                residual += p[v]
-            }
-            // p = q exactly leaves nothing to correct: draw from p itself.
-            if residual <= 0 { sampler.process(logits.row(i), count: vocabulary, into: p) }
-            return (i, sampler.draw(p, count: vocabulary))
-        }
-        sampler.process(logits.row(drafts.count), count: vocabulary, into: p)
-        return (drafts.count, sampler.draw(p, count: vocabulary))
-    }
-
-    /// The next draft for the newest exit state and its confidence: a copy draft (confidence 1) when
-    /// the text so far (drafts included) allows one, else the drafter's proposal (see `proposeOwnDraft`).
-    private func proposeDraft(_ sampler: inout Sampler) -> (token: Int32, confidence: Float) {
-        guard let copy = copyLookup?.proposal(after: drafts) else { return proposeOwnDraft(&sampler) }
-        // The adapter must still see the position (its cache covers every drafted row); its head, the
-        // costly part of a draft step after the shallow layers, is skipped.
-        feedAdapter(rows: (exitStates.rows - 1)..<exitStates.rows)
-        statistics.copiedDrafts += 1
-        if !sampler.options.isGreedy { setCopyProbabilities(row: drafts.count, token: copy) }
-        return (copy, 1)
-    }
-
-    /// Sampling: the draft distribution of draft `row` when it is a copy (all on `token`).
-    private func setCopyProbabilities(row: Int, token: Int32) {
-        let dense = draftProbabilities.row(row)
-        dense.initialize(repeating: 0, count: draftProbabilities.columns)
-        dense[Int(token)] = 1
-    }
-
-    /// The drafter's next token and its confidence (top-1 probability of the draft distribution) for
-    /// the newest exit state. When sampling, the draft is drawn from the processed draft distribution,
-    /// which is kept (dense) for verification.
-    private func proposeOwnDraft(_ sampler: inout Sampler) -> (Int32, Float) {
-        let newest = exitStates.rows - 1
-        let head: DraftHead
-        if let adapter {
-            flushLagging(adapter)
-            // Only the round's first draft has a verified predecessor, hence a deep state.
-            adapter.evaluate(exitStates, rows: newest..<(newest + 1), deepState: newest == 0 ? deepState.pointer : nil,
-                             scratch: scratch)
-            head = adapter.head
-        } else {
-            head = layerSkipHead!
-            head.evaluate(exitStates.row(newest), pool: scratch.pool)
-        }
-        if sampler.options.isGreedy { return head.greedyDraft() }
-        let rows = head.rowCount, q = headProbabilities.pointer
-        sampler.process(head.logits.pointer, count: rows, into: q)
-        var confidence: Float = 0
-        for r in 0..<rows { confidence = max(confidence, q[r]) }
-        let row = Int(sampler.draw(q, count: rows))
-        let dense = draftProbabilities.row(drafts.count)
-        dense.initialize(repeating: 0, count: draftProbabilities.columns)
-        for r in 0..<rows { dense[Int(head.tokenID(row: r))] = q[r] }
-        return (head.tokenID(row: row), confidence)
     }
 }

@@ -30,6 +30,12 @@ struct BenchSpeed: ParsableCommand {
         same job) and down products over the same n on all threads, as a forward makes them (median of \
         --repeats), so what the forward adds beyond its products (attention, norms, RoPE, the output \
         head) shows as the difference.
+
+        Two more comparisons, from the same warm cache: a forward over a tree of n nodes (--tree-sizes; a \
+        binary tree, node i's parent is node (i − 1) / 2, as a speculative decoder verifies a draft tree) \
+        against a chain of n tokens, the two taking turns; and one decoding step (one token and its logits) \
+        for each of --sequences sequences at once, each with its own cache of --context tokens, against \
+        one sequence.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -46,6 +52,12 @@ struct BenchSpeed: ParsableCommand {
     @Option(help: "Token counts of the n-token forward, comma-separated (the first is the ratios' base).")
     var sizes = "1,2,4,8,16"
 
+    @Option(help: "Node counts of the tree-against-chain forward, comma-separated.")
+    var treeSizes = "4,8,16"
+
+    @Option(help: "Sequence counts of the batched decoding step, comma-separated (the first is the ratios' base).")
+    var sequences = "1,2,4,8"
+
     @Option(help: "Context the n-token forward starts from, in tokens (attention reads all of it for each new token).")
     var context = 64
 
@@ -57,6 +69,8 @@ struct BenchSpeed: ParsableCommand {
         guard decodeTokens >= 1 else { throw ValidationError("--decode-tokens must be at least 1") }
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
         guard forwardSizes?.isEmpty == false else { throw ValidationError("--sizes must list token counts between 1 and 64, e.g. 1,2,4,8,16") }
+        guard Self.counts(treeSizes, in: 2...64) != nil else { throw ValidationError("--tree-sizes must list node counts between 2 and 64, e.g. 4,8,16") }
+        guard Self.counts(sequences, in: 1...16) != nil else { throw ValidationError("--sequences must list sequence counts between 1 and 16, e.g. 1,2,4,8") }
         guard (1...4096).contains(context) else { throw ValidationError("--context must be 1…4096") }
     }
 
@@ -72,6 +86,22 @@ struct BenchSpeed: ParsableCommand {
         var decodeTokensPerSecond: Double
         var prefillTokensPerSecond: Double
         var forward: [Forward]
+        struct TreeForward: Encodable {
+            var nodes: Int
+            var treeMilliseconds: Double
+            var chainMilliseconds: Double
+            var ratioToChain: Double
+        }
+        struct BatchStep: Encodable {
+            var sequences: Int
+            var milliseconds: Double
+            var ratioToOne: Double
+            var tokensPerSecond: Double
+        }
+        /// A forward over a binary tree of n nodes against a chain of n tokens.
+        var trees: [TreeForward]
+        /// One decoding step for several sequences at once.
+        var batchSteps: [BatchStep]
         /// The matrix kernel alone (one thread, weights in cache): `milliseconds` is per product.
         var kernel: [Forward]
         var kernelMatrix: String
@@ -84,9 +114,12 @@ struct BenchSpeed: ParsableCommand {
     }
 
     /// --sizes parsed, or nil when it is not a list of counts in 1…64.
-    var forwardSizes: [Int]? {
-        let counts = sizes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard counts.allSatisfy({ $0 != nil && (1...64).contains($0!) }) else { return nil }
+    var forwardSizes: [Int]? { Self.counts(sizes, in: 1...64) }
+
+    /// A comma-separated list of counts in `range`, or nil.
+    static func counts(_ list: String, in range: ClosedRange<Int>) -> [Int]? {
+        let counts = list.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !counts.isEmpty, counts.allSatisfy({ $0 != nil && range.contains($0!) }) else { return nil }
         return counts.map { $0! }
     }
 
@@ -98,7 +131,7 @@ struct BenchSpeed: ParsableCommand {
         // Decode: greedy, exactly decodeTokens tokens.
         let prompt = tokenizer.encode("The capital of France is")
         let generator = Generator(tokenizer: tokenizer)
-        let decoder = PlainDecoder(model: model, contextCapacity: 2048)
+        let decoder = SpeculativeDecoder.plain(model: model, contextCapacity: 2048)
         let options = GenerationOptions(maxTokens: decodeTokens, ignoreEOS: true)
         _ = try generator.generate(prompt: prompt, decoder: decoder, options: GenerationOptions(maxTokens: 16, ignoreEOS: true))
         let decode = try generator.generate(prompt: prompt, decoder: decoder, options: options)
@@ -130,6 +163,26 @@ struct BenchSpeed: ParsableCommand {
             return elapsed * 1000
         }
 
+        // Trees against chains of the same size, from the same warm cache.
+        var trees: [Report.TreeForward] = []
+        for n in Self.counts(treeSizes, in: 2...64)! {
+            let shapes = [TokenTree.chain(n), TokenTree(parents: (0..<n).map { $0 == 0 ? nil : ($0 - 1) / 2 })!]
+            let times = try Self.interleaved([0, 1], repeats: repeats, warmUp: 3) { shape in
+                let begin = ContinuousClock.now
+                model.embed(long[context..<(context + n)], into: hidden)
+                try model.forward(layers: 0..<config.layerCount, hidden: hidden,
+                                  batch: [BatchSequence(cache: cache, tree: shapes[shape])], scratch: scratch)
+                model.logits(hidden, rows: 0..<n, into: logits, scratch: scratch)
+                let elapsed = (ContinuousClock.now - begin).seconds
+                cache.truncate(to: context)
+                return elapsed * 1000
+            }
+            trees.append(.init(nodes: n, treeMilliseconds: times[1].milliseconds, chainMilliseconds: times[0].milliseconds,
+                               ratioToChain: times[1].ratioToOne))
+        }
+        let batchSteps = try Self.batchStepTimes(model, text: Array(long), context: context,
+                                                 sequences: Self.counts(sequences, in: 1...16)!, repeats: repeats, pool: pool)
+
         let matrix = model.attentionWeights(layer: 0).query
         let kernel = Self.kernelTimes(matrix, sizes: forwardSizes ?? [], repeats: repeats)
         let products = Self.productTimes(model, sizes: forwardSizes ?? [], repeats: repeats, pool: pool)
@@ -142,7 +195,7 @@ struct BenchSpeed: ParsableCommand {
             threads: pool.threads, kernelLevel: KernelInfo.levelName, context: context,
             decodeTokensPerSecond: decode.decodeTokensPerSecond,
             prefillTokensPerSecond: Double(prefillPrompt.count) / prefillSeconds,
-            forward: forward, kernel: kernel, kernelMatrix: "\(matrix.rows) × \(matrix.columns) \(matrix.type)", products: products,
+            forward: forward, trees: trees, batchSteps: batchSteps, kernel: kernel, kernelMatrix: "\(matrix.rows) × \(matrix.columns) \(matrix.type)", products: products,
             weightBytesPerToken: weightBytes,
             effectiveBandwidthGBs: effective, streamingBandwidthGBs: streaming, bandwidthShare: effective / streaming)
         if json {
@@ -159,6 +212,16 @@ struct BenchSpeed: ParsableCommand {
         for f in forward {
             writeOut(String(format: "  n = %2d  %7.2f ms  %5.2f× n=1\n", f.tokens, f.milliseconds, f.ratioToOne))
         }
+        writeOut("forward over a tree of n nodes against a chain of n tokens:\n")
+        for t in trees {
+            writeOut(String(format: "  n = %2d  tree %7.2f ms  chain %7.2f ms  %5.2f× the chain\n", t.nodes, t.treeMilliseconds,
+                            t.chainMilliseconds, t.ratioToChain))
+        }
+        writeOut("one decoding step (a token and its logits) for s sequences at once, each from a cache of \(report.context) tokens:\n")
+        for b in batchSteps {
+            writeOut(String(format: "  s = %2d  %7.2f ms  %5.2f× s=1  %7.1f tokens/s in all\n", b.sequences, b.milliseconds,
+                            b.ratioToOne, b.tokensPerSecond))
+        }
         writeOut("the matrix kernel alone (\(report.kernelMatrix), one thread, weights in cache):\n")
         for k in kernel {
             writeOut(String(format: "  n = %2d  %7.2f µs  %5.2f× n=1\n", k.tokens, k.milliseconds * 1000, k.ratioToOne))
@@ -169,6 +232,35 @@ struct BenchSpeed: ParsableCommand {
         }
         writeOut(String(format: "decode reads %.1f MiB of weights a token: %.1f GB/s effective, %.0f%% of the %.1f GB/s this machine streams\n",
                         Double(weightBytes) / 1_048_576, effective, 100 * report.bandwidthShare, streaming))
+    }
+
+    /// One decoding step for s sequences at once (a token each, one forward, logits for each), each
+    /// sequence with its own cache holding `context` tokens of `text`, for each s of `sequences`: medians
+    /// of `repeats`, the counts taking turns.
+    static func batchStepTimes(_ model: LlamaModel, text: [Int32], context: Int, sequences: [Int], repeats: Int,
+                               pool: ThreadPool) throws -> [Report.BatchStep] {
+        let config = model.config, most = sequences.max()!
+        let scratch = ForwardScratch(config: config, contextCapacity: context + 1, pool: pool)
+        let hidden = FloatMatrix(capacity: max(context, most), columns: config.hiddenSize)
+        let logits = FloatMatrix(capacity: most, columns: config.vocabularySize)
+        let caches = try (0..<most).map { s in
+            let cache = KVCache(config: config, capacity: context + 1)
+            model.embed(text[s..<(s + context)], into: hidden)
+            try model.forward(layers: 0..<config.layerCount, hidden: hidden, cache: cache, scratch: scratch)
+            return cache
+        }
+        let steps = try interleaved(sequences, repeats: repeats, warmUp: 3) { s in
+            let begin = ContinuousClock.now
+            model.embed((0..<s).map { text[$0 + context] }, into: hidden)
+            try model.forward(layers: 0..<config.layerCount, hidden: hidden,
+                              batch: caches[0..<s].map { BatchSequence(cache: $0, count: 1) }, scratch: scratch)
+            model.logits(hidden, rows: 0..<s, into: logits, scratch: scratch)
+            let elapsed = (ContinuousClock.now - begin).seconds
+            caches[0..<s].forEach { $0.truncate(to: context) }
+            return elapsed * 1000
+        }
+        return steps.map { .init(sequences: $0.tokens, milliseconds: $0.milliseconds, ratioToOne: $0.ratioToOne,
+                                 tokensPerSecond: Double($0.tokens) / $0.milliseconds * 1000) }
     }
 
     /// `matrix` times n random token rows on a one-thread pool, for each n: the best of `repeats`

@@ -1,3 +1,4 @@
+import Adapter
 import ArgumentParser
 import Benchmark
 import Decoding
@@ -51,7 +52,7 @@ struct BenchSuite: ParsableCommand {
     func validate() throws {
         guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
         if let limit, limit <= 0 { throw ValidationError("--limit must be positive") }
-        for name in decoderKinds() where name == nil { throw ValidationError("--decoders takes plain, kangaroo and layerskip") }
+        for name in decoderKinds() where name == nil { throw ValidationError("--decoders takes plain, kangaroo, layerskip and lookup") }
     }
 
     func decoderKinds() -> [DecoderKind?] {
@@ -76,11 +77,12 @@ struct BenchSuite: ParsableCommand {
 
         let records = try runSuite(questions, decoders: decoders, generator: generator, template: template, options: options)
 
+        let o = speculative.options(for: .kangaroo)
         let settings = [
-            "suite": suite, "max_tokens": String(maxTokens), "exit_layer": String(speculative.exitLayer),
-            "threshold": String(speculative.threshold), "max_draft": String(speculative.maxDraft),
-            "uncertain_draft": speculative.dropUncertainDraft ? "dropped" : "verified",
-            "max_backoff": String(speculative.maxBackoff), "copy_ngram": String(speculative.copyNgram),
+            "suite": suite, "max_tokens": String(maxTokens), "exit_layer": String(adapter?.config.exitLayer ?? o.exitLayer),
+            "threshold": String(o.threshold), "max_draft": String(o.maxDraft),
+            "uncertain_draft": o.dropsUncertainDraft ? "dropped" : "verified",
+            "max_backoff": String(o.maxBackoff), "copy_ngram": String(o.copyNgram),
             "adapter": adapter?.config.origin ?? "",
             "threads": String(modelOptions.threads ?? 0), "model": model.gguf.path,
             "temperature": String(temperature), "seed": String(seed),

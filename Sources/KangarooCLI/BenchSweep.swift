@@ -85,11 +85,10 @@ struct BenchSweep: ParsableCommand {
                 }
             }
         }
-        let plain = PlainDecoder(model: model, contextCapacity: 4096)
+        let plain = SpeculativeDecoder.plain(model: model, contextCapacity: 4096)
         let decoders: [SpeculativeDecoder] = try settings.map { options in
-            let drafter: SpeculativeDecoder.Drafter = decoder == .layerskip ? .layerSkip
-                : .adapter(trained ?? KangarooAdapter.copyingLayer(of: model, exitLayer: options.exitLayer))
-            return try SpeculativeDecoder(model: model, drafter: drafter, options: options, contextCapacity: 4096)
+            let adapter = decoder == .kangaroo ? trained ?? KangarooAdapter.copyingLayer(of: model, exitLayer: options.exitLayer) : nil
+            return try DecoderCatalog.make(decoder, model: model, options: options, adapter: adapter, contextCapacity: 4096)
         }
         let generator = Generator(tokenizer: tokenizer)
         let options = GenerationOptions(maxTokens: maxTokens)
@@ -105,7 +104,7 @@ struct BenchSweep: ParsableCommand {
             for (i, d) in decoders.enumerated() {
                 let result = try generator.generate(prompt: prompt, decoder: d, options: options)
                 guard result.tokens == reference.tokens else {
-                    throw ValidationError("LOSSLESSNESS CHECK FAILED for \(d.options) on question \(question.questionID)")
+                    throw ValidationError("LOSSLESSNESS CHECK FAILED for \(settings[i]) on question \(question.questionID)")
                 }
                 times[i] += result.prefillSeconds + result.decodeSeconds
                 tokens[i] += result.tokens.count

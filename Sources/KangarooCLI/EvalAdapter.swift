@@ -58,19 +58,19 @@ struct EvalAdapter: ParsableCommand {
     var maxTokens = 128
 
     @Option(help: "Kangaroo threshold for the Spec-Bench part.")
-    var threshold: Float = SpeculativeSettings.defaultThreshold
+    var threshold: Float = SpeculativeOptions().threshold
 
     @Option(help: "Kangaroo γ for the Spec-Bench part.")
-    var maxDraft = SpeculativeSettings.defaultMaxDraft
+    var maxDraft = SpeculativeOptions().maxDraft
 
     @Flag(help: "Spec-Bench part: drop the draft that fell below --threshold instead of verifying it (the paper and the default verify it).")
     var dropUncertainDraft = false
 
     @Option(help: "Spec-Bench part: rounds without drafting after failed drafts, at most (0: draft every round, as the paper does).")
-    var maxBackoff = SpeculativeSettings.defaultMaxBackoff
+    var maxBackoff = SpeculativeOptions().maxBackoff
 
     @Option(help: "Spec-Bench part: copy drafts after a repeated N-gram (see generate --help; 0: the adapter alone).")
-    var copyNgram = SpeculativeSettings.defaultCopyNgram
+    var copyNgram = SpeculativeOptions().copyNgram
 
     func validate() throws {
         if taskPrompts > 0 && selfDistill == 0 { throw ValidationError("--task-prompts scores the model's answers: add --self-distill N") }
@@ -110,12 +110,12 @@ struct EvalAdapter: ParsableCommand {
 
         guard let suite else { return }
         let selected = SpecBench.select(try SpecBench.load(path: suite), limit: questions, categories: nil)
-        let plain = PlainDecoder(model: model, contextCapacity: 4096)
-        let kangaroo = try SpeculativeDecoder(model: model, drafter: .adapter(weights),
-                                              options: SpeculativeOptions(exitLayer: weights.config.exitLayer, threshold: threshold, maxDraft: maxDraft,
-                                                                          dropsUncertainDraft: dropUncertainDraft,
-                                                                          maxBackoff: maxBackoff, copyNgram: copyNgram),
-                                              contextCapacity: 4096)
+        let plain = SpeculativeDecoder.plain(model: model, contextCapacity: 4096)
+        let kangaroo = try DecoderCatalog.make(.kangaroo, model: model,
+                                               options: SpeculativeOptions(threshold: threshold, maxDraft: maxDraft,
+                                                                           dropsUncertainDraft: dropUncertainDraft,
+                                                                           maxBackoff: maxBackoff, copyNgram: copyNgram),
+                                               adapter: weights, contextCapacity: 4096)
         let records = try runSuite(selected, decoders: [plain, kangaroo], generator: Generator(tokenizer: tokenizer), template: template,
                                    options: GenerationOptions(maxTokens: maxTokens))
         let run = BenchmarkRun(settings: [:], decoders: ["plain", "kangaroo"], records: records)

@@ -11,7 +11,8 @@ struct Serve: AsyncParsableCommand {
         discussion: """
         Endpoints: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (stream: true gives \
         server-sent events ending with data: [DONE]), GET /health, GET /metrics (Prometheus). Requests \
-        may carry "kangaroo": {"decoder": "plain|kangaroo|layerskip", "threshold": 0.6, "max_draft": 6}; \
+        may carry "kangaroo": {"decoder": "plain|kangaroo|layerskip|lookup", "threshold": 0.6, "max_draft": 3, \
+        "copy_ngram": 2}; \
         responses report acceptance statistics under "kangaroo". One generation runs at a time; up to \
         --queue requests wait, more are answered 503 with Retry-After. SIGINT/SIGTERM cancel running \
         generations and stop the server.
@@ -44,10 +45,11 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let (model, tokenizer) = try modelOptions.load()
         let adapter = try speculative.resolveAdapter(for: model)
+        let speculative = speculative
         let service = try GenerationService(
             model: model, tokenizer: tokenizer, adapter: adapter,
-            options: speculative.options(exitLayer: adapter.config.exitLayer),
-            context: min(context, model.config.contextLength), queueLimit: queue, defaultDecoder: decoder.rawValue)
+            options: { speculative.options(for: $0) },
+            context: min(context, model.config.contextLength), queueLimit: queue, defaultDecoder: decoder)
         let id = modelID ?? URL(fileURLWithPath: model.gguf.path).deletingPathExtension().lastPathComponent
         let server = OpenAIServer(service: service, modelID: id, maxBodyBytes: maxBody)
         try await server.run(host: host, port: port) { port in

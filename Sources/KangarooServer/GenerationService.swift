@@ -38,32 +38,33 @@ public final class GenerationService: @unchecked Sendable {
     let context: Int
     let queueLimit: Int
     public let metrics = ServerMetrics()
-    private let plain: PlainDecoder
-    private let kangaroo: SpeculativeDecoder?
-    private let layerSkip: SpeculativeDecoder
-    private let defaults: SpeculativeOptions
+    /// One decoder of each kind (Kangaroo only with an adapter), and each kind's settings.
+    private let decoders: [DecoderKind: SpeculativeDecoder]
+    private let defaults: [DecoderKind: SpeculativeOptions]
     private let worker = DispatchQueue(label: "kangaroo.generation")
     private let jobs = Mutex<(waiting: Int, active: [ObjectIdentifier: Job])>((0, [:]))
 
     /// Used when a request names no decoder.
-    let defaultDecoder: String
+    let defaultDecoder: DecoderKind
 
-    public init(model: LlamaModel, tokenizer: Tokenizer, adapter: KangarooAdapter?, options: SpeculativeOptions,
-                context: Int, queueLimit: Int, defaultDecoder: String = "plain") throws {
+    /// `options` gives each decoder kind its settings (requests may change η, γ and the copy n-gram).
+    public init(model: LlamaModel, tokenizer: Tokenizer, adapter: KangarooAdapter?,
+                options: (DecoderKind) -> SpeculativeOptions = { $0.defaultOptions },
+                context: Int, queueLimit: Int, defaultDecoder: DecoderKind = .plain) throws {
         self.defaultDecoder = defaultDecoder
         self.model = model
         self.tokenizer = tokenizer
         template = try? ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
         self.context = context
         self.queueLimit = queueLimit
-        defaults = options
-        plain = PlainDecoder(model: model, contextCapacity: context)
-        kangaroo = try adapter.map {
-            var adapterOptions = options
-            adapterOptions.exitLayer = $0.config.exitLayer
-            return try SpeculativeDecoder(model: model, drafter: .adapter($0), options: adapterOptions, contextCapacity: context)
+        var decoders: [DecoderKind: SpeculativeDecoder] = [:], defaults: [DecoderKind: SpeculativeOptions] = [:]
+        for kind in DecoderKind.allCases where kind != .kangaroo || adapter != nil {
+            defaults[kind] = options(kind)
+            decoders[kind] = try DecoderCatalog.make(kind, model: model, options: options(kind), adapter: adapter,
+                                                     contextCapacity: context)
         }
-        layerSkip = try SpeculativeDecoder(model: model, drafter: .layerSkip, options: options, contextCapacity: context)
+        self.decoders = decoders
+        self.defaults = defaults
     }
 
     /// Tokenizes the request's prompt, checking it against the context.
@@ -137,22 +138,18 @@ public final class GenerationService: @unchecked Sendable {
         }
     }
 
+    /// The decoder a request asked for (Kangaroo without an adapter: plain), with its settings.
     private func decoder(for request: OpenAIRequest) throws -> Decoder {
-        let speculative: SpeculativeDecoder
-        switch request.decoder ?? defaultDecoder {
-        case "plain": return plain
-        case "layerskip": speculative = layerSkip
-        default:
-            guard let kangaroo else { return plain }
-            speculative = kangaroo
-        }
+        let kind = request.decoder.flatMap(DecoderKind.init(rawValue:)) ?? defaultDecoder
+        guard let decoder = decoders[kind], let defaults = defaults[kind] else { return decoders[.plain]! }
+        guard let drafter = decoder.drafter as? ConfigurableDrafter else { return decoder }
         do {
-            try speculative.configure(threshold: request.threshold ?? defaults.threshold, maxDraft: request.maxDraft ?? defaults.maxDraft,
-                                      copyNgram: request.copyNgram ?? defaults.copyNgram)
+            try drafter.configure(threshold: request.threshold ?? defaults.threshold, maxDraft: request.maxDraft ?? defaults.maxDraft,
+                                  copyNgram: request.copyNgram ?? defaults.copyNgram)
         } catch {
-            throw APIError.invalid("\(error)", param: "kangaroo")
+            throw APIError.invalid("'kangaroo' settings do not suit the \(kind.rawValue) decoder: \(error)", param: "kangaroo")
         }
-        return speculative
+        return decoder
     }
 }
 

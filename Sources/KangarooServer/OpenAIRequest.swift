@@ -1,3 +1,4 @@
+import Adapter
 import Decoding
 import Foundation
 import Tokenizer
@@ -98,18 +99,21 @@ struct OpenAIRequest: Sendable {
             }
             let k = Fields(settings, prefix: "kangaroo.")
             decoder = try k.string("decoder")
-            if let decoder, !["plain", "kangaroo", "layerskip"].contains(decoder) {
-                throw APIError.invalid("'kangaroo.decoder' must be plain, kangaroo or layerskip", param: "kangaroo.decoder")
+            if let decoder, DecoderKind(rawValue: decoder) == nil {
+                throw APIError.invalid("'kangaroo.decoder' must be one of \(DecoderKind.allCases.map(\.rawValue).joined(separator: ", "))",
+                                       param: "kangaroo.decoder")
             }
             threshold = try k.number("threshold").map(Float.init)
             maxDraft = try k.int("max_draft")
             copyNgram = try k.int("copy_ngram")
-            // Checked here, whichever decoder serves the request (plain ignores them); the upper bound of
-            // max_draft is the speculative decoder's capacity, which it checks.
+            // Checked here, whichever decoder serves the request (plain ignores them).
             if let threshold, !SpeculativeOptions.thresholdRange.contains(threshold) {
                 throw APIError.invalid("'kangaroo.threshold' must be between 0 and 1", param: "kangaroo.threshold")
             }
-            if let maxDraft, maxDraft < 0 { throw APIError.invalid("'kangaroo.max_draft' must not be negative", param: "kangaroo.max_draft") }
+            if let maxDraft, !SpeculativeOptions.maxDraftRange.contains(maxDraft) {
+                throw APIError.invalid("'kangaroo.max_draft' must be between 0 and \(SpeculativeOptions.maxDraftRange.upperBound)",
+                                       param: "kangaroo.max_draft")
+            }
             if let copyNgram, !SpeculativeOptions.copyNgramRange.contains(copyNgram) {
                 throw APIError.invalid("'kangaroo.copy_ngram' must be between 0 and \(SpeculativeOptions.copyNgramRange.upperBound)",
                                       param: "kangaroo.copy_ngram")

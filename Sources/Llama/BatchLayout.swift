@@ -1,6 +1,9 @@
 /// One sequence's rows in a forward batch (`LlamaModel.forward(layers:hidden:batch:scratch:)`).
 public struct BatchSequence {
     public let cache: KVCache
+    /// Rows of the tree (or chain) already in the cache, before this forward's rows.
+    public let first: Int
+    /// Rows this forward processes: the tree's rows `first…`.
     public let count: Int
     /// How the rows attend to each other; nil: a chain, the plain causal case.
     public let tree: TokenTree?
@@ -8,13 +11,19 @@ public struct BatchSequence {
     /// `count` rows that follow each other.
     public init(cache: KVCache, count: Int) {
         self.cache = cache
+        first = 0
         self.count = count
         tree = nil
     }
 
-    public init(cache: KVCache, tree: TokenTree) {
+    /// The rows of `tree` from row `first` on; its rows before `first` went through the same layers in
+    /// an earlier forward (a drafter grows its tree a few rows at a time) and are the last `first`
+    /// positions of the cache.
+    public init(cache: KVCache, tree: TokenTree, from first: Int = 0) {
+        precondition((0..<tree.count).contains(first), "a batch sequence needs at least one row")
         self.cache = cache
-        count = tree.count
+        self.first = first
+        count = tree.count - first
         self.tree = tree.isChain ? nil : tree
     }
 }
@@ -87,7 +96,7 @@ final class BatchLayout {
         }
     }
 
-    /// The segments of rows `rows` of `batch`, whose caches held `bases` positions before it.
+    /// The segments of rows `rows` of `batch`, whose caches held `bases` positions before their trees.
     func set(_ batch: [BatchSequence], bases: [Int], rows: Range<Int>) {
         precondition(rows.count <= capacity)
         segmentCount = 0
@@ -96,7 +105,7 @@ final class BatchLayout {
             defer { sequenceStart += sequence.count }
             let lower = max(rows.lowerBound, sequenceStart), upper = min(rows.upperBound, sequenceStart + sequence.count)
             guard lower < upper else { continue }
-            let segment = Segment(cache: sequence.cache, base: base, first: lower - sequenceStart, count: upper - lower,
+            let segment = Segment(cache: sequence.cache, base: base, first: sequence.first + lower - sequenceStart, count: upper - lower,
                                   row: lower - rows.lowerBound, isChain: sequence.tree == nil)
             (segments + segmentCount).initialize(to: segment)
             segmentCount += 1

@@ -146,8 +146,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// Runs decoder layers `layers` over the rows of `hidden` in place, for several sequences and
     /// token trees at once: the batch's sequences take consecutive rows in its order. A sequence's row
     /// `i` has its key and value stored at position `base + i` of its cache (`base`: what the cache
-    /// holds for those layers, equal across the range), but attends as `TokenTree` says, at position
-    /// `base + depth`. Each row gets the bits it would get alone in a linear forward along its path.
+    /// holds for those layers, equal across the range, less the tree's rows already in it), but
+    /// attends as `TokenTree` says, at position `base + depth`. Each row gets the bits it would get alone in a linear forward along its path.
     /// A tree's positions past its accepted path are dropped with `KVCache.keepPath`.
     public func forward(layers range: Range<Int>, hidden: FloatMatrix, batch: [BatchSequence], scratch: ForwardScratch) throws(LlamaError) {
         guard !range.isEmpty, hidden.rows > 0 else { return }
@@ -155,14 +155,15 @@ public final class LlamaModel: @unchecked Sendable {
         var bases: [Int] = []
         bases.reserveCapacity(batch.count)
         for sequence in batch {
-            let base = sequence.cache.length(of: range.lowerBound)
+            let length = sequence.cache.length(of: range.lowerBound)
             for layer in range {
-                precondition(sequence.cache.length(of: layer) == base, "KV cache lengths differ inside a layer range")
+                precondition(sequence.cache.length(of: layer) == length, "KV cache lengths differ inside a layer range")
             }
-            guard base + sequence.count <= sequence.cache.capacity else {
-                throw .contextFull(needed: base + sequence.count, capacity: sequence.cache.capacity)
+            precondition(length >= sequence.first, "a tree's earlier rows are not in the cache")
+            guard length + sequence.count <= sequence.cache.capacity else {
+                throw .contextFull(needed: length + sequence.count, capacity: sequence.cache.capacity)
             }
-            bases.append(base)
+            bases.append(length - sequence.first)
         }
         var chunkStart = 0
         while chunkStart < hidden.rows {

@@ -10,7 +10,7 @@ import Tokenizer
 public final class SelfDistillation {
     let tokenizer: Tokenizer
     let template: ChatTemplate
-    let decoder: PlainDecoder
+    let decoder: SpeculativeDecoder
     let generator: Generator
     /// Longest answer generated.
     public let maxNewTokens: Int
@@ -20,7 +20,7 @@ public final class SelfDistillation {
     public init(model: LlamaModel, tokenizer: Tokenizer, template: ChatTemplate, maxNewTokens: Int, maxTokens: Int) {
         self.tokenizer = tokenizer
         self.template = template
-        decoder = PlainDecoder(model: model, contextCapacity: maxTokens)
+        decoder = SpeculativeDecoder.plain(model: model, contextCapacity: maxTokens)
         generator = Generator(tokenizer: tokenizer)
         self.maxNewTokens = maxNewTokens
         self.maxTokens = maxTokens

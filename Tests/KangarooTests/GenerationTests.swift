@@ -1,3 +1,4 @@
+import Foundation
 import Decoding
 import Llama
 import Testing
@@ -15,7 +16,7 @@ struct GenerationTests {
 
     func generate(_ options: GenerationOptions, context: Int = 128, onText: (String) -> Void = { _ in }) throws -> GenerationResult {
         try Generator(tokenizer: real.tokenizer).generate(
-            prompt: prompt, decoder: PlainDecoder(model: real.model, contextCapacity: context), options: options, onText: onText)
+            prompt: prompt, decoder: SpeculativeDecoder.plain(model: real.model, contextCapacity: context), options: options, onText: onText)
     }
 
     @Test("a stop string ends generation and is cut from the text, also when streamed")
@@ -87,5 +88,32 @@ struct GenerationTests {
         #expect(abs(topP[4] + topP[0] - 1) < 1e-6)
         #expect(dist(SamplingOptions(temperature: 0.1))[4] > 0.99)
         logits.withUnsafeBufferPointer { #expect(Sampler.argmax($0.baseAddress!, count: 5) == 4) }
+    }
+
+    @Test("top-k keeps the k most likely tokens (ties by lower id) as a full sort would, with and without top-p")
+    func topKMatchesFullSort() {
+        var random = SeededRandom(11)
+        for (count, k, topP) in [(50, 1, Float(1)), (50, 5, 1), (1000, 40, 0.9), (1000, 999, 0.5), (7, 7, 1)] {
+            // Logits on a coarse grid, so that ties occur.
+            let logits = (0..<count).map { _ in Float(Int.random(in: 0..<12, using: &random)) / 4 }
+            let options = SamplingOptions(temperature: 1, topK: k, topP: topP)
+            var out = [Float](repeating: 0, count: count)
+            Sampler(options: options).process(logits, count: count, into: &out)
+            // The reference: softmax, a full sort, the first k, then top-p over them, renormalised.
+            var p = logits.map { expf($0 - logits.max()!) }
+            let total = p.reduce(0, +)
+            p = p.map { $0 / total }
+            let order = (0..<count).sorted { p[$0] > p[$1] || (p[$0] == p[$1] && $0 < $1) }
+            var keep = min(k, count), cumulative: Float = 0
+            for (rank, id) in order.prefix(keep).enumerated() {
+                cumulative += p[id]
+                if cumulative >= topP {
+                    keep = rank + 1
+                    break
+                }
+            }
+            let kept = Set(order.prefix(keep))
+            #expect((0..<count).allSatisfy { (out[$0] > 0) == kept.contains($0) }, "count \(count), k \(k), top-p \(topP)")
+        }
     }
 }

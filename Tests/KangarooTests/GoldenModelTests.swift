@@ -90,7 +90,7 @@ struct GoldenModelTests {
     @Test("greedy generation follows the golden continuation up to its first near-tie")
     func greedyGeneration() throws {
         for prompt in golden.prompts {
-            let decoder = PlainDecoder(model: real.model, contextCapacity: 256)
+            let decoder = SpeculativeDecoder.plain(model: real.model, contextCapacity: 256)
             let result = try Generator(tokenizer: real.tokenizer).generate(
                 prompt: prompt.ids, decoder: decoder, options: GenerationOptions(maxTokens: prompt.greedy_ids.count, ignoreEOS: true))
             let reliable = prompt.greedy_top2_margins.firstIndex { $0 < 0.5 } ?? prompt.greedy_ids.count

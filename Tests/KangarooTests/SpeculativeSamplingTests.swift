@@ -103,15 +103,15 @@ struct SpeculativeSamplingTests {
     }
 
     func decoders(acceptance: AcceptanceRule = SpeculativeSamplingRule()) throws -> [Decoder] {
-        let options = SpeculativeOptions(exitLayer: 2, threshold: 0.2, maxDraft: 3)
+        let options = SpeculativeOptions(exitLayer: 2, threshold: 0.2, maxDraft: 3, copyNgram: 0)
         return [
-            PlainDecoder(model: model, contextCapacity: 32),
-            try SpeculativeDecoder(model: model, drafter: .adapter(.random(for: model, exitLayer: 2, seed: 4)), options: options,
+            SpeculativeDecoder.plain(model: model, contextCapacity: 32),
+            try makeDecoder(model: model, drafter: .adapter(.random(for: model, exitLayer: 2, seed: 4)), options: options,
                                    contextCapacity: 32, acceptance: acceptance),
-            try SpeculativeDecoder(model: model, drafter: .layerSkip, options: options, contextCapacity: 32, acceptance: acceptance),
+            try makeDecoder(model: model, drafter: .layerSkip, options: options, contextCapacity: 32, acceptance: acceptance),
             // Copy drafts of one token: with 8 tokens in the vocabulary most drafts are copies (all their
             // probability on one token), the rest the adapter's.
-            try SpeculativeDecoder(model: model, drafter: .adapter(.random(for: model, exitLayer: 2, seed: 4)),
+            try makeDecoder(model: model, drafter: .adapter(.random(for: model, exitLayer: 2, seed: 4)),
                                    options: SpeculativeOptions(exitLayer: 2, threshold: 0.2, maxDraft: 3, copyNgram: 1),
                                    contextCapacity: 32, acceptance: acceptance),
         ]
@@ -133,7 +133,7 @@ struct SpeculativeSamplingTests {
             let (counts, rejected, accepted) = try empirical(decoder, options)
             let p = Self.chiSquarePValue(observed: counts, expected: exact)
             #expect(p > Self.significance, "\(decoder.name) at \(options): chi-square p = \(p)")
-            if let decoder = decoder as? SpeculativeDecoder, decoder.options.copyNgram == 0 {
+            if let decoder = decoder as? SpeculativeDecoder, decoder.exitLayerDrafter?.options.copyNgram == 0 {
                 // Some drafts are accepted and some rejected, so both paths of the rule were taken
                 // (for copy drafts, see `copyDraftsWhileSampling`).
                 #expect(rejected > 0 && accepted > 0, "\(decoder.name): \(rejected) rounds rejected, \(accepted) accepted")
@@ -144,7 +144,7 @@ struct SpeculativeSamplingTests {
     @Test("the copy-draft decoder of the distribution test copies while sampling, and its drafts are accepted and rejected")
     func copyDraftsWhileSampling() throws {
         let decoder = try #require(try decoders().last as? SpeculativeDecoder)
-        #expect(decoder.options.copyNgram == 1)
+        #expect(decoder.exitLayerDrafter?.options.copyNgram == 1)
         var copied = 0, rejected = 0, accepted = 0
         for seed in 0..<200 {
             var sampler = Sampler(options: SamplingOptions(temperature: 1, seed: UInt64(seed)))

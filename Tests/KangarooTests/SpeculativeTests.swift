@@ -28,7 +28,7 @@ struct SpeculativeTests {
     }
 
     func plain(_ prompt: [Int32], maxTokens: Int = 24, context: Int? = nil, stop: [String] = []) throws -> GenerationResult {
-        try generate(PlainDecoder(model: real.model, contextCapacity: context), prompt, maxTokens: maxTokens, stop: stop)
+        try generate(SpeculativeDecoder.plain(model: real.model, contextCapacity: context), prompt, maxTokens: maxTokens, stop: stop)
     }
 
     static let grid: [(exitLayer: Int, threshold: Float, maxDraft: Int)] = [1, 2, 4, 8].flatMap { layer in
@@ -41,9 +41,9 @@ struct SpeculativeTests {
             let expected = try plain(prompt).tokens
             for setting in Self.grid {
                 let adapter = KangarooAdapter.random(for: real.model, exitLayer: setting.exitLayer, seed: 7)
-                let decoder = try SpeculativeDecoder(
+                let decoder = try makeDecoder(
                     model: real.model, drafter: .adapter(adapter),
-                    options: SpeculativeOptions(exitLayer: setting.exitLayer, threshold: setting.threshold, maxDraft: setting.maxDraft),
+                    options: SpeculativeOptions(exitLayer: setting.exitLayer, threshold: setting.threshold, maxDraft: setting.maxDraft, copyNgram: 0),
                     contextCapacity: 512)
                 let result = try generate(decoder, prompt)
                 #expect(result.tokens == expected, "ℓ=\(setting.exitLayer) η=\(setting.threshold) γ=\(setting.maxDraft)")
@@ -58,7 +58,7 @@ struct SpeculativeTests {
     }
 
     func kangaroo(_ adapter: KangarooAdapter, _ options: SpeculativeOptions) throws -> SpeculativeDecoder {
-        try SpeculativeDecoder(model: real.model, drafter: .adapter(adapter), options: options, contextCapacity: 512)
+        try makeDecoder(model: real.model, drafter: .adapter(adapter), options: options, contextCapacity: 512)
     }
 
     @Test("dropping the draft that fell below η instead of verifying it leaves the output unchanged")
@@ -68,7 +68,7 @@ struct SpeculativeTests {
             for adapter in try randomAndShippedAdapters() {
                 for (threshold, maxDraft) in [(Float(0.6), 6), (1.0, 1), (0.3, 12), (0.9, 4)] {
                     let decoder = try kangaroo(adapter, SpeculativeOptions(exitLayer: adapter.config.exitLayer, threshold: threshold,
-                                                                            maxDraft: maxDraft, dropsUncertainDraft: true))
+                                                                            maxDraft: maxDraft, dropsUncertainDraft: true, copyNgram: 0))
                     #expect(try generate(decoder, prompt, maxTokens: 40).tokens == expected, "η=\(threshold) γ=\(maxDraft)")
                 }
             }
@@ -84,7 +84,7 @@ struct SpeculativeTests {
                     var draftSteps: [Int] = []
                     for maxBackoff in [0, 1, 8] {
                         let decoder = try kangaroo(adapter, SpeculativeOptions(exitLayer: 2, threshold: 0.6, maxDraft: 6,
-                                                                                dropsUncertainDraft: drop, maxBackoff: maxBackoff))
+                                                                                dropsUncertainDraft: drop, maxBackoff: maxBackoff, copyNgram: 0))
                         let result = try generate(decoder, prompt, maxTokens: 40)
                         #expect(result.tokens == expected, "back-off \(maxBackoff), drop \(drop)")
                         draftSteps.append(try #require(result.speculative).draftSteps)
@@ -176,9 +176,9 @@ struct SpeculativeTests {
             for prompt in prompts {
                 let expected = try plain(prompt, maxTokens: 48).tokens
                 for (threshold, maxDraft) in [(Float(0.3), 6), (0.6, 4), (0, 12)] {
-                    let decoder = try SpeculativeDecoder(
+                    let decoder = try makeDecoder(
                         model: real.model, drafter: .adapter(adapter),
-                        options: SpeculativeOptions(exitLayer: adapter.config.exitLayer, threshold: threshold, maxDraft: maxDraft),
+                        options: SpeculativeOptions(exitLayer: adapter.config.exitLayer, threshold: threshold, maxDraft: maxDraft, copyNgram: 0),
                         contextCapacity: 512)
                     let result = try generate(decoder, prompt, maxTokens: 48)
                     #expect(result.tokens == expected, "η=\(threshold) γ=\(maxDraft)")
@@ -197,8 +197,8 @@ struct SpeculativeTests {
         for prompt in prompts {
             let expected = try plain(prompt).tokens
             for (threshold, maxDraft) in [(Float(0), 6), (0.6, 1), (0.3, 12)] {
-                let decoder = try SpeculativeDecoder(model: real.model, drafter: .layerSkip,
-                                                     options: SpeculativeOptions(exitLayer: exitLayer, threshold: threshold, maxDraft: maxDraft),
+                let decoder = try makeDecoder(model: real.model, drafter: .layerSkip,
+                                                     options: SpeculativeOptions(exitLayer: exitLayer, threshold: threshold, maxDraft: maxDraft, copyNgram: 0),
                                                      contextCapacity: 512)
                 #expect(try generate(decoder, prompt).tokens == expected, "ℓ=\(exitLayer) η=\(threshold) γ=\(maxDraft)")
             }
@@ -213,9 +213,9 @@ struct SpeculativeTests {
         let layers = real.model.config.layerCount
         for prompt in prompts {
             let expected = try plain(prompt, maxTokens: 40).tokens
-            for drafter in [SpeculativeDecoder.Drafter.adapter(.identity(for: real.model, exitLayer: layers)), .layerSkip] {
-                let decoder = try SpeculativeDecoder(model: real.model, drafter: drafter,
-                                                     options: SpeculativeOptions(exitLayer: layers, threshold: 0, maxDraft: maxDraft),
+            for drafter in [TestDrafter.adapter(.identity(for: real.model, exitLayer: layers)), .layerSkip] {
+                let decoder = try makeDecoder(model: real.model, drafter: drafter,
+                                                     options: SpeculativeOptions(exitLayer: layers, threshold: 0, maxDraft: maxDraft, copyNgram: 0),
                                                      contextCapacity: 512)
                 let result = try generate(decoder, prompt, maxTokens: 40)
                 #expect(result.tokens == expected)
@@ -236,18 +236,18 @@ struct SpeculativeTests {
         let stopExpected = try plain(prompt, maxTokens: 100, stop: [" the"])
         #expect(stopExpected.stopReason == .stop)
         let layers = real.model.config.layerCount
-        let drafters: [(SpeculativeDecoder.Drafter, Int)] = [
+        let drafters: [(TestDrafter, Int)] = [
             (.adapter(.identity(for: real.model, exitLayer: layers)), layers),
             (.adapter(.random(for: real.model, exitLayer: 2, seed: 3)), 2),
             (.layerSkip, 4),
         ]
         for (drafter, exitLayer) in drafters {
-            let options = SpeculativeOptions(exitLayer: exitLayer, threshold: 0, maxDraft: 6)
-            let atContext = try generate(SpeculativeDecoder(model: real.model, drafter: drafter, options: options, contextCapacity: context),
+            let options = SpeculativeOptions(exitLayer: exitLayer, threshold: 0, maxDraft: 6, copyNgram: 0)
+            let atContext = try generate(makeDecoder(model: real.model, drafter: drafter, options: options, contextCapacity: context),
                                          prompt, maxTokens: 100)
             #expect(atContext.tokens == expected.tokens)
             #expect(atContext.stopReason == .context)
-            let stopped = try generate(SpeculativeDecoder(model: real.model, drafter: drafter, options: options, contextCapacity: 512),
+            let stopped = try generate(makeDecoder(model: real.model, drafter: drafter, options: options, contextCapacity: 512),
                                        prompt, maxTokens: 100, stop: [" the"])
             #expect(stopped.text == stopExpected.text)
             #expect(stopped.stopReason == .stop)
@@ -258,8 +258,8 @@ struct SpeculativeTests {
     func shallowLayersRunOncePerToken() throws {
         let prompt = prompts[1]
         let exitLayer = 4
-        let decoder = try SpeculativeDecoder(model: real.model, drafter: .adapter(.random(for: real.model, exitLayer: exitLayer, seed: 5)),
-                                             options: SpeculativeOptions(exitLayer: exitLayer, threshold: 0, maxDraft: 6),
+        let decoder = try makeDecoder(model: real.model, drafter: .adapter(.random(for: real.model, exitLayer: exitLayer, seed: 5)),
+                                             options: SpeculativeOptions(exitLayer: exitLayer, threshold: 0, maxDraft: 6, copyNgram: 0),
                                              contextCapacity: 512)
         let result = try generate(decoder, prompt, maxTokens: 30)
         let stats = result.speculative!
@@ -268,7 +268,7 @@ struct SpeculativeTests {
         let positions = prompt.count + stats.rounds + stats.draftSteps
         #expect(counts.allSatisfy { $0 == positions }, "\(counts) vs \(positions)")
         // Plain decoding feeds each token once too: prompt + generated − 1 (the last is never fed).
-        let plainDecoder = PlainDecoder(model: real.model, contextCapacity: 512)
+        let plainDecoder = SpeculativeDecoder.plain(model: real.model, contextCapacity: 512)
         let plainResult = try generate(plainDecoder, prompt, maxTokens: 30)
         #expect(plainDecoder.layerTokenCounts.allSatisfy { $0 == prompt.count + plainResult.tokens.count - 1 })
     }
@@ -309,7 +309,7 @@ struct SpeculativeTests {
         let prompt = prompts[0]
         let expected = try plain(prompt, maxTokens: 40).tokens
         for threshold in [Float(0), 0.6] {
-            let decoder = try kangaroo(adapter, SpeculativeOptions(exitLayer: 2, threshold: threshold, maxDraft: 6))
+            let decoder = try kangaroo(adapter, SpeculativeOptions(exitLayer: 2, threshold: threshold, maxDraft: 6, copyNgram: 0))
             #expect(try generate(decoder, prompt, maxTokens: 40).tokens == expected, "η=\(threshold)")
         }
     }
@@ -325,7 +325,7 @@ struct SpeculativeTests {
         let prompt = prompts[1]
         let expected = try plain(prompt, maxTokens: 40).tokens
         for threshold in [Float(0), 0.6] {
-            let decoder = try kangaroo(adapter, SpeculativeOptions(exitLayer: 2, threshold: threshold, maxDraft: 6))
+            let decoder = try kangaroo(adapter, SpeculativeOptions(exitLayer: 2, threshold: threshold, maxDraft: 6, copyNgram: 0))
             #expect(try generate(decoder, prompt, maxTokens: 40).tokens == expected, "η=\(threshold)")
         }
 
@@ -341,7 +341,7 @@ struct SpeculativeTests {
                                       deepProjection: noise.map { $0 * 20 })
         var meanAccepted: [Double] = []
         for drafter in [identity, spoiled] {
-            let decoder = try kangaroo(drafter, SpeculativeOptions(exitLayer: layers, threshold: 0, maxDraft: 4))
+            let decoder = try kangaroo(drafter, SpeculativeOptions(exitLayer: layers, threshold: 0, maxDraft: 4, copyNgram: 0))
             #expect(try generate(decoder, prompt, maxTokens: 40).tokens == expected)
             meanAccepted.append(decoder.statistics.meanAcceptedTokens)
         }
@@ -363,16 +363,16 @@ struct SpeculativeTests {
         try previous.save(to: folder)
         #expect(try KangarooAdapter.load(from: folder, for: real.model).previousProjection == previous.previousProjection)
         let prompt = prompts[1]
-        for (shipped, options) in [(plainShipped, SpeculativeOptions(exitLayer: layer, threshold: 0.6, maxDraft: 6, maxBackoff: 4)),
-                                   (plainShipped, SpeculativeOptions(exitLayer: layer, threshold: 0.3, maxDraft: 3, dropsUncertainDraft: true, maxBackoff: 16)),
-                                   (previous, SpeculativeOptions(exitLayer: layer, threshold: 0.3, maxDraft: 3, dropsUncertainDraft: true, maxBackoff: 16)),
+        for (shipped, options) in [(plainShipped, SpeculativeOptions(exitLayer: layer, threshold: 0.6, maxDraft: 6, maxBackoff: 4, copyNgram: 0)),
+                                   (plainShipped, SpeculativeOptions(exitLayer: layer, threshold: 0.3, maxDraft: 3, dropsUncertainDraft: true, maxBackoff: 16, copyNgram: 0)),
+                                   (previous, SpeculativeOptions(exitLayer: layer, threshold: 0.3, maxDraft: 3, dropsUncertainDraft: true, maxBackoff: 16, copyNgram: 0)),
                                    // Copy drafts feed the adapter without its head; in back-off, rounds of copies only.
                                    (previous, SpeculativeOptions(exitLayer: layer, threshold: 0.3, maxDraft: 3, dropsUncertainDraft: true,
                                                                  maxBackoff: 16, copyNgram: 1)),
                                    (plainShipped, SpeculativeOptions(exitLayer: layer, threshold: 0.6, maxDraft: 6, maxBackoff: 4, copyNgram: 2))] {
             let decoder = try kangaroo(shipped, options)
             let generated = try generate(decoder, prompt, maxTokens: 60).tokens
-            let runner = try #require(decoder.adapter)
+            let runner = try #require(decoder.adapterRunner)
             let seen = runner.length
             #expect(seen > prompt.count + 20)
             // Reference: a fresh runner fed the teacher-forced exit states of the same tokens at once.
@@ -403,8 +403,8 @@ struct SpeculativeTests {
         let adapter = KangarooAdapter(config: base.config, inputNorm: base.inputNorm, query: base.query, key: base.key,
                                       value: base.value, output: base.output, norm: base.norm, draftVocabulary: vocabulary)
         let prompt = prompts[0]
-        let decoder = try SpeculativeDecoder(model: real.model, drafter: .adapter(adapter),
-                                             options: SpeculativeOptions(exitLayer: real.model.config.layerCount, threshold: 0, maxDraft: 6),
+        let decoder = try makeDecoder(model: real.model, drafter: .adapter(adapter),
+                                             options: SpeculativeOptions(exitLayer: real.model.config.layerCount, threshold: 0, maxDraft: 6, copyNgram: 0),
                                              contextCapacity: 512)
         #expect(try generate(decoder, prompt).tokens == plain(prompt).tokens)
     }

@@ -3,6 +3,8 @@ import Tensor
 import Llama
 import ModelFormats
 import ModelStore
+import Adapter
+import Decoding
 import Tokenizer
 
 /// The real default model, fetched (like the CLI does) on first use and shared by all tests.
@@ -60,4 +62,27 @@ struct SeededRandom: RandomNumberGenerator {
     init(_ seed: UInt64) { generator = SplitMix64(seed: seed &+ 0x9E37_79B9_7F4A_7C15) }
     mutating func next() -> UInt64 { generator.next() }
     mutating func float(_ range: ClosedRange<Float> = -1...1) -> Float { Float.random(in: range, using: &self) }
+}
+
+/// The drafters the speculative tests use, built through `DecoderCatalog` as the product builds them.
+enum TestDrafter {
+    case adapter(KangarooAdapter)
+    case layerSkip
+}
+
+func makeDecoder(model: LlamaModel, drafter: TestDrafter, options: SpeculativeOptions, contextCapacity: Int? = nil,
+                 acceptance: AcceptanceRule = SpeculativeSamplingRule()) throws -> SpeculativeDecoder {
+    switch drafter {
+    case let .adapter(adapter):
+        try DecoderCatalog.make(.kangaroo, model: model, options: options, adapter: adapter, contextCapacity: contextCapacity,
+                                acceptance: acceptance)
+    case .layerSkip:
+        try DecoderCatalog.make(.layerskip, model: model, options: options, contextCapacity: contextCapacity, acceptance: acceptance)
+    }
+}
+
+extension SpeculativeDecoder {
+    /// The exit-layer drafter's settings and its adapter, for decoders that have them.
+    var exitLayerDrafter: ExitLayerDrafter? { drafter as? ExitLayerDrafter }
+    var adapterRunner: AdapterRunner? { exitLayerDrafter?.draftModel as? AdapterRunner }
 }

@@ -1,0 +1,56 @@
+import Decoding
+import Llama
+
+/// The decoders this package offers, by the names the command line and the server use.
+public enum DecoderKind: String, CaseIterable, Sendable {
+    /// One full forward pass per token.
+    case plain
+    /// Kangaroo: the shallow layers and a trained adapter draft, the remaining layers verify.
+    case kangaroo
+    /// The shallow layers and the model's own head draft (no training).
+    case layerskip
+    /// Prompt lookup: the tokens that followed an earlier occurrence of the last n-gram are drafted.
+    case lookup
+
+    /// The settings this decoder uses unless told otherwise: `SpeculativeOptions`' defaults, except
+    /// that layer skip drafts alone (no copy drafts) unless asked.
+    public var defaultOptions: SpeculativeOptions {
+        var options = SpeculativeOptions()
+        if self == .layerskip { options.copyNgram = 0 }
+        return options
+    }
+}
+
+public enum DecoderCatalogError: Error, CustomStringConvertible {
+    case adapterRequired
+
+    public var description: String { "the kangaroo decoder needs an adapter for this model" }
+}
+
+/// Builds every decoder: the one place the command line, the server and the benchmarks get them from.
+public enum DecoderCatalog {
+    /// A decoder of `kind` for `model` with `options`; Kangaroo drafts with `adapter` (at its own exit
+    /// layer) and needs one.
+    public static func make(_ kind: DecoderKind, model: LlamaModel, options: SpeculativeOptions? = nil,
+                            adapter: KangarooAdapter? = nil, contextCapacity: Int? = nil,
+                            acceptance: AcceptanceRule = SpeculativeSamplingRule()) throws -> SpeculativeDecoder {
+        var options = options ?? kind.defaultOptions
+        let drafter: (any Drafter)?
+        switch kind {
+        case .plain:
+            drafter = nil
+        case .lookup:
+            drafter = try LookupDrafter(ngram: options.copyNgram, maxDraft: options.maxDraft)
+        case .layerskip:
+            drafter = try ExitLayerDrafter(model: model, draftModel: LayerSkipHead(model: model), options: options)
+        case .kangaroo:
+            guard let adapter else { throw DecoderCatalogError.adapterRequired }
+            options.exitLayer = adapter.config.exitLayer
+            let capacity = min(contextCapacity ?? model.config.contextLength, model.config.contextLength)
+            let runner = AdapterRunner(adapter: adapter, model: model, contextCapacity: capacity, chunk: 64)
+            drafter = try ExitLayerDrafter(model: model, draftModel: runner, options: options)
+        }
+        return SpeculativeDecoder(model: model, drafter: drafter, name: kind.rawValue, contextCapacity: contextCapacity,
+                                  acceptance: acceptance)
+    }
+}

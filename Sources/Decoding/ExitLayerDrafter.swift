@@ -1,0 +1,332 @@
+import Foundation
+import Llama
+import Tensor
+
+/// Settings of the drafters that draft from the exit layer's states (Kangaroo, layer skip) and of
+/// prompt lookup. The defaults are the project's defaults everywhere (CLI, server, benchmarks).
+public struct SpeculativeOptions: Sendable, Equatable {
+    /// Layers `0..<exitLayer` form the shallow sub-network that feeds the drafter.
+    public var exitLayer: Int
+    /// Drafting stops once a draft's top-1 probability is below this (η).
+    public var threshold: Float
+    /// γ: drafts per round at most.
+    public var maxDraft: Int
+    /// Whether the draft that fell below the threshold is dropped instead of verified (the paper
+    /// verifies it). Dropping saves its verification width, which costs more than its rare acceptance
+    /// brings when drafts are weak; either way the output is unchanged.
+    public var dropsUncertainDraft: Bool
+    /// Back-off after failed drafting (not in the paper): after a round in which drafts were made and
+    /// none was accepted, the next 1, then 2, 4, … rounds (at most this many) decode one token without
+    /// drafting, until a round accepts a draft again. Such a round costs what a plain step costs, where
+    /// a failed draft costs the drafter's work on top. 0 drafts every round, as the paper does.
+    public var maxBackoff: Int
+    /// Copy drafts (prompt lookup; 0: off): when the last `copyNgram` tokens occurred earlier in the
+    /// prompt or output, the tokens that followed them there are drafted (see `CopyLookup`): at the start
+    /// of a round all at once (up to γ, fewer when the match is short; also in a back-off), the drafter
+    /// going on after them; later in a round one instead of the drafter's, with full confidence. The
+    /// drafter still sees every position. For `LookupDrafter`, the n-gram it looks up.
+    public var copyNgram: Int
+
+    /// The values the decoders accept.
+    public static let exitLayerRange = 1...1024
+    public static let thresholdRange: ClosedRange<Float> = 0...1
+    public static let maxDraftRange = 0...16
+    public static let maxBackoffRange = 0...1024
+    public static let copyNgramRange = 0...64
+
+    /// The defaults, chosen by measurement (`kangaroo bench sweep`; see docs/measurements.md): the
+    /// paper's exit layer 2, η and policy (every draft verified, no back-off), γ 3, copy bigrams.
+    public init(exitLayer: Int = 2, threshold: Float = 0.6, maxDraft: Int = 3, dropsUncertainDraft: Bool = false,
+                maxBackoff: Int = 0, copyNgram: Int = 2) {
+        self.exitLayer = exitLayer
+        self.threshold = threshold
+        self.maxDraft = maxDraft
+        self.dropsUncertainDraft = dropsUncertainDraft
+        self.maxBackoff = maxBackoff
+        self.copyNgram = copyNgram
+    }
+
+    /// The first setting outside its range, named as the field is (callers word their own errors).
+    public var invalidSetting: String? {
+        if !Self.exitLayerRange.contains(exitLayer) { return "exit layer" }
+        if !Self.thresholdRange.contains(threshold) { return "threshold" }
+        if !Self.maxDraftRange.contains(maxDraft) { return "max draft" }
+        if !Self.maxBackoffRange.contains(maxBackoff) { return "max back-off" }
+        if !Self.copyNgramRange.contains(copyNgram) { return "copy n-gram" }
+        return nil
+    }
+}
+
+public enum SpeculativeError: Error, CustomStringConvertible, Equatable {
+    /// A setting outside its range (`SpeculativeOptions`' names), or an exit layer the model lacks.
+    case invalidSetting(String)
+    /// The adapter was trained for another exit layer.
+    case exitLayerMismatch(adapter: Int, requested: Int)
+
+    public var description: String {
+        switch self {
+        case let .invalidSetting(name): "the \(name) is outside its range"
+        case let .exitLayerMismatch(adapter, requested): "the adapter was trained for exit layer \(adapter), not \(requested)"
+        }
+    }
+}
+
+/// What turns exit-layer states into draft distributions for `ExitLayerDrafter`: Kangaroo's adapter
+/// (in the Adapter module), or the model's own final norm and head (layer skip).
+public protocol ExitStateDraftModel: AnyObject {
+    var head: DraftHead { get }
+    /// Whether `evaluate` uses the full model's last verified final state.
+    var takesDeepState: Bool { get }
+    /// Whether it keeps a cache of the states it saw: then it must see every committed position, in
+    /// order, and is rolled back like the model's caches.
+    var keepsCache: Bool { get }
+    func reset()
+    func truncate(to length: Int)
+    /// Sees rows `rows` of `states` (the next positions) without drafting.
+    func feed(_ states: FloatMatrix, rows: Range<Int>, scratch: ForwardScratch)
+    /// Sees rows `rows` and evaluates `head` on the last; `deepState` (normalised) when given.
+    func evaluate(_ states: FloatMatrix, rows: Range<Int>, deepState: UnsafePointer<Float>?, scratch: ForwardScratch)
+}
+
+/// Layer skip's draft model: the model's own final norm and head on the exit state.
+public final class LayerSkipHead: ExitStateDraftModel {
+    public let head: DraftHead
+    public var takesDeepState: Bool { false }
+    public var keepsCache: Bool { false }
+
+    public init(model: LlamaModel) {
+        head = DraftHead(model: model, normWeights: model.outputNorm)
+    }
+
+    public func reset() {}
+    public func truncate(to length: Int) {}
+    public func feed(_ states: FloatMatrix, rows: Range<Int>, scratch: ForwardScratch) {}
+    public func evaluate(_ states: FloatMatrix, rows: Range<Int>, deepState: UnsafePointer<Float>?, scratch: ForwardScratch) {
+        head.evaluate(states.row(rows.upperBound - 1), pool: scratch.pool)
+    }
+}
+
+/// A drafter whose η, γ and copy n-gram can change between generations (the server's per-request
+/// settings; a drafter ignores those it has no use for).
+public protocol ConfigurableDrafter: Drafter {
+    func configure(threshold: Float, maxDraft: Int, copyNgram: Int) throws
+}
+
+/// Kangaroo's drafting (and layer skip's): each draft goes once through layers `0..<ℓ` (`runLayers`,
+/// so verification reuses its exit state), and the draft model proposes the next token from that
+/// state, until γ drafts or a draft below the confidence threshold η (kept and verified, as the paper
+/// does, unless `dropsUncertainDraft`). With copy drafts, a round whose text continues an earlier
+/// passage drafts that passage's next tokens first (the shallow layers over them in one batch).
+///
+/// A draft model with a cache sees every committed position: when a whole round is accepted, its last
+/// position went through the shallow layers but not the draft model, and is fed at the next draft
+/// step ("lag by one").
+public final class ExitLayerDrafter: ConfigurableDrafter {
+    public private(set) var options: SpeculativeOptions
+    public let draftModel: ExitStateDraftModel
+    let model: LlamaModel
+    /// Exit states of committed positions the draft model has not seen yet.
+    private let lagging: FloatMatrix
+    /// The full model's final state at the position before the pending token, normalised by its
+    /// output norm: the deep state of a round's first draft.
+    private let deepState: FloatMatrix
+    /// Sampling: the draft head's processed distribution.
+    private let headProbabilities: FloatMatrix
+    private var copyLookup: CopyLookup?
+    private var backoff = 0
+    private var roundsWithoutDrafting = 0
+    /// This round: whether the draft model saw the last row's exit state (a dropped draft's proposal
+    /// fed it), and whether the round could draft with the draft model (for the back-off).
+    private var modelSawLastRow = false
+    private var roundCouldDraft = false
+
+    public init(model: LlamaModel, draftModel: ExitStateDraftModel, options: SpeculativeOptions) throws {
+        if let name = options.invalidSetting { throw SpeculativeError.invalidSetting(name) }
+        guard options.exitLayer <= model.config.layerCount else { throw SpeculativeError.invalidSetting("exit layer") }
+        self.model = model
+        self.draftModel = draftModel
+        self.options = options
+        let d = model.config.hiddenSize
+        lagging = FloatMatrix(capacity: 4, columns: d)
+        deepState = FloatMatrix(capacity: 1, columns: d)
+        headProbabilities = FloatMatrix(capacity: 1, columns: draftModel.head.rowCount)
+        copyLookup = options.copyNgram > 0 ? CopyLookup(n: options.copyNgram) : nil
+    }
+
+    /// Changes η, γ and the copy n-gram (0: none) for the next generations.
+    public func configure(threshold: Float, maxDraft: Int, copyNgram: Int) throws {
+        var changed = options
+        changed.threshold = threshold
+        changed.maxDraft = maxDraft
+        changed.copyNgram = copyNgram
+        if let name = changed.invalidSetting { throw SpeculativeError.invalidSetting(name) }
+        if copyNgram != options.copyNgram { copyLookup = copyNgram > 0 ? CopyLookup(n: copyNgram) : nil }
+        options = changed
+    }
+
+    public var observedLayers: Int? { draftModel.keepsCache ? options.exitLayer : nil }
+
+    public func begin(prompt: [Int32], observed: FloatMatrix?, round: DraftRound) throws {
+        draftModel.reset()
+        lagging.rows = 0
+        backoff = 0
+        roundsWithoutDrafting = 0
+        if let observed { draftModel.feed(observed, rows: 0..<observed.rows, scratch: round.scratch) }
+        copyLookup?.reset(to: prompt, capacity: round.cache.capacity)
+    }
+
+    public func propose(_ round: DraftRound, sampler: inout Sampler) throws {
+        var maxDrafts = min(options.maxDraft, round.limit)
+        modelSawLastRow = false
+        // A copy round, also during a back-off (copies are right far more often than failed drafts).
+        var copies: [Int32] = []
+        copyLookup?.appendChain(to: &copies, limit: maxDrafts)
+        for copy in copies {
+            let node = round.add(copy, parent: round.count == 0 ? nil : round.count - 1)
+            if !sampler.options.isGreedy { round.setCertain(node) }
+        }
+        round.copiedDrafts += copies.count
+        let copyRound = !copies.isEmpty
+        // In a back-off the draft model does not draft; a copy round counts as one of its rounds.
+        if roundsWithoutDrafting > 0 {
+            roundsWithoutDrafting -= 1
+            maxDrafts = copies.count
+        }
+        roundCouldDraft = maxDrafts > 0 && !copyRound
+        // Every token of the round goes through the shallow layers exactly once.
+        try round.runLayers(options.exitLayer)
+        if copyRound { feedModel(round, rows: 0..<copies.count) }
+        var stop = round.count >= maxDrafts
+        while !stop {
+            let (draft, confidence, copied) = proposeDraft(round, sampler: &sampler)
+            round.draftSteps += 1
+            if confidence < options.threshold && options.dropsUncertainDraft {
+                modelSawLastRow = true
+                break
+            }
+            let node = round.add(draft, parent: round.count == 0 ? nil : round.count - 1)
+            if copied && !sampler.options.isGreedy { round.setCertain(node) }
+            try round.runLayers(options.exitLayer)
+            stop = confidence < options.threshold || round.count == maxDrafts
+        }
+    }
+
+    public func accept(_ outcome: RoundOutcome) {
+        if draftModel.takesDeepState { model.normalizeOutput(outcome.finalState, into: deepState.pointer) }
+        copyLookup?.commit(outcome.tokens)
+        guard let round = outcome.round else { return }
+        let accepted = outcome.path.count
+        if draftModel.keepsCache {
+            // The draft model saw the exit states of rows 0..<drafts (one per draft step), and row
+            // `drafts` too when a draft was dropped.
+            if accepted == round.count && !modelSawLastRow {
+                if lagging.rows == lagging.capacity { flushLagging(scratch: round.scratch) }
+                lagging.copyRow(from: round.states, row: accepted, to: lagging.rows)
+                lagging.rows += 1
+            } else {
+                draftModel.truncate(to: round.position + accepted + 1)
+            }
+        }
+        if roundCouldDraft {
+            // Back off (doubling from 1, at most maxBackoff) after a round that accepted nothing.
+            if accepted == 0 {
+                backoff = min(max(1, 2 * backoff), options.maxBackoff)
+                roundsWithoutDrafting = backoff
+            } else {
+                backoff = 0
+            }
+        }
+    }
+
+    /// Feeds the draft model rows `rows` of the round's states, after the lagging ones, without drafting.
+    private func feedModel(_ round: DraftRound, rows: Range<Int>) {
+        flushLagging(scratch: round.scratch)
+        draftModel.feed(round.states, rows: rows, scratch: round.scratch)
+    }
+
+    private func flushLagging(scratch: ForwardScratch) {
+        guard lagging.rows > 0 else { return }
+        draftModel.feed(lagging, rows: 0..<lagging.rows, scratch: scratch)
+        lagging.rows = 0
+    }
+
+    /// The next draft for the newest exit state, its confidence, and whether it is a copy: a copy
+    /// (confidence 1) when the text so far (drafts included) allows one, else the draft model's.
+    private func proposeDraft(_ round: DraftRound, sampler: inout Sampler) -> (Int32, Float, Bool) {
+        if let copy = copyLookup?.proposal(after: round.tokens) {
+            // The draft model must still see the position; its head, the costly part of a draft step
+            // after the shallow layers, is skipped.
+            if draftModel.keepsCache { feedModel(round, rows: (round.states.rows - 1)..<round.states.rows) }
+            round.copiedDrafts += 1
+            return (copy, 1, true)
+        }
+        let (token, confidence) = proposeOwnDraft(round, sampler: &sampler)
+        return (token, confidence, false)
+    }
+
+    /// The draft model's next token and its confidence (top-1 probability of the draft distribution)
+    /// for the newest exit state. When sampling, the draft is drawn from the processed draft
+    /// distribution, which is kept (dense) in the round for verification.
+    private func proposeOwnDraft(_ round: DraftRound, sampler: inout Sampler) -> (Int32, Float) {
+        let newest = round.states.rows - 1
+        flushLagging(scratch: round.scratch)
+        // Only the round's first draft has a verified predecessor, hence a deep state.
+        draftModel.evaluate(round.states, rows: newest..<(newest + 1),
+                            deepState: newest == 0 && draftModel.takesDeepState ? deepState.pointer : nil, scratch: round.scratch)
+        let head = draftModel.head
+        if sampler.options.isGreedy { return head.greedyDraft() }
+        let rows = head.rowCount, q = headProbabilities.pointer
+        sampler.process(head.logits.pointer, count: rows, into: q)
+        var confidence: Float = 0
+        for r in 0..<rows { confidence = max(confidence, q[r]) }
+        let row = Int(sampler.draw(q, count: rows))
+        let dense = round.probabilities.row(round.count)
+        dense.initialize(repeating: 0, count: round.probabilities.columns)
+        for r in 0..<rows { dense[Int(head.tokenID(row: r))] = q[r] }
+        return (head.tokenID(row: row), confidence)
+    }
+}
+
+/// Prompt lookup as a drafter of its own (llama.cpp's `lookup`, transformers'
+/// `prompt_lookup_num_tokens`): when the last n tokens occurred earlier in the prompt or output, the
+/// tokens that followed them there are the round's drafts. Works with any model, without an adapter.
+public final class LookupDrafter: ConfigurableDrafter {
+    public private(set) var maxDraft: Int
+    private var lookup: CopyLookup
+
+    public init(ngram: Int, maxDraft: Int) throws {
+        try Self.check(ngram: ngram, maxDraft: maxDraft)
+        lookup = CopyLookup(n: ngram)
+        self.maxDraft = maxDraft
+    }
+
+    private static func check(ngram: Int, maxDraft: Int) throws {
+        guard (1...SpeculativeOptions.copyNgramRange.upperBound).contains(ngram) else { throw SpeculativeError.invalidSetting("copy n-gram") }
+        guard SpeculativeOptions.maxDraftRange.contains(maxDraft) else { throw SpeculativeError.invalidSetting("max draft") }
+    }
+
+    /// Changes γ and the n-gram for the next generations (η does not apply).
+    public func configure(threshold: Float, maxDraft: Int, copyNgram: Int) throws {
+        try Self.check(ngram: copyNgram, maxDraft: maxDraft)
+        self.maxDraft = maxDraft
+        if copyNgram != lookup.n { lookup = CopyLookup(n: copyNgram) }
+    }
+
+    public var observedLayers: Int? { nil }
+
+    public func begin(prompt: [Int32], observed: FloatMatrix?, round: DraftRound) throws {
+        lookup.reset(to: prompt, capacity: round.cache.capacity)
+    }
+
+    public func propose(_ round: DraftRound, sampler: inout Sampler) throws {
+        var copies: [Int32] = []
+        lookup.appendChain(to: &copies, limit: min(maxDraft, round.limit))
+        for copy in copies {
+            let node = round.add(copy, parent: round.count == 0 ? nil : round.count - 1)
+            if !sampler.options.isGreedy { round.setCertain(node) }
+        }
+        round.copiedDrafts += copies.count
+    }
+
+    public func accept(_ outcome: RoundOutcome) { lookup.commit(outcome.tokens) }
+}
