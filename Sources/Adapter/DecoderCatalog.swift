@@ -34,23 +34,38 @@ public enum DecoderCatalog {
     public static func make(_ kind: DecoderKind, model: LlamaModel, options: SpeculativeOptions? = nil,
                             adapter: KangarooAdapter? = nil, contextCapacity: Int? = nil,
                             acceptance: AcceptanceRule = SpeculativeSamplingRule()) throws -> SpeculativeDecoder {
+        let capacity = min(contextCapacity ?? model.config.contextLength, model.config.contextLength)
+        let drafter = try makeDrafter(kind, model: model, options: options, adapter: adapter, contextCapacity: capacity)
+        return SpeculativeDecoder(model: model, drafter: drafter, name: kind.rawValue, contextCapacity: capacity,
+                                  acceptance: acceptance)
+    }
+
+    /// A decoder of `kind` for up to `slots` sequences at once, each with a context of `contextCapacity`.
+    public static func makeBatch(_ kind: DecoderKind, model: LlamaModel, slots: Int, options: SpeculativeOptions? = nil,
+                                 adapter: KangarooAdapter? = nil, contextCapacity: Int,
+                                 acceptance: AcceptanceRule = SpeculativeSamplingRule()) throws -> BatchDecoder {
+        let capacity = min(contextCapacity, model.config.contextLength)
+        return try BatchDecoder(model: model, name: kind.rawValue, slots: slots, contextCapacity: capacity, acceptance: acceptance) {
+            try makeDrafter(kind, model: model, options: options, adapter: adapter, contextCapacity: capacity)
+        }
+    }
+
+    /// The drafter of one sequence for `kind` (nil: plain decoding).
+    public static func makeDrafter(_ kind: DecoderKind, model: LlamaModel, options: SpeculativeOptions?, adapter: KangarooAdapter?,
+                                   contextCapacity: Int) throws -> (any Drafter)? {
         var options = options ?? kind.defaultOptions
-        let drafter: (any Drafter)?
         switch kind {
         case .plain:
-            drafter = nil
+            return nil
         case .lookup:
-            drafter = try LookupDrafter(ngram: options.copyNgram, maxDraft: options.maxDraft)
+            return try LookupDrafter(ngram: options.copyNgram, maxDraft: options.maxDraft)
         case .layerskip:
-            drafter = try ExitLayerDrafter(model: model, draftModel: LayerSkipHead(model: model), options: options)
+            return try ExitLayerDrafter(model: model, draftModel: LayerSkipHead(model: model), options: options)
         case .kangaroo:
             guard let adapter else { throw DecoderCatalogError.adapterRequired }
             options.exitLayer = adapter.config.exitLayer
-            let capacity = min(contextCapacity ?? model.config.contextLength, model.config.contextLength)
-            let runner = AdapterRunner(adapter: adapter, model: model, contextCapacity: capacity, chunk: 64)
-            drafter = try ExitLayerDrafter(model: model, draftModel: runner, options: options)
+            let runner = AdapterRunner(adapter: adapter, model: model, contextCapacity: contextCapacity, chunk: 64)
+            return try ExitLayerDrafter(model: model, draftModel: runner, options: options)
         }
-        return SpeculativeDecoder(model: model, drafter: drafter, name: kind.rawValue, contextCapacity: contextCapacity,
-                                  acceptance: acceptance)
     }
 }

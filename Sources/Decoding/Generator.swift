@@ -73,59 +73,93 @@ public struct Generator {
     public func generate(prompt: [Int32], decoder: Decoder, options: GenerationOptions,
                          shouldStop: () -> Bool = { false },
                          onText: (String) -> Void = { _ in }) throws -> GenerationResult {
-        precondition(options.maxTokens >= 0)
+        var progress = GenerationProgress(tokenizer: tokenizer, decoder: decoder.name, promptTokens: prompt.count, options: options)
+        guard !progress.isFinished else { return progress.result }
         var sampler = Sampler(options: options.sampling)
-        var text = TextAccumulator(stopStrings: options.stopStrings)
-        var result = GenerationResult(decoder: decoder.name, text: "", tokens: [], promptTokens: prompt.count,
-                                      stopReason: .length, prefillSeconds: 0, decodeSeconds: 0, logprobs: [], speculative: nil)
-        guard options.maxTokens > 0 else { return result }
-
         let clock = ContinuousClock()
         let begin = clock.now
         var round = try decoder.start(prompt: prompt, sampler: &sampler)
         let firstTokenAt = clock.now
-        result.prefillSeconds = (firstTokenAt - begin).seconds
-
-        generation: while true {
-            for (i, token) in round.tokens.enumerated() {
-                if !options.ignoreEOS && tokenizer.isEndOfGeneration(token) {
-                    result.stopReason = .eos
-                    break generation
-                }
-                result.tokens.append(token)
-                if options.logprobs > 0 {
-                    let row = round.logits.row(i), count = round.logits.columns
-                    result.logprobs.append((TokenLogProb(id: token, logprob: LogProbabilities.logprob(of: token, row, count: count)),
-                                            LogProbabilities.top(options.logprobs, row, count: count)))
-                }
-                let (ready, stopped) = text.append(tokenizer.bytes(of: token))
-                if !ready.isEmpty { onText(ready) }
-                if stopped {
-                    result.stopReason = .stop
-                    break generation
-                }
-                if result.tokens.count >= options.maxTokens {
-                    result.stopReason = .length
-                    break generation
-                }
-            }
-            // The next round feeds the last committed token, which needs one more position.
-            guard decoder.committedLength + 1 < decoder.contextCapacity else {
-                result.stopReason = .context
-                break
-            }
-            if shouldStop() {
-                result.stopReason = .cancelled
-                break
-            }
-            round = try decoder.next(sampler: &sampler, limit: options.maxTokens - result.tokens.count)
+        progress.result.prefillSeconds = (firstTokenAt - begin).seconds
+        func emit(_ piece: String) { if !piece.isEmpty { onText(piece) } }
+        while true {
+            emit(progress.consume(round))
+            if !progress.isFinished { progress.checkRoom(committed: decoder.committedLength, capacity: decoder.contextCapacity) }
+            if !progress.isFinished && shouldStop() { progress.stop(.cancelled) }
+            if progress.isFinished { break }
+            round = try decoder.next(sampler: &sampler, limit: progress.tokensWanted)
         }
+        emit(progress.finish())
+        progress.result.decodeSeconds = (clock.now - firstTokenAt).seconds
+        progress.result.speculative = decoder.speculativeStatistics
+        return progress.result
+    }
+}
+
+/// One generation's progress through the rounds a decoder produces: its tokens, log-probabilities
+/// and text, and whether a stop condition has ended it. Shared by the one-prompt loop and batches.
+public struct GenerationProgress {
+    let tokenizer: Tokenizer
+    let options: GenerationOptions
+    private var text: TextAccumulator
+    public var result: GenerationResult
+    public private(set) var isFinished: Bool
+
+    public init(tokenizer: Tokenizer, decoder: String, promptTokens: Int, options: GenerationOptions) {
+        precondition(options.maxTokens >= 0)
+        self.tokenizer = tokenizer
+        self.options = options
+        text = TextAccumulator(stopStrings: options.stopStrings)
+        result = GenerationResult(decoder: decoder, text: "", tokens: [], promptTokens: promptTokens, stopReason: .length,
+                                  prefillSeconds: 0, decodeSeconds: 0, logprobs: [], speculative: nil)
+        isFinished = options.maxTokens == 0
+    }
+
+    /// Tokens still wanted.
+    public var tokensWanted: Int { options.maxTokens - result.tokens.count }
+
+    /// Takes a round's tokens in order until one ends the generation; returns the text that became final.
+    public mutating func consume(_ round: DecodedRound) -> String {
+        var ready = ""
+        for (i, token) in round.tokens.enumerated() where !isFinished {
+            if !options.ignoreEOS && tokenizer.isEndOfGeneration(token) {
+                stop(.eos)
+                break
+            }
+            result.tokens.append(token)
+            if options.logprobs > 0 {
+                let row = round.logits.row(i), count = round.logits.columns
+                result.logprobs.append((TokenLogProb(id: token, logprob: LogProbabilities.logprob(of: token, row, count: count)),
+                                        LogProbabilities.top(options.logprobs, row, count: count)))
+            }
+            let (piece, stopped) = text.append(tokenizer.bytes(of: token))
+            ready += piece
+            if stopped {
+                stop(.stop)
+            } else if result.tokens.count >= options.maxTokens {
+                stop(.length)
+            }
+        }
+        return ready
+    }
+
+    /// Ends the generation when the next round could not feed the last committed token (which needs
+    /// one more position) and keep prompt and output within the context.
+    public mutating func checkRoom(committed: Int, capacity: Int) {
+        if committed + 1 >= capacity { stop(.context) }
+    }
+
+    public mutating func stop(_ reason: StopReason) {
+        guard !isFinished else { return }
+        result.stopReason = reason
+        isFinished = true
+    }
+
+    /// Flushes the text held back and returns it (call once, after the last round).
+    public mutating func finish() -> String {
         let rest = text.finish()
-        if !rest.isEmpty { onText(rest) }
         result.text = text.text
-        result.decodeSeconds = (clock.now - firstTokenAt).seconds
-        result.speculative = decoder.speculativeStatistics
-        return result
+        return rest
     }
 }
 

@@ -15,48 +15,24 @@ import Tensor
 /// greedy output, are plain decoding's; speculative sampling keeps the full model's distribution.
 public final class SpeculativeDecoder: Decoder {
     public let name: String
-    public let model: LlamaModel
-    public let drafter: (any Drafter)?
     public let contextCapacity: Int
-    /// Most drafts one round verifies.
-    public let maxDrafts: Int
-    public private(set) var statistics: SpeculativeStatistics
-
-    let cache: KVCache
+    let sequence: DecodingSequence
     let scratch: ForwardScratch
-    let round: DraftRound
     /// Prompt states during `start`; then the round's rows through the remaining layers.
     let states: FloatMatrix
-    let logits: FloatMatrix
-    /// A tree round's logits in the order of its committed tokens (a chain's are already in order).
-    let pathLogits: FloatMatrix
-    /// How sampled drafts are accepted (greedy decoding compares tokens instead).
-    let acceptance: AcceptanceRule
-    /// Sampling: the full model's processed distribution at one position, updated to the residual
-    /// after each rejected candidate.
-    let target: FloatMatrix
-    private var pending: Int32 = 0
 
     /// `maxDrafts` bounds the round's buffers; `contextCapacity` defaults to the model's context.
     public init(model: LlamaModel, drafter: (any Drafter)?, name: String, maxDrafts: Int = 16, contextCapacity: Int? = nil,
                 acceptance: AcceptanceRule = SpeculativeSamplingRule(), pool: ThreadPool = .shared) {
-        precondition(maxDrafts >= 0)
         let c = model.config
         self.name = name
-        self.model = model
-        self.drafter = drafter
-        self.maxDrafts = drafter == nil ? 0 : maxDrafts
         let capacity = min(contextCapacity ?? c.contextLength, c.contextLength)
         self.contextCapacity = capacity
-        self.acceptance = acceptance
-        statistics = SpeculativeStatistics(maxDraft: self.maxDrafts)
-        cache = KVCache(config: c, capacity: capacity)
-        scratch = ForwardScratch(config: c, tokens: max(64, self.maxDrafts + 1), contextCapacity: capacity, pool: pool)
-        round = DraftRound(model: model, cache: cache, scratch: scratch, capacity: max(1, self.maxDrafts))
-        states = FloatMatrix(capacity: max(capacity, self.maxDrafts + 1), columns: c.hiddenSize)
-        logits = FloatMatrix(capacity: self.maxDrafts + 1, columns: c.vocabularySize)
-        pathLogits = FloatMatrix(capacity: self.maxDrafts + 1, columns: c.vocabularySize)
-        target = FloatMatrix(capacity: 1, columns: c.vocabularySize)
+        let maxDrafts = drafter == nil ? 0 : maxDrafts
+        scratch = ForwardScratch(config: c, tokens: max(64, maxDrafts + 1), contextCapacity: capacity, pool: pool)
+        sequence = DecodingSequence(model: model, drafter: drafter, maxDrafts: maxDrafts, contextCapacity: capacity,
+                                    scratch: scratch, acceptance: acceptance)
+        states = FloatMatrix(capacity: max(capacity, maxDrafts + 1), columns: c.hiddenSize)
     }
 
     /// Plain autoregressive decoding: one full forward pass per token.
@@ -64,7 +40,10 @@ public final class SpeculativeDecoder: Decoder {
         SpeculativeDecoder(model: model, drafter: nil, name: "plain", contextCapacity: contextCapacity, pool: pool)
     }
 
-    public var committedLength: Int { cache.length(of: model.config.layerCount - 1) }
+    public var model: LlamaModel { sequence.model }
+    public var drafter: (any Drafter)? { sequence.drafter }
+    public var statistics: SpeculativeStatistics { sequence.statistics }
+    public var committedLength: Int { sequence.committedLength }
 
     /// Tokens each decoder layer processed since `start`.
     public var layerTokenCounts: [Int] { scratch.layerTokenCounts }
@@ -72,15 +51,134 @@ public final class SpeculativeDecoder: Decoder {
     public var speculativeStatistics: SpeculativeStatistics? { drafter == nil ? nil : statistics }
 
     public func start(prompt: [Int32], sampler: inout Sampler) throws -> DecodedRound {
+        scratch.layerTokenCounts = Array(repeating: 0, count: model.config.layerCount)
+        return try sequence.start(prompt: prompt, sampler: &sampler, states: states)
+    }
+
+    public func next(sampler: inout Sampler, limit: Int) throws -> DecodedRound {
+        try sequence.draft(limit: limit, sampler: &sampler)
+        var samplers = [sampler]
+        defer { sampler = samplers[0] }
+        return try DecodingSequence.verify([sequence], hidden: states, logits: sequence.logits, scratch: scratch,
+                                           samplers: &samplers)[0]
+    }
+}
+
+/// Several sequences decoded together: each has its own cache, drafter and round, and every round's
+/// candidates of all of them are verified in one forward (the matrix products over all rows, attention
+/// per sequence). A row's bits do not depend on what else is in the batch, so each sequence's output
+/// is what it gets alone, token for token, and with the same seed when sampling.
+public final class BatchDecoder {
+    public let name: String
+    public let model: LlamaModel
+    /// Positions each sequence's context holds.
+    public let contextCapacity: Int
+    let sequences: [DecodingSequence]
+    let scratch: ForwardScratch
+    let states: FloatMatrix
+    let logits: FloatMatrix
+
+    /// `slots` sequences at most, each drafting with its own drafter from `makeDrafter` (nil: plain).
+    public init(model: LlamaModel, name: String, slots: Int, maxDrafts: Int = 16, contextCapacity: Int,
+                acceptance: AcceptanceRule = SpeculativeSamplingRule(), pool: ThreadPool = .shared,
+                makeDrafter: () throws -> (any Drafter)?) rethrows {
+        precondition(slots >= 1)
+        let c = model.config
+        self.name = name
+        self.model = model
+        let capacity = min(contextCapacity, c.contextLength)
+        self.contextCapacity = capacity
+        let drafters = try (0..<slots).map { _ in try makeDrafter() }
+        let maxDrafts = drafters[0] == nil ? 0 : maxDrafts
+        let rows = slots * (maxDrafts + 1)
+        let scratch = ForwardScratch(config: c, tokens: max(64, rows), contextCapacity: capacity, pool: pool)
+        self.scratch = scratch
+        sequences = drafters.map {
+            DecodingSequence(model: model, drafter: $0, maxDrafts: maxDrafts, contextCapacity: capacity, scratch: scratch,
+                             acceptance: acceptance)
+        }
+        states = FloatMatrix(capacity: max(capacity, rows), columns: c.hiddenSize)
+        logits = FloatMatrix(capacity: rows, columns: c.vocabularySize)
+    }
+
+    public var slots: Int { sequences.count }
+
+    /// Positions committed in slot `slot`'s sequence.
+    public func committedLength(slot: Int) -> Int { sequences[slot].committedLength }
+
+    /// Drafting and acceptance figures of slot `slot`'s sequence since its start (nil for plain decoding).
+    public func speculativeStatistics(slot: Int) -> SpeculativeStatistics? {
+        sequences[slot].drafter == nil ? nil : sequences[slot].statistics
+    }
+
+    /// Starts a new sequence in slot `slot` (forgetting the one there): processes `prompt` and returns
+    /// the first token.
+    public func start(slot: Int, prompt: [Int32], sampler: inout Sampler) throws -> DecodedRound {
+        try sequences[slot].start(prompt: prompt, sampler: &sampler, states: states)
+    }
+
+    /// One round for each slot in `slots` (each with its tokens still wanted in `limits` and its sampler
+    /// in `samplers`, by slot): drafting per sequence, then one verification forward for all.
+    public func next(slots: [Int], limits: [Int], samplers: inout [Sampler]) throws -> [DecodedRound] {
+        for (slot, limit) in zip(slots, limits) { try sequences[slot].draft(limit: limit, sampler: &samplers[slot]) }
+        var chosen = slots.map { samplers[$0] }
+        defer { for (i, slot) in slots.enumerated() { samplers[slot] = chosen[i] } }
+        return try DecodingSequence.verify(slots.map { sequences[$0] }, hidden: states, logits: logits, scratch: scratch,
+                                           samplers: &chosen)
+    }
+}
+
+/// One sequence's decoding state: its cache, drafter, round, pending token and statistics.
+final class DecodingSequence {
+    let model: LlamaModel
+    let drafter: (any Drafter)?
+    let maxDrafts: Int
+    let contextCapacity: Int
+    private(set) var statistics: SpeculativeStatistics
+    let cache: KVCache
+    let round: DraftRound
+    /// This sequence's rows' logits; a tree round's in the order of its committed tokens (a chain's
+    /// already are) in `pathLogits`.
+    let logits: FloatMatrix
+    let pathLogits: FloatMatrix
+    /// How sampled drafts are accepted (greedy decoding compares tokens instead).
+    let acceptance: AcceptanceRule
+    /// Sampling: the full model's processed distribution at one position, updated to the residual
+    /// after each rejected candidate.
+    let target: FloatMatrix
+    private var pending: Int32 = 0
+    private var roundStart = ContinuousClock.now
+    private var draftSeconds = 0.0
+
+    init(model: LlamaModel, drafter: (any Drafter)?, maxDrafts: Int, contextCapacity: Int, scratch: ForwardScratch,
+         acceptance: AcceptanceRule) {
+        let c = model.config
+        self.model = model
+        self.drafter = drafter
+        self.maxDrafts = maxDrafts
+        self.contextCapacity = contextCapacity
+        self.acceptance = acceptance
+        statistics = SpeculativeStatistics(maxDraft: maxDrafts)
+        cache = KVCache(config: c, capacity: contextCapacity)
+        round = DraftRound(model: model, cache: cache, scratch: scratch, capacity: max(1, maxDrafts))
+        logits = FloatMatrix(capacity: maxDrafts + 1, columns: c.vocabularySize)
+        pathLogits = FloatMatrix(capacity: maxDrafts + 1, columns: c.vocabularySize)
+        target = FloatMatrix(capacity: 1, columns: c.vocabularySize)
+    }
+
+    var committedLength: Int { cache.length(of: model.config.layerCount - 1) }
+
+    /// Forgets the previous sequence, processes `prompt` (in `states`, which must hold it) and returns
+    /// the first token.
+    func start(prompt: [Int32], sampler: inout Sampler, states: FloatMatrix) throws -> DecodedRound {
         precondition(!prompt.isEmpty, "the prompt must hold at least one token")
         try model.validate(prompt)
         guard prompt.count < contextCapacity else {
             throw LlamaError.contextFull(needed: prompt.count + 1, capacity: contextCapacity)
         }
-        let layers = model.config.layerCount
+        let layers = model.config.layerCount, scratch = round.scratch
         statistics = SpeculativeStatistics(maxDraft: maxDrafts)
         cache.reset()
-        scratch.layerTokenCounts = Array(repeating: 0, count: layers)
         model.embed(prompt, into: states)
         // The prompt goes through the layers the drafter observes, which it sees, then the others.
         let observed = min(drafter?.observedLayers ?? 0, layers)
@@ -94,41 +192,90 @@ public final class SpeculativeDecoder: Decoder {
         return DecodedRound(tokens: [pending], logits: logits)
     }
 
-    public func next(sampler: inout Sampler, limit: Int) throws -> DecodedRound {
-        let clock = ContinuousClock()
-        let begin = clock.now
+    /// The drafter's candidates for the next round, which commits at most `limit` tokens.
+    func draft(limit: Int, sampler: inout Sampler) throws {
+        roundStart = ContinuousClock.now
         let position = committedLength
-        // No more than `limit` tokens are wanted, and prompt and output stay within the context (the
-        // generation loop's rule): the round commits up to k + 1 tokens, the last of them not fed.
+        // Prompt and output stay within the context (the generation loop's rule): the round commits up
+        // to k + 1 tokens, the last of them not fed.
         round.reset(pending: pending, position: position, limit: max(0, min(maxDrafts, limit - 1, contextCapacity - position - 2)))
         try drafter?.propose(round, sampler: &sampler)
         if round.stateLayers > 0 { try round.runLayers(round.stateLayers) }
-        let drafted = clock.now
+        draftSeconds = (ContinuousClock.now - roundStart).seconds
+    }
 
-        // Verification: the remaining layers once over [pending, drafts…], as a tree.
-        let rows = round.count + 1
-        if round.stateLayers > 0 {
-            for row in 0..<rows { states.copyRow(from: round.states, row: row, to: row) }
-            states.rows = rows
-        } else {
-            model.embed([pending] + round.tokens, into: states)
+    /// The round's rows: [pending, drafts…].
+    var rowCount: Int { round.count + 1 }
+
+    /// Writes the round's rows, as the layers from `layers` take them, into `hidden` from row `row`:
+    /// the drafter's states when it ran those layers, else the embeddings (then running layers
+    /// `round.stateLayers..<layers` over them).
+    func writeRows(into hidden: FloatMatrix, at row: Int, layers: Int, scratch: ForwardScratch) throws {
+        if round.stateLayers == layers && layers > 0 {
+            for i in 0..<rowCount { hidden.copyRow(from: round.states, row: i, to: row + i) }
+            hidden.rows = row + rowCount
+            return
         }
-        try model.forward(layers: round.stateLayers..<model.config.layerCount, hidden: states,
-                          batch: [BatchSequence(cache: cache, tree: round.batchTree)], scratch: scratch)
-        model.logits(states, rows: 0..<rows, into: logits, scratch: scratch)
-        let (path, next) = sampler.options.isGreedy ? verifyGreedy() : verifySampled(&sampler)
-        cache.keepPath([0] + path.map { $0 + 1 }, base: position)
+        precondition(round.stateLayers == 0 || round.stateLayers < layers)
+        let own = FloatMatrix(capacity: rowCount, columns: hidden.columns)
+        if round.stateLayers > 0 {
+            for i in 0..<rowCount { own.copyRow(from: round.states, row: i, to: i) }
+            own.rows = rowCount
+        } else {
+            model.embed([pending] + round.tokens, into: own)
+        }
+        try model.forward(layers: round.stateLayers..<layers, hidden: own, batch: [batchSequence], scratch: scratch)
+        for i in 0..<rowCount { hidden.copyRow(from: own, row: i, to: row + i) }
+        hidden.rows = row + rowCount
+    }
 
+    var batchSequence: BatchSequence { BatchSequence(cache: cache, tree: round.batchTree) }
+
+    /// Verifies every sequence's round in one forward: the layers after the furthest any drafter ran,
+    /// over all rows, then the logits of all rows, then each sequence's verification with its own
+    /// sampler (`samplers[i]` for `sequences[i]`).
+    static func verify(_ sequences: [DecodingSequence], hidden: FloatMatrix, logits: FloatMatrix, scratch: ForwardScratch,
+                       samplers: inout [Sampler]) throws -> [DecodedRound] {
+        let model = sequences[0].model
+        let layers = sequences.map(\.round.stateLayers).max()!
+        var offsets: [Int] = []
+        hidden.rows = 0
+        for sequence in sequences {
+            offsets.append(hidden.rows)
+            try sequence.writeRows(into: hidden, at: hidden.rows, layers: layers, scratch: scratch)
+        }
+        let start = ContinuousClock.now
+        try model.forward(layers: layers..<model.config.layerCount, hidden: hidden, batch: sequences.map(\.batchSequence),
+                          scratch: scratch)
+        model.logits(hidden, rows: 0..<hidden.rows, into: logits, scratch: scratch)
+        let forwardSeconds = (ContinuousClock.now - start).seconds
+        return sequences.indices.map { i in
+            sequences[i].finishRound(logits: logits, hidden: hidden, at: offsets[i], forwardSeconds: forwardSeconds,
+                                     sampler: &samplers[i])
+        }
+    }
+
+    /// Verifies the round from its rows' logits and final states (rows `row…` of `logits` and
+    /// `hidden`), keeps the accepted path in the cache, and tells the drafter.
+    private func finishRound(logits shared: FloatMatrix, hidden: FloatMatrix, at row: Int, forwardSeconds: Double,
+                             sampler: inout Sampler) -> DecodedRound {
+        if shared !== logits {
+            for i in 0..<rowCount { logits.copyRow(from: shared, row: row + i, to: i) }
+        }
+        logits.rows = rowCount
+        let (path, next) = sampler.options.isGreedy ? verifyGreedy() : verifySampled(&sampler)
+        let position = round.position
+        cache.keepPath([0] + path.map { $0 + 1 }, base: position)
         var tokens = path.map { round.tokens[$0] }
         tokens.append(next)
-        let lastRow = path.last.map { $0 + 1 } ?? 0
-        drafter?.accept(RoundOutcome(round: round, path: path, tokens: tokens, finalState: states.row(lastRow)))
+        let lastRow = row + (path.last.map { $0 + 1 } ?? 0)
+        drafter?.accept(RoundOutcome(round: round, path: path, tokens: tokens, finalState: hidden.row(lastRow)))
         pending = next
         statistics.record(accepted: path.count)
         statistics.draftSteps += round.draftSteps
         statistics.copiedDrafts += round.copiedDrafts
-        statistics.draftSeconds += (drafted - begin).seconds
-        statistics.verifySeconds += (clock.now - drafted).seconds
+        statistics.draftSeconds += draftSeconds
+        statistics.verifySeconds += forwardSeconds
         return DecodedRound(tokens: tokens, logits: logitsInOrder(path: path))
     }
 

@@ -10,6 +10,12 @@ struct Generate: ParsableCommand {
         discussion: """
         The prompt comes from --prompt, --prompt-file, or standard input. With --chat it is wrapped in \
         the model's chat template as a user message. Decoding is greedy unless --temperature is above 0.
+
+        With --prompts-file FILE.jsonl, each line is a JSON object with "prompt" (wrapped as a user \
+        message with --chat) or "messages" (a chat: [{"role": "user", "content": "…"}, …]), and optionally \
+        "max_tokens", "seed", "temperature" and "id". Up to --batch-size prompts decode together, their \
+        drafts verified in one forward, with any --decoder; each output line, in input order, has the \
+        fields of --json and the input's id, and equals what that prompt gives alone.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -55,6 +61,12 @@ struct Generate: ParsableCommand {
     @Flag(help: "Print one JSON object with the text, token ids, timings and statistics instead of streaming.")
     var json = false
 
+    @Option(help: "Decode the prompts of a JSON-lines file (see below) and print one JSON line for each.")
+    var promptsFile: String?
+
+    @Option(help: "With --prompts-file: sequences decoded together at most.")
+    var batchSize = 4
+
     func validate() throws {
         guard maxTokens >= 0 else { throw ValidationError("--max-tokens must not be negative") }
         guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be 0 or more") }
@@ -63,10 +75,33 @@ struct Generate: ParsableCommand {
         guard minP >= 0, minP < 1 else { throw ValidationError("--min-p must be in [0, 1)") }
         guard (0...100).contains(logprobs) else { throw ValidationError("--logprobs must be between 0 and 100") }
         if let context, context < 2 { throw ValidationError("--context must be at least 2") }
-        if system != nil && !chat { throw ValidationError("--system needs --chat") }
+        if system != nil && !chat && promptsFile == nil { throw ValidationError("--system needs --chat") }
+        guard (1...64).contains(batchSize) else { throw ValidationError("--batch-size must be between 1 and 64") }
+        if promptsFile != nil && (promptOptions.prompt != nil || promptOptions.promptFile != nil) {
+            throw ValidationError("give either --prompts-file or a single prompt, not both")
+        }
+    }
+
+    /// The generation settings the flags give.
+    var generationOptions: GenerationOptions {
+        GenerationOptions(maxTokens: maxTokens,
+                          sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
+                          stopStrings: stop, ignoreEOS: ignoreEOS, logprobs: logprobs)
     }
 
     func run() throws {
+        do {
+            if let promptsFile { return try runBatch(file: promptsFile) }
+            try runOne()
+        } catch let error as LlamaError {
+            guard case .contextFull = error else { throw error }
+            throw ValidationError("\(error); use a shorter prompt, fewer --max-tokens or a larger --context")
+        } catch ChatTemplateError.missing {
+            throw ValidationError("\(ChatTemplateError.missing); run without --chat")
+        }
+    }
+
+    private func runOne() throws {
         let text = try promptOptions.text()
         let (model, tokenizer) = try modelOptions.load()
         var promptText = text
@@ -77,14 +112,10 @@ struct Generate: ParsableCommand {
             messages.append(ChatMessage(role: .user, content: text))
             promptText = template.render(messages)
         }
-        let prompt = tokenizer.encode(promptText, addBOS: true)
+        let prompt = tokenizer.encodePrompt(promptText)
         guard !prompt.isEmpty else { throw ValidationError("the prompt is empty") }
         let decoder = try decoderOptions.makeDecoder(model: model, context: context)
-        let options = GenerationOptions(
-            maxTokens: maxTokens,
-            sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
-            stopStrings: stop, ignoreEOS: ignoreEOS, logprobs: logprobs)
-        let result = try Generator(tokenizer: tokenizer).generate(prompt: prompt, decoder: decoder, options: options,
+        let result = try Generator(tokenizer: tokenizer).generate(prompt: prompt, decoder: decoder, options: generationOptions,
                                                                   onText: { piece in if !json { writeOut(piece) } })
         if json {
             try printJSON(GenerateReport(result))

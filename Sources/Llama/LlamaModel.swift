@@ -50,7 +50,7 @@ public enum LlamaError: Error, CustomStringConvertible, Equatable {
         switch self {
         case let .tokenOutOfRange(id, size): "token id \(id) is outside the vocabulary (0..<\(size))"
         case let .contextFull(needed, capacity):
-            "the sequence needs \(needed) positions but the context holds \(capacity); use a shorter prompt, fewer --max-tokens or a larger --context"
+            "the sequence needs \(needed) positions but the context holds \(capacity)"
         }
     }
 }
@@ -126,14 +126,15 @@ public final class LlamaModel: @unchecked Sendable {
         }
     }
 
-    /// Writes the embeddings of `tokens` into rows `0..<tokens.count` of `hidden` and sets its row count.
-    public func embed(_ tokens: some Collection<Int32>, into hidden: FloatMatrix) {
-        precondition(tokens.count <= hidden.capacity && hidden.columns == config.hiddenSize)
-        for (row, token) in tokens.enumerated() {
+    /// Writes the embeddings of `tokens` into rows `row..<row + tokens.count` of `hidden` and sets its
+    /// row count to the end of them.
+    public func embed(_ tokens: some Collection<Int32>, into hidden: FloatMatrix, at row: Int = 0) {
+        precondition(row + tokens.count <= hidden.capacity && hidden.columns == config.hiddenSize)
+        for (i, token) in tokens.enumerated() {
             precondition(token >= 0 && Int(token) < config.vocabularySize, "token id \(token) outside the vocabulary")
-            tokenEmbedding.dequantizeRow(Int(token), into: hidden.row(row))
+            tokenEmbedding.dequantizeRow(Int(token), into: hidden.row(row + i))
         }
-        hidden.rows = tokens.count
+        hidden.rows = row + tokens.count
     }
 
     /// Runs decoder layers `layers` over the `hidden.rows` token states in place. The tokens take the

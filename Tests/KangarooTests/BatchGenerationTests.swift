@@ -1,0 +1,78 @@
+import Adapter
+import Decoding
+import Foundation
+import Llama
+import Testing
+import Tokenizer
+
+/// Several prompts decoded together give each prompt exactly what it gets alone.
+@Suite("Batched generation")
+struct BatchGenerationTests {
+    @Test("each prompt of a batch gets its own single-prompt output (greedy and seeded sampling), for every decoder and batch size")
+    func batchesEqualSinglePrompts() throws {
+        let real = try RealModel.get()
+        let template = try ChatTemplate(template: real.gguf.optionalString("tokenizer.chat_template"))
+        let texts = ["Why is the sky blue?", "Name three fruits and their colours.", "Write a haiku about the sea.",
+                     "Translate to French: The cat sleeps on the mat.", "Count from one to ten in words."]
+        var requests = texts.enumerated().map { i, text in
+            GenerationRequest(prompt: real.tokenizer.encode(template.render([ChatMessage(role: .user, content: text)])),
+                              options: GenerationOptions(maxTokens: 20 + 7 * i,
+                                                         sampling: SamplingOptions(temperature: i == 2 ? 0.8 : 0, seed: 7)))
+        }
+        // A prompt longer than the context fails alone; the others go on.
+        requests.insert(GenerationRequest(prompt: Array(repeating: 1, count: 300), options: GenerationOptions(maxTokens: 4)), at: 1)
+        let adapter = try #require(try KangarooAdapter.shipped(for: real.model))
+        let generator = Generator(tokenizer: real.tokenizer), batches = BatchGenerator(tokenizer: real.tokenizer)
+        for kind in DecoderKind.allCases {
+            let single = try DecoderCatalog.make(kind, model: real.model, adapter: adapter, contextCapacity: 256)
+            let expected = requests.map { request in
+                Result { try generator.generate(prompt: request.prompt, decoder: single, options: request.options) }
+            }
+            for slots in [1, 2, 4] {
+                let decoder = try DecoderCatalog.makeBatch(kind, model: real.model, slots: slots, adapter: adapter, contextCapacity: 256)
+                var finished: [Int] = []
+                let results = try batches.generate(requests, decoder: decoder) { index, _ in finished.append(index) }
+                #expect(finished.sorted() == Array(requests.indices))
+                for (i, (result, reference)) in zip(results, expected).enumerated() {
+                    switch (result, reference) {
+                    case let (.success(a), .success(b)):
+                        #expect(a.tokens == b.tokens && a.stopReason == b.stopReason, "\(kind) with \(slots) slots, prompt \(i)")
+                        #expect((a.speculative == nil) == (kind == .plain))
+                    case (.failure, .failure): break
+                    default: Issue.record("\(kind) with \(slots) slots, prompt \(i): \(result) against \(reference) alone")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("kangaroo generate --prompts-file prints one line per prompt, in input order with its id, equal to the prompt alone")
+    func promptsFile() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("prompts-\(getpid()).jsonl")
+        try """
+        {"id": 1, "prompt": "Why is the sky blue?"}
+        {"id": "two", "messages": [{"role": "user", "content": "Name three fruits."}], "max_tokens": 12}
+
+        {"prompt": "Write a haiku about the sea.", "temperature": 0.8, "seed": 3}
+        """.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let batch = try ServerTests.run(ServerTests.binary, ["generate", "--chat", "--prompts-file", file.path, "--batch-size", "2",
+                                                             "--max-tokens", "24", "--decoder", "kangaroo"])
+        try #require(batch.status == 0, "\(batch.output)")
+        let lines = batch.output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        try #require(lines.count == 3, "\(batch.output)")
+        #expect(lines[0]["id"] as? Int == 1 && lines[1]["id"] as? String == "two" && lines[2]["id"] == nil)
+        let singles: [[String]] = [["--prompt", "Why is the sky blue?"], ["--prompt", "Name three fruits.", "--max-tokens", "12"],
+                                   ["--prompt", "Write a haiku about the sea.", "--temperature", "0.8", "--seed", "3"]]
+        for (line, arguments) in zip(lines, singles) {
+            let single = try ServerTests.run(ServerTests.binary, ["generate", "--chat", "--json", "--max-tokens", "24",
+                                                                  "--decoder", "kangaroo"] + arguments)
+            let json = try #require(single.output.split(separator: "\n").compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }.last, "\(single.output)")
+            #expect(line["token_ids"] as? [Int] == json["token_ids"] as? [Int], "\(arguments)")
+        }
+        let bad = try ServerTests.run(ServerTests.binary, ["generate", "--prompts-file", "/nonexistent.jsonl"])
+        #expect(bad.status != 0 && bad.output.contains("cannot read the prompts file"))
+    }
+}
