@@ -129,7 +129,7 @@ struct BenchSpeed: ParsableCommand {
         let config = model.config
 
         // Decode: greedy, exactly decodeTokens tokens.
-        let prompt = tokenizer.encode("The capital of France is")
+        let prompt = tokenizer.encodePrompt("The capital of France is")
         let generator = Generator(tokenizer: tokenizer)
         let decoder = SpeculativeDecoder.plain(model: model, contextCapacity: 2048)
         let options = GenerationOptions(maxTokens: decodeTokens, ignoreEOS: true)

@@ -72,7 +72,7 @@ struct BenchSuite: ParsableCommand {
         let options = GenerationOptions(maxTokens: maxTokens, sampling: SamplingOptions(temperature: temperature, seed: seed))
 
         // Warm-up: caches and page faults out of the way for every decoder.
-        let warmPrompt = tokenizer.encode(template.render([ChatMessage(role: .user, content: "Hello!")]))
+        let warmPrompt = tokenizer.encodePrompt(template.render([ChatMessage(role: .user, content: "Hello!")]))
         for decoder in decoders { _ = try generator.generate(prompt: warmPrompt, decoder: decoder, options: GenerationOptions(maxTokens: 16)) }
 
         let records = try runSuite(questions, decoders: decoders, generator: generator, template: template, options: options)
@@ -108,7 +108,7 @@ func runSuite(_ questions: [SpecBenchQuestion], decoders: [Decoder], generator: 
             var messages: [ChatMessage] = []
             for (turn, text) in question.turns.enumerated() {
                 messages.append(ChatMessage(role: .user, content: text))
-                let prompt = generator.tokenizer.encode(template.render(messages))
+                let prompt = generator.tokenizer.encodePrompt(template.render(messages))
                 let result = try generator.generate(prompt: prompt, decoder: decoder, options: options)
                 messages.append(ChatMessage(role: .assistant, content: result.text))
                 let stats = result.speculative

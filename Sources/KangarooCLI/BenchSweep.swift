@@ -97,7 +97,7 @@ struct BenchSweep: ParsableCommand {
         var accepted = Array(repeating: 0.0, count: decoders.count)
         let progress = ProgressBar(total: questions.count)
         for question in questions {
-            let prompt = tokenizer.encode(template.render([ChatMessage(role: .user, content: question.turns[0])]))
+            let prompt = tokenizer.encodePrompt(template.render([ChatMessage(role: .user, content: question.turns[0])]))
             let reference = try generator.generate(prompt: prompt, decoder: plain, options: options)
             plainTime += reference.prefillSeconds + reference.decodeSeconds
             plainTokens += reference.tokens.count

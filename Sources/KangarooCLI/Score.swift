@@ -42,7 +42,7 @@ struct Score: ParsableCommand {
 
     func run() throws {
         let (model, tokenizer) = try modelOptions.load()
-        let tokens = try prompt.map { tokenizer.encode($0, addBOS: true) } ?? parsedIDs()
+        let tokens = try prompt.map { tokenizer.encodePrompt($0) } ?? parsedIDs()
         guard !tokens.isEmpty else { throw ValidationError("nothing to score") }
         let result = try Scorer(model: model).score(tokens, top: top)
         if json {

@@ -76,7 +76,7 @@ public final class GenerationService: @unchecked Sendable {
             guard let template else { throw APIError.invalid("this model has no chat template; use /v1/completions") }
             text = template.render(messages)
         }
-        let tokens = tokenizer.encode(text, addBOS: true)
+        let tokens = tokenizer.encodePrompt(text)
         guard !tokens.isEmpty else { throw APIError.invalid("the prompt is empty", param: "prompt") }
         guard tokens.count + 1 < context else {
             throw APIError(.badRequest, "the prompt has \(tokens.count) tokens; this server's context holds \(context)",

@@ -359,17 +359,21 @@ static int detected_level(void) {
     return 0;
 }
 
-static int level = -1;
+// The CPU's level, and a lower one forced on the calling thread only: tests that compare the levels
+// then run beside others without slowing them to the portable kernels.
+static int detected = -1;
+static _Thread_local int forced = -1;
 
 int kq_instruction_level(void) {
-    if (level < 0) level = detected_level();
-    return level;
+    if (forced >= 0) return forced;
+    if (detected < 0) detected = detected_level();
+    return detected;
 }
 
 int kq_set_instruction_level(int wanted) {
     int best = detected_level();
-    level = wanted < best ? (wanted < 0 ? 0 : wanted) : best;
-    return level;
+    forced = wanted < best ? (wanted < 0 ? 0 : wanted) : best;
+    return forced;
 }
 
 void kq_matmul(int type, const void *weights, size_t row_bytes, int columns, int row_begin, int row_end,

@@ -25,6 +25,9 @@ public final class ThreadPool: @unchecked Sendable {
     private let generation = Atomic<Int>(0)
     private let unfinished = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
+    /// Set by `shutDown`: workers leave, and jobs run on the calling thread.
+    private let stopping = Atomic<Bool>(false)
+    private let runningWorkers = Atomic<Int>(0)
     /// The first item of the current job that no part has taken yet.
     private let nextItem = Atomic<Int>(0)
     private var mutex = pthread_mutex_t()
@@ -59,8 +62,9 @@ public final class ThreadPool: @unchecked Sendable {
         pthread_mutex_init(&mutex, nil)
         pthread_mutex_init(&jobMutex, nil)
         pthread_cond_init(&condition, nil)
+        runningWorkers.store(threads - 1, ordering: .relaxed)
         for worker in 1..<max(threads, 1) {
-            // Workers keep their pool alive: pools live for the whole process.
+            // Workers keep their pool alive until `shutDown`.
             let thread = Thread { [self] in self.workerLoop(worker) }
             thread.start()
         }
@@ -80,12 +84,31 @@ public final class ThreadPool: @unchecked Sendable {
 
     public static var defaultThreadCount: Int { max(1, min(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), 16)) }
 
-    /// Sets the shared pool's size (CLI `--threads`). Call it at start-up, before any model work:
-    /// a replaced pool's threads stay asleep for the rest of the process.
+    /// Sets the shared pool's size (CLI `--threads`). Call it at start-up, before any model work: a
+    /// replaced pool is shut down, so whatever still holds it runs on one thread.
     public static func setShared(threads: Int) {
         sharedPool.withLock { pool in
-            if pool?.threads != threads { pool = ThreadPool(threads: threads) }
+            guard pool?.threads != threads else { return }
+            pool?.shutDown()
+            pool = ThreadPool(threads: threads)
         }
+    }
+
+    /// Worker threads still running (0 after `shutDown`).
+    public var liveWorkers: Int { runningWorkers.load(ordering: .acquiring) }
+
+    /// Ends the worker threads once the job in progress, if any, is done; later jobs run on the
+    /// calling thread alone.
+    public func shutDown() {
+        pthread_mutex_lock(&jobMutex)
+        defer { pthread_mutex_unlock(&jobMutex) }
+        guard !stopping.load(ordering: .relaxed) else { return }
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        pthread_mutex_lock(&mutex)
+        pthread_cond_broadcast(&condition)
+        pthread_mutex_unlock(&mutex)
+        while runningWorkers.load(ordering: .acquiring) > 0 {}
     }
 
     /// Runs `job` over disjoint ranges covering `0..<count`, in parallel when there is enough work
@@ -100,6 +123,10 @@ public final class ThreadPool: @unchecked Sendable {
         }
         pthread_mutex_lock(&jobMutex)
         defer { pthread_mutex_unlock(&jobMutex) }
+        if stopping.load(ordering: .relaxed) {
+            job.run(0..<count, part: 0)
+            return
+        }
         self.job = job
         jobCount = count
         self.parts = parts
@@ -152,6 +179,10 @@ public final class ThreadPool: @unchecked Sendable {
                 }
             }
             seen = generation.load(ordering: .acquiring)
+            if stopping.load(ordering: .sequentiallyConsistent) {
+                runningWorkers.subtract(1, ordering: .releasing)
+                return
+            }
             if worker < parts, let job { takeChunks(of: job, part: worker) }
             unfinished.subtract(1, ordering: .releasing)
         }

@@ -18,7 +18,7 @@ public enum ChatTemplateError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .missing: "the model has no chat template (tokenizer.chat_template); run without --chat"
+        case .missing: "the model has no chat template (tokenizer.chat_template)"
         case let .unrecognised(excerpt):
             "the model's chat template is not one this tool knows (ChatML or Vicuna); it starts with: \(excerpt)"
         }

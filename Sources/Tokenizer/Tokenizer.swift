@@ -64,6 +64,11 @@ public final class Tokenizer: Sendable {
         }
     }
 
+    /// Encodes a prompt to generate from, or a whole text to score or train on: with the
+    /// beginning-of-sequence token when the model asks for one. Every generation, benchmark and
+    /// training path encodes its text this way, so all of them see the same tokens.
+    public func encodePrompt(_ text: String) -> [TokenID] { encode(text, addBOS: true) }
+
     /// Encodes `text`. Special tokens written in the text (such as `<|im_start|>`) become their ids
     /// when `parseSpecial` is true. A beginning-of-sequence token is prepended when `addBOS` is true
     /// and the model asks for one.

@@ -40,7 +40,7 @@ public final class SelfDistillation {
     /// `messages` rendered as a generation prompt and tokenized, or nil when they take more than half of
     /// `maxTokens` (too little room would be left for the answer).
     func promptTokens(_ messages: [ChatMessage]) -> [Int32]? {
-        let tokens = tokenizer.encode(template.render(messages, addGenerationPrompt: true), addBOS: true)
+        let tokens = tokenizer.encodePrompt(template.render(messages, addGenerationPrompt: true))
         return tokens.count <= maxTokens / 2 ? tokens : nil
     }
 

@@ -102,6 +102,6 @@ public enum ShareGPT {
     /// The conversation rendered with the model's chat template and tokenized, at most `maxTokens` long.
     public static func tokens(_ conversation: Conversation, template: ChatTemplate, tokenizer: Tokenizer, maxTokens: Int) -> [Int32] {
         let text = template.render(conversation.messages, addGenerationPrompt: false)
-        return Array(tokenizer.encode(text, addBOS: true).prefix(maxTokens))
+        return Array(tokenizer.encodePrompt(text).prefix(maxTokens))
     }
 }

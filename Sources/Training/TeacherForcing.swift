@@ -48,10 +48,13 @@ public struct TeacherForcing {
         try model.forward(layers: 0..<exitLayer, hidden: hidden, cache: cache, scratch: scratch)
         let states = Array(UnsafeBufferPointer(start: hidden.pointer, count: count * c.hiddenSize))
         try model.forward(layers: exitLayer..<c.layerCount, hidden: hidden, cache: cache, scratch: scratch)
-        var deepStates = [Float](repeating: 0, count: keepsDeepStates ? count * c.hiddenSize : 0)
-        deepStates.withUnsafeMutableBufferPointer { out in
-            guard let base = out.baseAddress else { return }
-            for t in 0..<count { model.normalizeOutput(hidden.row(t), into: base + t * c.hiddenSize) }
+        var deepStates: [Float] = []
+        if keepsDeepStates {
+            // An empty array's buffer may still have a base address, so only a full one is written.
+            deepStates = [Float](repeating: 0, count: count * c.hiddenSize)
+            deepStates.withUnsafeMutableBufferPointer { out in
+                for t in 0..<count { model.normalizeOutput(hidden.row(t), into: out.baseAddress! + t * c.hiddenSize) }
+            }
         }
         let chunk = 16
         let logits = FloatMatrix(capacity: chunk, columns: c.vocabularySize)

@@ -35,13 +35,16 @@ func kernelVariants(_ matrix: WeightMatrix) -> [WeightMatrix] {
     }
 }
 
-/// Runs `matrix × x` for `count` tokens through the product API.
+/// One thread: the calling one, whose forced instruction level the kernels then use.
+let callingThreadPool = ThreadPool(threads: 1)
+
+/// Runs `matrix × x` for `count` tokens through the product API, on the calling thread.
 func multiply(_ matrix: WeightMatrix, _ x: [Float], count: Int) -> [Float] {
     let batch = ActivationBatch(capacity: x.count)
     var y = [Float](repeating: .nan, count: count * matrix.rows)
     x.withUnsafeBufferPointer { xs in
         batch.set(xs.baseAddress!, count: count, columns: matrix.columns)
-        y.withUnsafeMutableBufferPointer { matrix.multiply(batch, into: $0.baseAddress!) }
+        y.withUnsafeMutableBufferPointer { matrix.multiply(batch, into: $0.baseAddress!, pool: callingThreadPool) }
     }
     return y
 }
@@ -400,6 +403,29 @@ struct ThreadPoolTests {
         func run(_ range: Range<Int>, part: Int) {
             ranges.withLock { $0.append(range) }
         }
+    }
+
+    /// Records the ranges it is given and the parts that ran them.
+    final class PartRecorder: ParallelJob, @unchecked Sendable {
+        let runs = Mutex<[(range: Range<Int>, part: Int)]>([])
+        func run(_ range: Range<Int>, part: Int) {
+            runs.withLock { $0.append((range, part)) }
+        }
+        var items: Int { runs.withLock { $0.reduce(0) { $0 + $1.range.count } } }
+        var parts: Set<Int> { runs.withLock { Set($0.map(\.part)) } }
+    }
+
+    @Test("a pool that is shut down ends its worker threads and still runs jobs, on the calling thread")
+    func shutDown() {
+        let pool = ThreadPool(threads: 3)
+        let before = PartRecorder()
+        pool.run(before, count: 3000, grain: 1)
+        #expect(pool.liveWorkers == 2 && before.items == 3000)
+        pool.shutDown()
+        #expect(pool.liveWorkers == 0)
+        let after = PartRecorder()
+        pool.run(after, count: 3000, grain: 1)
+        #expect(after.items == 3000 && after.parts == [0])
     }
 
     @Test("a job's ranges cover every item exactly once and hold at least `grain` items except the last",

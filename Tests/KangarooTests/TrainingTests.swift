@@ -272,3 +272,23 @@ struct TrainingDataTests {
         #expect(abs(random.atConfidence(atLeast: 0).agreement - random.top1Agreement) < 1e-12)
     }
 }
+
+@Suite("Teacher forcing")
+struct TeacherForcingTests {
+    @Test("without deep states teacher forcing keeps none and writes nothing past its buffers; with them, the rest is unchanged")
+    func deepStatesOnlyWhenAsked() throws {
+        let real = try RealModel.get()
+        let tokens = (0..<400).map { Int32(($0 * 7919) % 40000 + 10) }
+        // Several runs, so that writes through an empty array's storage would have hit memory in use.
+        var without: [TeacherForcedSequence] = []
+        for _ in 0..<3 { without.append(try TeacherForcing(model: real.model, exitLayer: 2, k: 4).run(tokens)) }
+        let with = try TeacherForcing(model: real.model, exitLayer: 2, k: 4, keepsDeepStates: true).run(tokens)
+        for run in without {
+            #expect(run.deepStates.isEmpty)
+            #expect(run.states == with.states && run.topIDs == with.topIDs && run.topProbabilities == with.topProbabilities)
+        }
+        #expect(with.deepStates.count == with.count * real.model.config.hiddenSize)
+        // An empty array still reads as empty (its shared storage untouched).
+        #expect([Float]().isEmpty && [Float]().count == 0 && Array([Float]().prefix(4)).isEmpty)
+    }
+}

@@ -15,7 +15,8 @@
 /// Which instruction set the kernels use: 2 = AVX-512 VNNI, 1 = AVX2, 0 = portable C.
 int kq_instruction_level(void);
 
-/// Forces a lower instruction level (for tests and measurements); returns the level in effect.
+/// Forces a lower instruction level on the calling thread (for tests; other threads, a thread pool's
+/// workers too, keep the CPU's); returns the level in effect.
 int kq_set_instruction_level(int level);
 
 /// Quantises `tokens` rows of `columns` floats (`columns` a multiple of 32).
