@@ -158,7 +158,7 @@ final class DecodingSequence {
         self.maxDrafts = maxDrafts
         self.contextCapacity = contextCapacity
         self.acceptance = acceptance
-        statistics = SpeculativeStatistics(maxDraft: maxDrafts)
+        statistics = SpeculativeStatistics()
         cache = KVCache(config: c, capacity: contextCapacity)
         round = DraftRound(model: model, cache: cache, scratch: scratch, capacity: max(1, maxDrafts))
         logits = FloatMatrix(capacity: maxDrafts + 1, columns: c.vocabularySize)
@@ -177,7 +177,7 @@ final class DecodingSequence {
             throw LlamaError.contextFull(needed: prompt.count + 1, capacity: contextCapacity)
         }
         let layers = model.config.layerCount, scratch = round.scratch
-        statistics = SpeculativeStatistics(maxDraft: maxDrafts)
+        statistics = SpeculativeStatistics()
         cache.reset()
         model.embed(prompt, into: states)
         // The prompt goes through the layers the drafter observes, which it sees, then the others.

@@ -1,6 +1,6 @@
 /// What a speculative decoder did during one generation.
 public struct SpeculativeStatistics: Sendable, Equatable, Codable {
-    /// `acceptedDrafts[a]` counts rounds in which `a` drafts were accepted (0…γ).
+    /// `acceptedDrafts[a]` counts rounds in which `a` drafts were accepted (0 up to the most accepted).
     public var acceptedDrafts: [Int]
     /// Drafts proposed in all (draft-head evaluations).
     public var draftSteps = 0
@@ -9,8 +9,8 @@ public struct SpeculativeStatistics: Sendable, Equatable, Codable {
     public var draftSeconds = 0.0
     public var verifySeconds = 0.0
 
-    public init(maxDraft: Int) {
-        acceptedDrafts = Array(repeating: 0, count: maxDraft + 1)
+    public init() {
+        acceptedDrafts = [0]
     }
 
     public var rounds: Int { acceptedDrafts.reduce(0, +) }
@@ -23,7 +23,7 @@ public struct SpeculativeStatistics: Sendable, Equatable, Codable {
     /// Histogram of tokens committed per round: index `n` counts rounds that committed `n` tokens.
     public var acceptedLengthHistogram: [Int] { [0] + acceptedDrafts }
 
-    /// CTAR(w): the share of rounds that committed more than `w` tokens, for w = 1…γ.
+    /// CTAR(w): the share of rounds that committed more than `w` tokens, for w = 1 up to the most accepted.
     public var ctar: [Double] {
         guard rounds > 0 else { return [] }
         return (1..<acceptedDrafts.count).map { w in
@@ -31,5 +31,9 @@ public struct SpeculativeStatistics: Sendable, Equatable, Codable {
         }
     }
 
-    mutating func record(accepted: Int) { acceptedDrafts[accepted] += 1 }
+    /// Counts a round that accepted `accepted` drafts (the histogram grows to the longest).
+    mutating func record(accepted: Int) {
+        if accepted >= acceptedDrafts.count { acceptedDrafts += Array(repeating: 0, count: accepted + 1 - acceptedDrafts.count) }
+        acceptedDrafts[accepted] += 1
+    }
 }
