@@ -1,4 +1,5 @@
 import Decoding
+import Foundation
 import Llama
 
 /// The decoders this package offers, by the names the command line and the server use.
@@ -21,10 +22,18 @@ public enum DecoderKind: String, CaseIterable, Sendable {
     }
 }
 
-public enum DecoderCatalogError: Error, CustomStringConvertible {
+public enum DecoderCatalogError: Error, CustomStringConvertible, Equatable {
     case adapterRequired
+    /// The KV caches would take more than half of the machine's memory.
+    case contextTooLarge(positions: Int, sequences: Int, bytes: Int, memory: Int)
 
-    public var description: String { "the kangaroo decoder needs an adapter for this model" }
+    public var description: String {
+        switch self {
+        case .adapterRequired: "the kangaroo decoder needs an adapter for this model"
+        case let .contextTooLarge(positions, sequences, bytes, memory):
+            "a context of \(positions) positions for \(sequences) sequence(s) needs \(bytes >> 20) MiB of KV cache, more than half of this machine's \(memory >> 20) MiB"
+        }
+    }
 }
 
 /// Builds every decoder: the one place the command line, the server and the benchmarks get them from.
@@ -34,17 +43,28 @@ public enum DecoderCatalog {
     public static func make(_ kind: DecoderKind, model: LlamaModel, options: SpeculativeOptions? = nil,
                             adapter: KangarooAdapter? = nil, contextCapacity: Int? = nil,
                             acceptance: AcceptanceRule = SpeculativeSamplingRule()) throws -> SpeculativeDecoder {
-        let capacity = min(contextCapacity ?? model.config.contextLength, model.config.contextLength)
+        let capacity = model.config.context(contextCapacity)
+        try checkMemory(model, capacity: capacity, sequences: 1)
         let drafter = try makeDrafter(kind, model: model, options: options, adapter: adapter, contextCapacity: capacity)
         return SpeculativeDecoder(model: model, drafter: drafter, name: kind.rawValue, contextCapacity: capacity,
                                   acceptance: acceptance)
     }
 
-    /// A decoder of `kind` for up to `slots` sequences at once, each with a context of `contextCapacity`.
+    /// Throws when the caches for `sequences` contexts of `capacity` positions would not fit in memory.
+    static func checkMemory(_ model: LlamaModel, capacity: Int, sequences: Int) throws {
+        let bytes = model.config.cacheBytes(capacity: capacity) * sequences, memory = Int(ProcessInfo.processInfo.physicalMemory)
+        guard bytes <= memory / 2 else {
+            throw DecoderCatalogError.contextTooLarge(positions: capacity, sequences: sequences, bytes: bytes, memory: memory)
+        }
+    }
+
+    /// A decoder of `kind` for up to `slots` sequences at once, each with a context of `contextCapacity`
+    /// (nil: `LlamaConfig.defaultContext`, at most the model's).
     public static func makeBatch(_ kind: DecoderKind, model: LlamaModel, slots: Int, options: SpeculativeOptions? = nil,
-                                 adapter: KangarooAdapter? = nil, contextCapacity: Int,
+                                 adapter: KangarooAdapter? = nil, contextCapacity: Int? = nil,
                                  acceptance: AcceptanceRule = SpeculativeSamplingRule()) throws -> BatchDecoder {
-        let capacity = min(contextCapacity, model.config.contextLength)
+        let capacity = model.config.context(contextCapacity)
+        try checkMemory(model, capacity: capacity, sequences: slots)
         return try BatchDecoder(model: model, name: kind.rawValue, slots: slots, contextCapacity: capacity, acceptance: acceptance) {
             try makeDrafter(kind, model: model, options: options, adapter: adapter, contextCapacity: capacity)
         }

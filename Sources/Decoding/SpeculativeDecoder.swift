@@ -21,12 +21,13 @@ public final class SpeculativeDecoder: Decoder {
     /// Prompt states during `start`; then the round's rows through the remaining layers.
     let states: FloatMatrix
 
-    /// `maxDrafts` bounds the round's buffers; `contextCapacity` defaults to the model's context.
+    /// `maxDrafts` bounds the round's buffers; `contextCapacity` defaults to `LlamaConfig.defaultContext`
+    /// (at most the model's).
     public init(model: LlamaModel, drafter: (any Drafter)?, name: String, maxDrafts: Int = 16, contextCapacity: Int? = nil,
                 acceptance: AcceptanceRule = SpeculativeSamplingRule(), pool: ThreadPool = .shared) {
         let c = model.config
         self.name = name
-        let capacity = min(contextCapacity ?? c.contextLength, c.contextLength)
+        let capacity = c.context(contextCapacity)
         self.contextCapacity = capacity
         let maxDrafts = drafter == nil ? 0 : maxDrafts
         scratch = ForwardScratch(config: c, tokens: max(64, maxDrafts + 1), contextCapacity: capacity, pool: pool)

@@ -52,7 +52,7 @@ struct Generate: ParsableCommand {
     @Flag(help: "Do not stop at end-of-sequence tokens (decode exactly --max-tokens tokens).")
     var ignoreEOS = false
 
-    @Option(help: "Context length in tokens (default: the model's).")
+    @Option(help: "Context length in tokens (default: 4096, or the model's if smaller; at most the model's).")
     var context: Int?
 
     @Option(help: "With --json, report the top K log-probabilities at each generated position.")

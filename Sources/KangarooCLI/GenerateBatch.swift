@@ -97,10 +97,9 @@ extension Generate {
         }
         let kind = decoderOptions.decoder
         let adapter = kind == .kangaroo ? try decoderOptions.speculative.resolveAdapter(for: model) : nil
-        let capacity = min(context ?? 4096, model.config.contextLength)
         let decoder = try DecoderCatalog.makeBatch(kind, model: model, slots: batchSize,
                                                    options: decoderOptions.speculative.options(for: kind), adapter: adapter,
-                                                   contextCapacity: capacity)
+                                                   contextCapacity: context)
         // Lines are printed in input order as soon as all before them are done.
         var done = [BatchOutputLine?](repeating: nil, count: lines.count)
         var printed = 0

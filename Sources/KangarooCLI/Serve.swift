@@ -42,6 +42,13 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Model id that clients name (default: the file name without extension).")
     var modelID: String?
 
+    func validate() throws {
+        guard context >= 2 else { throw ValidationError("--context must be at least 2") }
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
+        guard queue >= 0 else { throw ValidationError("--queue must not be negative") }
+        guard maxBody >= 1 else { throw ValidationError("--max-body must be at least 1 byte") }
+    }
+
     func run() async throws {
         let (model, tokenizer) = try modelOptions.load()
         let adapter = try speculative.resolveAdapter(for: model)

@@ -53,13 +53,33 @@ public struct LlamaConfig: Sendable, Equatable, Codable {
         }
         try check((1...1024).contains(layerCount), "block_count", "is \(layerCount)")
         try check((1...65536).contains(hiddenSize), "embedding_length", "is \(hiddenSize)")
-        try check(headCount > 0 && hiddenSize % headCount == 0, "attention.head_count", "(\(headCount)) must divide the embedding length")
+        try check((1...1024).contains(headCount) && hiddenSize % headCount == 0, "attention.head_count",
+                  "(\(headCount)) must be at most 1024 and divide the embedding length")
         headSize = (try? gguf.requiredInt(p + "attention.key_length")) ?? hiddenSize / headCount
-        try check(headSize % 16 == 0 && headSize > 0, "attention.key_length",
-                  "must be a positive multiple of 16 (the attention loops' width), is \(headSize)")
+        try check(headSize % 16 == 0 && (16...1024).contains(headSize), "attention.key_length",
+                  "must be a multiple of 16 (the attention loops' width) from 16 to 1024, is \(headSize)")
+        try check(headCount * headSize <= 1 << 17, "attention.key_length", "times the head count is \(headCount * headSize), too large")
         try check(kvHeadCount > 0 && headCount % kvHeadCount == 0, "attention.head_count_kv", "(\(kvHeadCount)) must divide the head count")
         try check((1...1 << 20).contains(feedForwardSize), "feed_forward_length", "is \(feedForwardSize)")
         try check((1...1 << 24).contains(contextLength), "context_length", "is \(contextLength)")
-        try check(vocabularySize > 0, "vocab_size", "is \(vocabularySize)")
+        try check((1...1 << 24).contains(vocabularySize), "vocab_size", "is \(vocabularySize)")
+        try check(rmsNormEpsilon.isFinite && rmsNormEpsilon > 0 && rmsNormEpsilon < 1, "attention.layer_norm_rms_epsilon",
+                  "must be a small positive number, is \(rmsNormEpsilon)")
+        try check(ropeBase.isFinite && ropeBase > 1, "rope.freq_base", "must be a finite number above 1, is \(ropeBase)")
+        if let tokenCount {
+            try check(tokenCount >= vocabularySize, "vocab_size",
+                      "is \(vocabularySize), but the tokenizer has only \(tokenCount) tokens: the model's ids could not be read back")
+        }
     }
+
+    /// The context a decoder allocates when not told: the model's own, capped as llama.cpp's
+    /// `--ctx-size` default is, since a KV cache for a model's whole context (millions of positions
+    /// for some) would not fit in memory. A larger one is asked for explicitly.
+    public static let defaultContext = 4096
+
+    /// `requested` positions (nil: `defaultContext`), at most the model's own context.
+    public func context(_ requested: Int?) -> Int { min(requested ?? Self.defaultContext, contextLength) }
+
+    /// Bytes of a KV cache for `capacity` positions (float keys, half-float values, every layer).
+    public func cacheBytes(capacity: Int) -> Int { layerCount * capacity * kvSize * 6 }
 }

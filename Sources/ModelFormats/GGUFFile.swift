@@ -110,12 +110,18 @@ public final class GGUFFile: @unchecked Sendable {
             guard raw.relativeOffset % UInt64(alignment) == 0 else {
                 throw .invalidTensor(path: file.path, tensor: raw.name, reason: "is not aligned to \(alignment) bytes")
             }
-            guard raw.relativeOffset <= UInt64(fileSize), dataStart + Int(raw.relativeOffset) + bytes <= fileSize else {
+            guard raw.relativeOffset <= UInt64(fileSize), dataStart + Int(raw.relativeOffset) <= fileSize,
+                  bytes <= fileSize - dataStart - Int(raw.relativeOffset) else {
                 throw .invalidTensor(path: file.path, tensor: raw.name,
                                      reason: "data (\(bytes) bytes at offset \(raw.relativeOffset)) lies past the end of the file (\(fileSize) bytes); the file is truncated or corrupt")
             }
             infos.append(GGUFTensorInfo(name: raw.name, type: raw.type, shape: raw.shape,
                                         offset: dataStart + Int(raw.relativeOffset), byteCount: bytes))
+        }
+        // Each tensor has bytes of its own: overlapping data is a corrupt (or crafted) file.
+        let byOffset = infos.sorted { $0.offset < $1.offset }
+        for (previous, next) in zip(byOffset, byOffset.dropFirst()) where next.offset < previous.offset + previous.byteCount {
+            throw .invalidTensor(path: file.path, tensor: next.name, reason: "overlaps the data of tensor '\(previous.name)'")
         }
         tensors = infos
         tensorIndex = index

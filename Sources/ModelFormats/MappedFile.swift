@@ -12,7 +12,8 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws(ModelFileError) {
         self.path = path
-        let fd = open(path, O_RDONLY)
+        // Non-blocking, so that a FIFO fails the regular-file check below instead of waiting for a writer.
+        let fd = open(path, O_RDONLY | O_NONBLOCK)
         guard fd >= 0 else { throw .cannotOpen(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         var info = stat()

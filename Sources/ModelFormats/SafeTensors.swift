@@ -88,8 +88,13 @@ public enum SafeTensors {
             guard let dtype = DType(rawValue: dtypeName) else { throw fail("tensor '\(name)' has unsupported dtype \(dtypeName)") }
             guard shape.allSatisfy({ $0 >= 0 && $0 < 1 << 31 }) else { throw fail("tensor '\(name)' has an impossible shape") }
             let (begin, end) = (offsets[0], offsets[1])
-            let expected = shape.reduce(1, *) * dtype.size
-            guard begin >= 0, end >= begin, end - begin == expected, headerEnd + end <= data.count else {
+            var expected = dtype.size
+            for d in shape {
+                let (product, overflow) = expected.multipliedReportingOverflow(by: d)
+                guard !overflow else { throw fail("tensor '\(name)' has an impossible shape") }
+                expected = product
+            }
+            guard begin >= 0, end >= begin, end - begin == expected, end <= data.count - headerEnd else {
                 throw fail("tensor '\(name)' data [\(begin), \(end)) does not fit its shape or the file")
             }
             file.tensors[name] = Tensor(dtype: dtype, shape: shape, data: Array(data[(headerEnd + begin)..<(headerEnd + end)]))

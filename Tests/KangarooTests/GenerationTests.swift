@@ -28,6 +28,37 @@ struct GenerationTests {
         #expect(result.stopReason == .stop)
     }
 
+    @Test("generation stops where a stop string first appears and the text is cut before it, streamed or not, several at once")
+    func stopStringsAnywhere() throws {
+        let full = try generate(GenerationOptions(maxTokens: 60, ignoreEOS: true)).text
+        let characters = Array(full)
+        var random = SeededRandom(5)
+        for _ in 0..<12 {
+            // Stops taken from the text itself (so they occur), plus one that never does.
+            let stops = (0..<Int.random(in: 1...3, using: &random)).map { _ in
+                let start = Int.random(in: 0..<(characters.count - 8), using: &random)
+                return String(characters[start..<(start + Int.random(in: 1...8, using: &random))])
+            } + ["never in this text ✓"]
+            var streamed = ""
+            let result = try generate(GenerationOptions(maxTokens: 60, stopStrings: stops, ignoreEOS: true), onText: { streamed += $0 })
+            // Generation stops at the first stop string to be complete (of those ending at one
+            // character, the longest), and the text is cut before it.
+            let ranges: [Range<String.Index>] = stops.compactMap { full.range(of: $0) }
+            let firstEnd = ranges.map(\.upperBound).min()!
+            let cut = ranges.filter { $0.upperBound == firstEnd }.map(\.lowerBound).min()!
+            #expect(result.text == String(full[..<cut]), "stops \(stops)")
+            #expect(streamed == result.text && result.stopReason == .stop)
+        }
+    }
+
+    @Test("a stop string of 200,000 characters costs each token constant time (generation finishes), and is held back only while it may match")
+    func longStopString() throws {
+        let full = try generate(GenerationOptions(maxTokens: 16, ignoreEOS: true)).text
+        let long = String(repeating: "ab", count: 100_000)
+        let result = try generate(GenerationOptions(maxTokens: 16, stopStrings: [long, full + "never"], ignoreEOS: true))
+        #expect(result.text == full && result.stopReason == .length)
+    }
+
     @Test("max tokens, and streaming equals the final text")
     func lengthLimit() throws {
         var streamed = ""

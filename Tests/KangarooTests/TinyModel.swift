@@ -8,6 +8,11 @@ enum TinyModel {
     static let vocabulary = 8, hidden = 32, layers = 4, heads = 2, kvHeads = 1, feedForward = 64, context = 64
 
     static func make(seed: UInt64 = 1, gain: Float = 2.5) throws -> LlamaModel {
+        try LlamaModel(path: write(seed: seed, gain: gain))
+    }
+
+    /// Writes the model's GGUF file, with `overrides` replacing (or adding) metadata, and returns its path.
+    static func write(seed: UInt64 = 1, gain: Float = 2.5, overrides: [(String, GGUFBuilder.Value)] = []) throws -> String {
         var random = SeededRandom(seed)
         var b = GGUFBuilder()
         b.add("general.architecture", .string("llama"))
@@ -41,6 +46,10 @@ enum TinyModel {
             tensor("blk.\(l).ffn_up.weight", hidden, feedForward)
             tensor("blk.\(l).ffn_down.weight", feedForward, hidden)
         }
-        return try LlamaModel(path: b.write())
+        for (key, value) in overrides {
+            b.metadata.removeAll { $0.0 == key }
+            b.add(key, value)
+        }
+        return try b.write()
     }
 }
