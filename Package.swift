@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
     ],
     targets: [
         // Integer-dot, attention, softmax and SwiGLU kernels (AVX-512 / AVX2 / portable), chosen at run
@@ -33,7 +34,7 @@ let package = Package(
         // GGUF parsing on a memory-mapped file.
         .target(name: "ModelFormats", dependencies: ["Tensor"]),
         // BPE and SentencePiece tokenizers built from GGUF metadata; chat templates.
-        .target(name: "Tokenizer", dependencies: ["ModelFormats"]),
+        .target(name: "Tokenizer", dependencies: ["ModelFormats", .product(name: "HeapModule", package: "swift-collections")]),
         // Llama configuration, weights, forward pass by layer range, KV cache.
         .target(name: "Llama", dependencies: ["ModelFormats", "Tensor"], swiftSettings: kernelFlags),
         // Kangaroo's adapter: weights, safetensors storage, forward pass, its drafting model for the core,

@@ -42,6 +42,7 @@ public final class GenerationService: @unchecked Sendable {
     private let decoders: [DecoderKind: SpeculativeDecoder]
     private let defaults: [DecoderKind: SpeculativeOptions]
     private let worker = DispatchQueue(label: "kangaroo.generation")
+    private let tokenizing = DispatchQueue(label: "kangaroo.tokenizing")
     private let jobs = Mutex<(waiting: Int, active: [ObjectIdentifier: Job])>((0, [:]))
 
     /// Used when a request names no decoder.
@@ -65,6 +66,14 @@ public final class GenerationService: @unchecked Sendable {
         }
         self.decoders = decoders
         self.defaults = defaults
+    }
+
+    /// `promptTokens` on a queue of its own, so that long prompts do not hold the threads that serve
+    /// other requests.
+    func tokenize(_ request: OpenAIRequest) async throws -> [Int32] {
+        try await withCheckedThrowingContinuation { continuation in
+            tokenizing.async { continuation.resume(with: Result { try self.promptTokens(request) }) }
+        }
     }
 
     /// Tokenizes the request's prompt, checking it against the context.

@@ -74,7 +74,7 @@ public struct OpenAIServer: Sendable {
             throw APIError(.notFound, "the model '\(parsed.model)' does not exist; this server has '\(modelID)'",
                            param: "model", code: "model_not_found")
         }
-        let prompt = try service.promptTokens(parsed)
+        let prompt = try await service.tokenize(parsed)
         let (events, job) = try service.submit(parsed, prompt: prompt)
         let id = (chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let created = Int(Date().timeIntervalSince1970)
@@ -97,7 +97,17 @@ public struct OpenAIServer: Sendable {
                         body: ResponseBody { writer in
             do {
                 if chat { try await writer.write(format.sse(format.chunk(role: true))) }
-                for try await event in events {
+                var iterator = events.makeAsyncIterator()
+                while true {
+                    let event: GenerationService.Event?
+                    do {
+                        event = try await iterator.next()
+                    } catch {
+                        // Generation failed: the client hears why, and the stream still ends properly.
+                        try await writer.write(format.sse(["error": ["message": "generation failed: \(error)", "type": "server_error"]]))
+                        break
+                    }
+                    guard let event else { break }
                     switch event {
                     case let .text(piece):
                         try await writer.write(format.sse(format.chunk(text: piece)))
@@ -107,7 +117,7 @@ public struct OpenAIServer: Sendable {
                 }
                 try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
             } catch {
-                // The client went away (or generation failed): stop generating at once.
+                // The client went away: stop generating at once.
                 job.cancel()
             }
             try? await writer.finish(nil)

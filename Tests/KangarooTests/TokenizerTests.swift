@@ -44,6 +44,21 @@ struct TokenizerTests {
         #expect(tokenizer.isEndOfGeneration(2))
     }
 
+    @Test("byte-level BPE merges a very long word as the merge ranks say, quickly, and round-trips it")
+    func longPieces() throws {
+        let tokenizer = try RealModel.get().tokenizer
+        // A word of 32,000 letters is one pre-token piece: each merge once cost a scan of every pair.
+        #expect(tokenizer.encode(String(repeating: "a", count: 3000)) == Array(repeating: 46880, count: 750))
+        let alternating = tokenizer.encode(String(repeating: "ab", count: 1500) + " xyz")
+        #expect(alternating.count == 1502 && alternating.suffix(2) == [29023, 106]
+                && alternating.dropLast(2).allSatisfy { $0 == 369 })
+        let long = String(repeating: "x", count: 32000)
+        #expect(tokenizer.decode(tokenizer.encode(long)) == long)
+        var random = SeededRandom(8)
+        let text = String((0..<8000).map { _ in "abcdefghij é😀 ".randomElement(using: &random)! })
+        #expect(tokenizer.decode(tokenizer.encode(text)) == text)
+    }
+
     @Test("unknown tokenizer models and pre-tokenizers are clear errors")
     func unknownTokenizer() throws {
         var b = GGUFBuilder()
