@@ -66,7 +66,7 @@ let package = Package(
         ]),
         .testTarget(name: "KangarooTests", dependencies: [
             "Decoding", "Adapter", "Llama", "Tokenizer", "ModelFormats", "Tensor", "ModelStore", "KernelsC", "Benchmark",
-            "Training",
+            "Training", "KangarooServer",
             "KangarooCLI",  // built so the server tests can start `kangaroo serve`
         ]),
     ]
