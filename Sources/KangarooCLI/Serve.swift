@@ -39,6 +39,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest request body in bytes.")
     var maxBody = 1 << 20
 
+    @Option(help: "Seconds after which a connection that sends no complete request part is closed (a request being answered is never cut).")
+    var idleTimeout: Double = 30
+
     @Option(help: "Model id that clients name (default: the file name without extension).")
     var modelID: String?
 
@@ -47,6 +50,7 @@ struct Serve: AsyncParsableCommand {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
         guard queue >= 0 else { throw ValidationError("--queue must not be negative") }
         guard maxBody >= 1 else { throw ValidationError("--max-body must be at least 1 byte") }
+        guard idleTimeout > 0, idleTimeout <= 86_400 else { throw ValidationError("--idle-timeout must be above 0 and at most 86400 seconds") }
     }
 
     func run() async throws {
@@ -58,7 +62,7 @@ struct Serve: AsyncParsableCommand {
             options: { speculative.options(for: $0) },
             context: min(context, model.config.contextLength), queueLimit: queue, defaultDecoder: decoder)
         let id = modelID ?? URL(fileURLWithPath: model.gguf.path).deletingPathExtension().lastPathComponent
-        let server = OpenAIServer(service: service, modelID: id, maxBodyBytes: maxBody)
+        let server = OpenAIServer(service: service, modelID: id, maxBodyBytes: maxBody, idleTimeout: .milliseconds(Int(idleTimeout * 1000)))
         try await server.run(host: host, port: port) { port in
             FileHandle.standardError.write(Data("kangaroo serving \(id) on http://\(host):\(port)\n".utf8))
         }

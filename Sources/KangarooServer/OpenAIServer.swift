@@ -12,7 +12,12 @@ public struct OpenAIServer: Sendable {
     public let modelID: String
     public let maxBodyBytes: Int
 
-    public init(service: GenerationService, modelID: String, maxBodyBytes: Int = 1 << 20) {
+    /// A connection that sends no complete request part (a header left unfinished, as a slow-loris
+    /// client does) for this long is closed; a request being answered is never cut.
+    public let idleTimeout: Duration
+
+    public init(service: GenerationService, modelID: String, maxBodyBytes: Int = 1 << 20, idleTimeout: Duration = .seconds(30)) {
+        self.idleTimeout = idleTimeout
         self.service = service
         self.modelID = modelID
         self.maxBodyBytes = maxBodyBytes
@@ -22,7 +27,9 @@ public struct OpenAIServer: Sendable {
     public func run(host: String, port: Int, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         var logger = Logger(label: "kangaroo.server")
         logger.logLevel = .notice
+        let (seconds, attoseconds) = idleTimeout.components
         let app = Application(router: router(),
+                              server: .http1(configuration: .init(idleTimeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))),
                               configuration: .init(address: .hostname(host, port: port), serverName: "kangaroo"),
                               services: [ShutdownCanceller(service: service)],
                               onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },

@@ -34,7 +34,7 @@ struct ServerTests {
 
         let server = Process()
         server.executableURL = URL(fileURLWithPath: Self.binary)
-        server.arguments = ["serve", "--host", "127.0.0.1", "--port", "0", "--context", "2048", "--model-id", "test-model"]
+        server.arguments = ["serve", "--host", "127.0.0.1", "--port", "0", "--context", "2048", "--model-id", "test-model", "--idle-timeout", "2"]
         let log = Pipe()
         server.standardError = log
         server.standardOutput = FileHandle.nullDevice

@@ -113,5 +113,21 @@ check(httpx.get(base_url + "/health").json() == {"status": "ok"}, "health")
 metrics = httpx.get(base_url + "/metrics").text
 check("kangaroo_generated_tokens_total" in metrics and "kangaroo_mean_accepted_tokens" in metrics, "metrics")
 
+# A client that opens a connection and never finishes its header is cut off after the idle timeout
+# (the server runs with --idle-timeout 2), while /v1/models keeps answering.
+import socket, time, urllib.parse
+address = urllib.parse.urlparse(base_url)
+slow = socket.create_connection((address.hostname, address.port))
+slow.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n")
+slow.settimeout(30)
+begin = time.time()
+check(httpx.get(base_url + "/v1/models").status_code == 200, "models answer while a header is unfinished")
+try:
+    closed = slow.recv(1) == b""
+except OSError:
+    closed = True
+check(closed and time.time() - begin < 20, f"an unfinished header is cut off after the idle timeout ({time.time() - begin:.1f} s)")
+slow.close()
+
 print(f"{len(failures)} failed")
 sys.exit(1 if failures else 0)
