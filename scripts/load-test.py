@@ -3,8 +3,9 @@
 
 Starts the server (or uses --url), then runs --clients concurrent clients that each send --requests
 streamed chat completions; every 5th request disconnects after its first token, every 7th is
-malformed. Prints requests served, errors by kind, p50/p95 latency and time to first token, and the
-server's resident memory sampled during the run.
+malformed; --pathological requests with a 32,000-letter prompt go beside them, and GET /v1/models is
+probed every 0.2 s. Prints requests served, errors by kind, p50/p95 latency and time to first token,
+the probes' latency, and the server's resident memory sampled during the run.
 
   scripts/load-test.sh            # wrapper: builds, installs the client venv, runs this
 """
@@ -21,6 +22,8 @@ parser.add_argument("--max-tokens", type=int, default=32)
 parser.add_argument("--queue", type=int, default=4, help="server queue length (small, so that some requests get 503)")
 parser.add_argument("--decoder", default="kangaroo")
 parser.add_argument("--time-limit", type=float, default=600, help="seconds; the test stops by itself after this")
+parser.add_argument("--pathological", type=int, default=2,
+                    help="requests with a 32,000-letter word as the prompt, sent beside the clients (each costs a long tokenization)")
 args = parser.parse_args()
 
 server = None
@@ -48,6 +51,7 @@ def rss_mib():
 
 results = []          # (kind, latency, ttft)
 memory = []
+probes = []           # latency of GET /v1/models during the run
 deadline = time.monotonic() + args.time_limit
 prompts = ["Tell me a fact about kangaroos.", "What is 7 times 8?", "Name a colour.", "Write a haiku about the sea."]
 
@@ -94,11 +98,30 @@ async def sample_memory():
             memory.append(value)
         await asyncio.sleep(0.5)
 
+async def pathological(client):
+    body = {"model": "load", "prompt": "x" * 32000, "max_tokens": 4}
+    start = time.monotonic()
+    resp = await client.post(base + "/v1/completions", json=body)
+    results.append((f"pathological -> {resp.status_code}", time.monotonic() - start, None))
+
+async def probe():
+    async with httpx.AsyncClient(timeout=30) as client:
+        await client.get(base + "/v1/models")  # the connection is made before the probes are timed
+        while True:
+            start = time.monotonic()
+            await client.get(base + "/v1/models")
+            probes.append(time.monotonic() - start)
+            await asyncio.sleep(0.2)
+
 async def main():
     sampler = asyncio.create_task(sample_memory())
+    prober = asyncio.create_task(probe())
     started = time.monotonic()
-    await asyncio.gather(*(client_loop(c) for c in range(args.clients)))
+    async with httpx.AsyncClient(timeout=120) as client:
+        await asyncio.gather(*(client_loop(c) for c in range(args.clients)),
+                             *(pathological(client) for _ in range(args.pathological)))
     sampler.cancel()
+    prober.cancel()
     return time.monotonic() - started
 
 elapsed = asyncio.run(main())
@@ -120,6 +143,8 @@ for kind, n in sorted(kinds.items()):
     print(f"  {kind:28s} {n}")
 print(f"latency (complete streams): p50 {pct(latencies, 50):.2f} s, p95 {pct(latencies, 95):.2f} s")
 print(f"time to first token:        p50 {pct(ttfts, 50):.2f} s, p95 {pct(ttfts, 95):.2f} s")
+if probes:
+    print(f"GET /v1/models during the run: p50 {pct(sorted(probes), 50) * 1000:.0f} ms, max {max(probes) * 1000:.0f} ms ({len(probes)} probes)")
 if memory:
     print(f"server RSS: start {memory[0]:.0f} MiB, peak {max(memory):.0f} MiB, end {memory[-1]:.0f} MiB ({len(memory)} samples)")
 print("server metrics: " + " ".join(l for l in metrics.splitlines() if l.startswith(("kangaroo_rejected", "kangaroo_generated", "kangaroo_tokens_per", "kangaroo_mean"))))

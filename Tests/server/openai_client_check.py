@@ -103,6 +103,10 @@ expect_error(lambda: client.completions.create(model=model, prompt="x", max_toke
              "copy_ngram out of range")
 expect_error(lambda: client.completions.create(model=model, prompt="x", max_tokens=2, extra_body={"kangaroo": {"threshold": 1.5}}), 400,
              "threshold out of range")
+for stream in [False, True]:
+    raw = httpx.post(base_url + "/v1/completions",
+                     json={"model": model, "prompt": "x", "max_tokens": 2, "stream": stream, "kangaroo": {"max_draft": 17}})
+    check(raw.status_code == 400 and "max_draft" in raw.text, f"max_draft above the range (stream {stream}): {raw.status_code}")
 raw = httpx.post(base_url + "/v1/completions", content=b"{not json", headers={"content-type": "application/json"})
 check(raw.status_code == 400 and "error" in raw.json(), f"malformed JSON: {raw.status_code}")
 raw = httpx.post(base_url + "/v1/completions", content=b'{"model": "' + model.encode() + b'", "prompt": "\xff"}')
