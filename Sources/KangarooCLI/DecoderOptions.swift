@@ -8,13 +8,20 @@ extension DecoderKind: ExpressibleByArgument {}
 
 /// `--decoder` and the speculative settings of `generate`.
 struct DecoderOptions: ParsableArguments {
-    @Option(help: "Decoding method: plain, kangaroo (shallow layers + adapter draft, full model verifies), layerskip (shallow layers + the model's head draft) or lookup (prompt lookup: tokens that followed an earlier occurrence of the last n-gram).")
-    var decoder: DecoderKind = .plain
+    @Option(help: "Decoding method: kangaroo (shallow layers + adapter draft, full model verifies), lookup (prompt lookup: tokens that followed an earlier occurrence of the last n-gram), layerskip (shallow layers + the model's head draft) or plain (no speculation). Default: kangaroo when an adapter fits the model (--adapter, or one shipped for it), else lookup. Every one gives plain decoding's output.")
+    var decoder: DecoderKind?
 
     @OptionGroup var speculative: SpeculativeSettings
 
+    /// --decoder, or the automatic choice, with Kangaroo's adapter.
+    func choice(for model: LlamaModel) throws -> (kind: DecoderKind, adapter: KangarooAdapter?) {
+        guard let decoder else { return try speculative.automaticDecoder(for: model) }
+        return (decoder, decoder == .kangaroo ? try speculative.resolveAdapter(for: model) : nil)
+    }
+
     func makeDecoder(model: LlamaModel, context: Int?) throws -> SpeculativeDecoder {
-        try speculative.makeDecoder(decoder, model: model, context: context)
+        let (kind, adapter) = try choice(for: model)
+        return try speculative.makeDecoder(kind, model: model, context: context, trained: adapter)
     }
 }
 
@@ -81,6 +88,15 @@ struct SpeculativeSettings: ParsableArguments {
         } catch let SpeculativeError.invalidSetting(name) {
             throw ValidationError(Self.flagError(name))
         }
+    }
+
+    /// The decoder when none is named: Kangaroo when an adapter fits the model (--adapter, or one
+    /// shipped for it), else prompt lookup, said on standard error. Both give plain decoding's output.
+    func automaticDecoder(for model: LlamaModel) throws -> (kind: DecoderKind, adapter: KangarooAdapter?) {
+        if let adapter { return (.kangaroo, try KangarooAdapter.load(from: adapter, for: model)) }
+        if let shipped = try KangarooAdapter.shipped(for: model) { return (.kangaroo, shipped) }
+        FileHandle.standardError.write(Data("note: no Kangaroo adapter fits this model; decoding with prompt lookup (--decoder plain turns speculation off)\n".utf8))
+        return (.lookup, nil)
     }
 
     /// --adapter if given; otherwise the adapter shipped for this model file; otherwise (with a note) an

@@ -95,8 +95,7 @@ extension Generate {
             lines.append(parsed)
             requests.append(GenerationRequest(prompt: prompt, options: options))
         }
-        let kind = decoderOptions.decoder
-        let adapter = kind == .kangaroo ? try decoderOptions.speculative.resolveAdapter(for: model) : nil
+        let (kind, adapter) = try decoderOptions.choice(for: model)
         let decoder = try DecoderCatalog.makeBatch(kind, model: model, slots: batchSize,
                                                    options: decoderOptions.speculative.options(for: kind), adapter: adapter,
                                                    contextCapacity: context)

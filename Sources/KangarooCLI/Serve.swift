@@ -21,8 +21,8 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var speculative: SpeculativeSettings
 
-    @Option(help: "Decoder for requests that do not choose one in \"kangaroo\": {\"decoder\": …}.")
-    var decoder: DecoderKind = .plain
+    @Option(help: "Decoder for requests that do not choose one in \"kangaroo\": {\"decoder\": …}. Default: kangaroo when an adapter fits the model, else lookup.")
+    var decoder: DecoderKind?
 
     @Option(help: "Address to listen on.")
     var host = "127.0.0.1"
@@ -55,12 +55,17 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let (model, tokenizer) = try modelOptions.load()
-        let adapter = try speculative.resolveAdapter(for: model)
+        // The default decoder, and the adapter for requests that ask for Kangaroo: the one that fits,
+        // or (when Kangaroo is the default by request) an untrained copy.
+        let (kind, automaticAdapter) = try decoder.map { ($0, nil) } ?? speculative.automaticDecoder(for: model)
+        let adapter = try automaticAdapter
+            ?? (kind == .kangaroo ? speculative.resolveAdapter(for: model)
+                : speculative.adapter.map { try KangarooAdapter.load(from: $0, for: model) } ?? KangarooAdapter.shipped(for: model))
         let speculative = speculative
         let service = try GenerationService(
             model: model, tokenizer: tokenizer, adapter: adapter,
             options: { speculative.options(for: $0) },
-            context: min(context, model.config.contextLength), queueLimit: queue, defaultDecoder: decoder)
+            context: min(context, model.config.contextLength), queueLimit: queue, defaultDecoder: kind)
         let id = modelID ?? URL(fileURLWithPath: model.gguf.path).deletingPathExtension().lastPathComponent
         let server = OpenAIServer(service: service, modelID: id, maxBodyBytes: maxBody, idleTimeout: .milliseconds(Int(idleTimeout * 1000)))
         try await server.run(host: host, port: port) { port in

@@ -76,3 +76,30 @@ struct BatchGenerationTests {
         #expect(bad.status != 0 && bad.output.contains("cannot read the prompts file"))
     }
 }
+
+@Suite("Default decoder")
+struct DefaultDecoderTests {
+    @Test("generate uses Kangaroo when an adapter fits the model and prompt lookup (saying so) when none does, with plain decoding's output")
+    func automaticChoice() throws {
+        let real = try RealModel.get()
+        let arguments = ["generate", "--chat", "--prompt", "Name three fruits.", "--max-tokens", "24", "--json"]
+        func run(_ extra: [String]) throws -> (decoder: String?, ids: [Int]?, output: String) {
+            let result = try ServerTests.run(ServerTests.binary, arguments + extra)
+            let json = result.output.split(separator: "\n").compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }.last
+            return (json?["decoder"] as? String, json?["token_ids"] as? [Int], result.output)
+        }
+        let automatic = try run([]), plain = try run(["--decoder", "plain"])
+        #expect(automatic.decoder == "kangaroo" && plain.decoder == "plain" && automatic.ids == plain.ids)
+        // The same model file with a byte appended: its fingerprint matches no shipped adapter.
+        let copy = FileManager.default.temporaryDirectory.appendingPathComponent("kangaroo-unmatched-\(getpid()).gguf")
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: real.gguf.path))
+        bytes.append(0)
+        try bytes.write(to: copy)
+        defer { try? FileManager.default.removeItem(at: copy) }
+        let unmatched = try run(["--model", copy.path])
+        #expect(unmatched.decoder == "lookup" && unmatched.ids == plain.ids, "\(unmatched.output)")
+        #expect(unmatched.output.contains("no Kangaroo adapter fits this model"))
+    }
+}
