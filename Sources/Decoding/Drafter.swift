@@ -107,13 +107,6 @@ public final class DraftRound {
         row[Int(tokens[node])] = 1
     }
 
-    /// The tokens from the pending token down to node `node`.
-    public func path(to node: Int) -> [Int] {
-        var path = [node]
-        while let parent = parents[path[0]] { path.insert(parent, at: 0) }
-        return path
-    }
-
     /// The verification batch's tree: the pending token, then the nodes.
     var batchTree: TokenTree { TokenTree(parents: [nil] + parents.map { ($0 ?? -1) + 1 })! }
 

@@ -4,12 +4,14 @@ import Tensor
 /// Attention, split across the pool; one per scratch, reused. Two ways, with the same bits for every
 /// token (each score, softmax and value sum is the same operations either way, see KernelsC.h):
 ///
-/// **Items** (phase `.items`): (run of new tokens, kv head) items. The query heads of the run's tokens
-/// that share the kv head are computed together, so each key and value is read once for all of them.
-/// Causality: token t sees positions 0…position + t. The run's scores are computed up to its last
-/// token's length (a token's extra ones are never read); its value sums run over the positions all its
-/// tokens see, then each later token adds its own few, which gives the bits of one sum
-/// (kq_attention_values adds in order): a token's result does not depend on the run.
+/// **Items** (phase `.items`): (run of a sequence's rows, kv head) items, for every sequence of the
+/// chunk in one job. The query heads of the run's rows that share the kv head are computed together,
+/// so each key and value is read once for all of them. A chain row i sees positions 0…base + i; a tree
+/// row sees the committed positions 0..<base, its ancestors and itself (`BatchLayout`). The run's
+/// scores are computed up to its last row's slot (a row's extra ones are never read; a tree row's
+/// path is first gathered next to the committed scores, in path order); its value sums run over the
+/// positions all its rows see, then each row adds its own few in order, which gives the bits of one
+/// sum along its path (kq_attention_values adds in order): a row's result does not depend on the run.
 ///
 /// **Split** (phases `.scores`, `.softmax`, `.values`, for a few new tokens over a long context): this
 /// model's 3 kv heads make 3 items, which two threads share 2 : 1, and reading the cache is most of a
