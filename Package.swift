@@ -54,7 +54,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], resources: [.copy("Page")]),
         .executableTarget(name: "KangarooCLI", dependencies: [
             "Decoding", "Adapter", "Llama", "Tokenizer", "ModelFormats", "ModelStore", "Benchmark", "KangarooServer", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

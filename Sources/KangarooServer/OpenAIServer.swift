@@ -37,8 +37,17 @@ public struct OpenAIServer: Sendable {
         try await app.runService()
     }
 
+    /// The chat page at `/`: one static file that talks to `/v1/chat/completions`.
+    static let chatPage: Data? = Bundle.module.url(forResource: "chat", withExtension: "html", subdirectory: "Page")
+        .flatMap { try? Data(contentsOf: $0) }
+
     func router() -> Router<BasicRequestContext> {
         let router = Router()
+        router.get("/") { _, _ in
+            guard let page = Self.chatPage else { throw APIError(.notFound, "the chat page is missing from this build") }
+            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
+                            body: ResponseBody(byteBuffer: ByteBuffer(data: page)))
+        }
         router.get("/health") { _, _ in JSONResponse.make(["status": "ok"]) }
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
