@@ -36,10 +36,8 @@ public final class AdapterRunner: ExitStateDraftModel, @unchecked Sendable {
         var storage: [UnsafeMutableRawPointer] = []
         // The adapter's float weights are quantised to Q8_0 (a quarter of the bytes) and multiplied as
         // the output head is (`forLogits`: int16 activations, rows repacked 16 at a time and read with
-        // software prefetch). Against the row-at-a-time int8 kernel, drafting took 0.33–0.35 instead of
-        // 0.37–0.45 ms a round (`generate --decoder kangaroo`, a 256-token answer, three runs alternating
-        // the builds; the same drafts). Drafts only steer speculation (the full model verifies them), so
-        // this changes speed, never output.
+        // software prefetch), which drafts faster than the row-at-a-time int8 kernel (docs/measurements.md).
+        // Drafts only steer speculation (the full model verifies them), so this changes speed, never output.
         func matrix(_ values: [Float], rows: Int, columns: Int) -> WeightMatrix {
             let bytes = quantizeQ8_0(values, columns: columns)
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 64)

@@ -38,14 +38,10 @@ public struct CopyLookup: Sendable {
 
     /// Appends to `drafts` (the round's drafts so far) a copy chain of at most `limit` tokens in all:
     /// the tokens that followed the chosen occurrence. The chain is as long as the number of tokens
-    /// before the n-gram that match too, and at least one. Measured on Spec-Bench outputs (24 first
-    /// turns, n = 2): a copy whose match is just the bigram is right 46% of the time and gets 0.9
-    /// tokens of a 3-token chain accepted; one with 6 or more matched tokens is right 81–90% and gets
-    /// 2.2. A long chain that fails costs a multi-token verification for nothing, so short matches
-    /// copy one token. The chain stays within γ even for long matches: letting those copy up to 8
-    /// tokens raised the mean accepted tokens on 70 Spec-Bench turns from 1.76 to 1.92 but not the
-    /// speed (1.17× / 1.20× plain against 1.18× / 1.19×, `kangaroo bench suite --limit 10`, two runs
-    /// each), since the wider verifications cost what the extra tokens save.
+    /// before the n-gram that match too, and at least one: a copy whose match is longer is right far
+    /// more often, and a long chain that fails costs a multi-token verification for nothing. The
+    /// chain stays within the limit even for long matches, since wider verifications cost what the
+    /// extra tokens save (docs/measurements.md).
     public func appendChain(to drafts: inout [Int32], limit: Int) {
         guard drafts.count < limit, let found = match(after: drafts) else { return }
         let length = min(limit - drafts.count, max(1, found.length - n))

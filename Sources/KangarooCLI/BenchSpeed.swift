@@ -318,9 +318,7 @@ struct BenchSpeed: ParsableCommand {
 
     /// The median of `repeats` timings (ms) of each of `sizes`, with its ratio to the first. The sizes take
     /// turns, one timing of each per round (after `warmUp` untimed rounds), so a machine whose speed drifts
-    /// (a shared host) slows them all alike instead of whichever is timed last. Timed one size after
-    /// another instead, the forward over one token took 3.12–3.14 ms timed first and 3.37–3.46 ms timed
-    /// after the forwards over 8 and 4 tokens (`--sizes 1,4,8` against `--sizes 8,4,1`, two runs each).
+    /// (a shared host) slows them all alike instead of whichever is timed last (docs/measurements.md).
     static func interleaved(_ sizes: [Int], repeats: Int, warmUp: Int, milliseconds: (Int) throws -> Double) rethrows -> [Report.Forward] {
         var samples = [[Double]](repeating: [], count: sizes.count)
         for round in 0..<(warmUp + repeats) {

@@ -18,12 +18,7 @@ import Tensor
 /// step's time at long contexts. So the scores are computed in (chunk of positions, kv head) items, the
 /// softmax one vector at a time, and the value sums in (slice of the head's lanes, kv head) items: both
 /// threads stream half of the cache, and each key and value is still read once for all new tokens.
-/// Forward over n tokens from a warm cache, the two ways alternating repeat by repeat in one process
-/// (`bench speed` patched for it), split against items, two runs each:
-/// - n=1: 512 positions −2 / −1%, 768 −5 / −2%, 1,024 −4 / −5%, 1,536 −6 / −7%, 2,048 −3 / −10%;
-/// - n=2: 512 +1 / +1%, 768 −2 / −4%, 1,024 −4 / −5%, 1,536 −9 / −7%, 2,048 −7 / −10%;
-/// - n=4: 512 to 1,536 0 to +2.5%, 2,048 −5 / −2%, 3,000 −8 / −9% (before the cache's value slices);
-/// - n=8: 512 to 1,536 +3 to +6%, 2,048 +4 / 0%, 3,000 −3 / −13%; n=16 at 3,000 −14%.
+/// Where each way is faster was measured (docs/measurements.md), hence `splitLength`.
 final class AttentionJob: ParallelJob {
     enum Phase { case items, scores, softmax, values }
 
@@ -31,12 +26,8 @@ final class AttentionJob: ParallelJob {
     static let maxRowsPerItem = 16
 
     /// Tokens per item: half of them (at most 16), so that the items still split evenly over two
-    /// threads (this model has 3 kv heads). Forward over n tokens at a 3,000-token context, the three
-    /// ways alternating repeat by repeat in one process, median of 40 repeats in ms, two runs:
-    /// - one token an item (as before): n=2 19.1 / 18.6, n=4 26.7 / 24.2, n=8 42.2 / 35.6;
-    /// - all tokens in one item: 19.7 / 19.4, 24.9 / 22.5, 37.3 / 32.3;
-    /// - halves (chosen): 18.8 / 18.4, 24.5 / 23.1, 34.4 / 32.1.
-    /// Prefill of 512 and 1,024 tokens is unchanged (within noise).
+    /// threads (this model has 3 kv heads); one token or all tokens an item were slower
+    /// (docs/measurements.md).
     static func rowsPerItem(count: Int) -> Int { min(max(1, (count + 1) / 2), maxRowsPerItem) }
 
     /// Positions of a scores item in the split way (whole key tiles).

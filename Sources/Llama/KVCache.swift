@@ -8,14 +8,9 @@ import Tensor
 ///   sum); lanes past a layer's length hold stale values that attention computes but never reads;
 /// - values as IEEE half floats in slices of 32 lanes (`valueSliceWidth`),
 ///   `values[layer][kvHead][slice][position][32]`: each slice is one contiguous stream, which attention
-///   at long contexts gives to a thread of its own (each lane is its own sum). Against
-///   `[layer][kvHead][position][64]` with the slices read at an offset, forward over n tokens, the two
-///   alternating in one process, two runs: 3,000 positions n=1 −7 / −8%, n=2…8 −3 to −5%; 1,536
-///   positions n=1 and 2 −3 to −5%; 512 unchanged. At long contexts
-///   decoding is bound by reading the cache; half values read a quarter less of it (decode at a
-///   1.1–1.3k-token context 104–124 → 123–154 tokens/s, four runs each alternating). Half keys too
-///   would read half, but moved the golden log-probabilities by 0.29 (bound 0.25) and swapped a
-///   near-tie top token; half values moved them by 0.18 (0.21 with float values).
+///   at long contexts gives to a thread of its own (each lane is its own sum). At long contexts
+///   decoding is bound by reading the cache, and half values read a quarter less of it; half keys
+///   would cost more precision than the golden tests allow (docs/measurements.md).
 /// Invariant: layer `l` holds valid entries for positions `0..<lengths[l]`. Layers may have different
 /// lengths (a speculative decoder runs shallow layers ahead of deep ones); rolling back is only
 /// lowering a length, since entries past it are overwritten before they are read again.

@@ -249,11 +249,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// layers and by an adapter with a feed-forward block). `count` may not exceed `scratch.capacity`.
     /// SwiGLU and the quantisation of the down projection's input run in the gate/up job, each thread on
     /// the 32-feature blocks of both products it has just computed (`ActivationBatch.multiplySwiGLU`).
-    /// On the calling thread, they read the other core's half of both products first. Forward over n
-    /// tokens, the two ways alternating repeat by repeat in one process: with the host busy, n = 8
-    /// 7.79 / 7.70 / 7.59 → 7.36 / 7.32 / 7.29 ms (three runs); on a quiet host, five runs, the mean
-    /// ratio was 1.00 at n = 1, 1.00 at n = 4 and 0.99 at n = 8. (An earlier session measured the same
-    /// idea 4–5% slower at n = 8.)
+    /// On the calling thread, they read the other core's half of both products first. So only the
+    /// int8 blocks of the down product's input cross the cores (docs/measurements.md).
     public func feedForwardBlock(_ w: FeedForwardWeights, states: UnsafeMutablePointer<Float>, count: Int, scratch: ForwardScratch) {
         precondition(count <= scratch.capacity && w.gate.rows <= config.feedForwardSize, "feed-forward block wider than the scratch")
         let c = config

@@ -46,14 +46,7 @@ public final class ThreadPool: @unchecked Sendable {
     /// least 1 / (parts · tailChunksPerPart) of the job. So the first part to arrive takes its whole
     /// even share in one run of consecutive rows, and the other share is taken in halving chunks, so
     /// the parts still finish together. Long runs matter: each new chunk is a new stream for the
-    /// prefetchers. Forward over n tokens, the ways alternating repeat by repeat in one process, median
-    /// ms of three runs each:
-    /// - against 1 / (2 · parts) of what is left (as before; tail 8), with the second core partly taken
-    ///   by the host: n = 1 4.42 / 4.54 / 4.35 → 3.79 / 4.00 / 3.87, n = 8 8.48 / 8.72 / 8.42 →
-    ///   7.86 / 8.32 / 7.90 (tail 2); on a quiet host n = 8 6.14 / 6.28 / 6.12 → 5.90 / 5.98 / 5.77;
-    /// - tail 8 against 2: n = 4 4.91 / 5.13 / 5.16 → 4.71 / 4.62 / 4.76, n = 8 6.62 / 7.77 / 7.09 →
-    ///   6.66 / 6.85 / 6.81, n = 1 the same; one even share each (tail 1) was no better than tail 2,
-    ///   tail 16 no better than 8.
+    /// prefetchers. The shares and the tail were chosen by measurement (docs/measurements.md).
     private static let tailChunksPerPart = 8
 
     public init(threads: Int) {
