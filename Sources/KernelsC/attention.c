@@ -3,10 +3,8 @@
 // Attention over the KV cache for the query heads that share one kv head: their scores against the
 // key tiles, and their probability-weighted sums of the values, reading each key and value once for
 // the group. Why C: the Swift targets are compiled for Haswell (AVX2), so the SIMD16 loops that did
-// this ran on 256-bit halves; this body is also compiled for AVX-512 and chosen at run time. Measured
-// against those loops (tiled keys, one head at a time), five runs each, back to back, with
-// `kangaroo generate --prompt-file long.txt --max-tokens 200 --ignore-eos --json` (a 1081-token
-// prompt): prefill 1.75–2.19 s → 1.20–1.48 s, median decode 102 → 114 tokens/s.
+// this ran on 256-bit halves; this body is also compiled for AVX-512 and chosen at run time, which
+// measured faster (docs/measurements.md).
 //
 // One body per kernel, compiled for the baseline, AVX2 and AVX-512, with every multiply-add an fmaf
 // (exact on each) in a fixed order, so all three give the same bits, and a query's result never
@@ -14,14 +12,11 @@
 
 // Query vectors (heads, or heads × tokens of a multi-token item) computed in one pass over the keys
 // and values. Up to 4 take 3 score tiles and 64 value lanes at a time, more take fewer tiles and lanes
-// so that the sums still fit in the 32 vector registers. Before, passes of 4 at most, so the 6 vectors of
-// a 2-token item read each key and value twice. Three rounds of `kangaroo bench speed --context 512
-// --sizes 1,2,4,8 --repeats 40` alternating the builds: a forward over 4 tokens 4.77–5.01 → 4.39–4.48 ms;
-// 1, 2 and 8 tokens unchanged within noise. Every score and sum is the same operations in any pass.
+// so that the sums still fit in the 32 vector registers, and each key and value is read once for all
+// of them. Every score and sum is the same operations in any pass.
 enum { MAX_GROUP = 8 };
-// Key tiles whose scores are computed together (see scores_tiles). The scores of 3 kv-group heads
-// over 1,100 positions, one thread, in cache: 3.62 µs one tile at a time, 2.72 µs three at a time
-// (two: 2.89–3.01; four: 6.41, out of registers); same bits in every case.
+// Key tiles whose scores are computed together (see scores_tiles): three were fastest, four run out of
+// registers (docs/measurements.md); same bits in every case.
 #ifndef SCORE_TILES
 #define SCORE_TILES 3
 #endif
@@ -29,11 +24,8 @@ enum { MAX_GROUP = 8 };
 // Software prefetch distance of the key tiles and value rows, in bytes: 12 KiB is the next three key
 // tiles (16 positions × 64 floats each), which the scores read together, and 192 positions of a
 // 32-lane value slice. The cache is read once per step, position after position, and each key tile is
-// a 4 KiB page of its own, where the hardware prefetchers start over. Forward over n tokens, no prefetch
-// against 12 KiB alternating repeat by repeat in one process (`bench speed --repeats 60`, patched for
-// it), attention's own time in two runs: 2,048 positions n=1 3.82 → 2.79 and 3.64 → 2.84 ms, n=4
-// 6.22 → 5.44 and 6.20 → 5.38 ms; 1,024 positions n=1 1.61 → 1.30 and 1.73 → 1.41 ms; 512 positions
-// n=1 0.89 → 0.76 ms. Prefetch never changes a result.
+// a 4 KiB page of its own, where the hardware prefetchers start over (docs/measurements.md). Prefetch
+// never changes a result.
 #ifndef KQ_ATTENTION_PREFETCH
 #define KQ_ATTENTION_PREFETCH 12288
 #endif
@@ -128,9 +120,7 @@ values_body_##SUFFIX(const int heads, const int width, const float *p, size_t p_
 
 // Vectors of the pass that starts at vector `h0`: the group in as few passes as MAX_GROUP allows, of
 // near-equal sizes (12 vectors: 6 and 6, which keep more score tiles and value lanes in the registers
-// than 8 and 4). Forward over 4 tokens at 3,000 positions with attention split over positions (12
-// vectors a kv head), against the unsplit way's 6-vector items, alternating in one process: 0.97 /
-// 0.975× its time with passes of 8 and 4, 0.91 / 0.92× with 6 and 6.
+// than 8 and 4; docs/measurements.md).
 static inline int slice_size(int heads, int h0) {
     int passes = (heads - h0 + MAX_GROUP - 1) / MAX_GROUP;
     return (heads - h0 + passes - 1) / passes;

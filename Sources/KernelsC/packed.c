@@ -73,21 +73,10 @@ static void packed_portable(int type, const uint8_t *packed, int rows, int colum
 
 #if KQ_X86
 // Software prefetch distance in bytes ahead of the block being read (a prefetch past the end of the
-// matrix is harmless: prefetches do not fault). Measured A/B with `kangaroo bench speed`, two runs each,
-// back to back: decode 172/186 tokens/s without, 287/274 with 1 KiB. Then 1 / 4 / 8 / 16 KiB, three
-// rounds each: decode 317, 280, 186 / 363, 384, 270 / 361, 361, 353 / 365, 355, 324 tokens/s, and a
-// forward over 2 tokens 3.9, 4.0, 6.2 / 3.6, 3.5, 4.0 / 3.6, 3.2, 4.5 / 3.6, 4.5, 3.2 ms: 4 KiB.
-// One token goes through a block fastest, so it looks twice as far ahead: on the AMD EPYC machine, the
-// distances alternating repeat by repeat in one process (forward over n tokens, median ms of three
-// runs), 8 KiB for one token against 4 KiB: n = 1 3.59 / 4.01 / 4.16 → 3.46 / 3.89 / 4.00; 8 KiB for two
-// tokens too did nothing (3.84 / 3.82 / 4.29 → 3.82 / 3.85 / 4.41), and 12 KiB for one token was no
-// better than 8.
-// One token also stops prefetching at the end of its rows (`end`): what lies beyond is usually another
-// thread's share, or another matrix's rows when the feed-forward job runs gate and up rows by turns.
-// In-process A/B, forward over one token, three runs each: 4.03 / 3.87 / 3.97 → 3.96 / 3.84 / 3.73 ms
-// with gate and up in one product job (before the SwiGLU job), 3.71 / 3.71 / 3.82 → 3.73 / 3.64 /
-// 3.79 ms with the SwiGLU job. Stopping for more tokens too made n = 8 1–2% slower (the same thread
-// often goes on with the next rows).
+// matrix is harmless: prefetches do not fault): 4 KiB, and 8 KiB for one token, which goes through a
+// block fastest. One token also stops prefetching at the end of its rows (`end`): what lies beyond is
+// usually another thread's share, or another matrix's rows when the feed-forward job runs gate and up
+// rows by turns. Each distance was measured (docs/measurements.md).
 static inline int prefetch_distance(int tokens) { return tokens == 1 ? 8192 : 4096; }
 
 static inline int32_t load_i32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
@@ -309,9 +298,8 @@ head_tile_vnni(const int nt, const uint8_t *group, int blocks, const int16_t *q,
         __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)base));
         // Few tokens: two chains per token (odd pairs in `odd`) hide vpdpwssd's latency; integer sums,
         // so the split is exact. The unrolled loop picks the chain, not an index: with `s[t][p & 1]`
-        // clang kept the sums on the stack, and the head over 4 tokens cost as much as over 8. Three
-        // rounds of `kangaroo bench speed --sizes 1,2,4,8 --repeats 40` alternating the two builds: a
-        // forward over 2 tokens 3.05–3.68 → 2.65–2.72 ms, over 4 tokens 4.51–5.54 → 3.44–3.51 ms.
+        // clang kept the sums on the stack, and the head over 4 tokens cost as much as over 8
+        // (docs/measurements.md).
         __m512i even[8], odd[8];
         for (int t = 0; t < nt; t++) even[t] = odd[t] = _mm512_setzero_si512();
         for (int p = 0; p < 16; p += 2) {
