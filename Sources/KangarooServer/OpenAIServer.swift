@@ -29,7 +29,8 @@ public struct OpenAIServer: Sendable {
         logger.logLevel = .notice
         let (seconds, attoseconds) = idleTimeout.components
         let app = Application(router: router(),
-                              server: .http1(configuration: .init(idleTimeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))),
+                              server: .http1(configuration: .init(additionalChannelHandlers: [KeepAliveInstaller()],
+                                                                  idleTimeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))),
                               configuration: .init(address: .hostname(host, port: port), serverName: "kangaroo"),
                               services: [ShutdownCanceller(service: service)],
                               onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },

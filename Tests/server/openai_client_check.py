@@ -133,5 +133,21 @@ except OSError:
 check(closed and time.time() - begin < 20, f"an unfinished header is cut off after the idle timeout ({time.time() - begin:.1f} s)")
 slow.close()
 
+# HTTP/1.0 without keep-alive: the response says Connection: close and the connection closes after it.
+old = socket.create_connection((address.hostname, address.port))
+old.settimeout(10)
+old.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+received = b""
+while True:
+    try:
+        chunk = old.recv(4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    received += chunk
+old.close()
+check(b'{"status":"ok"}' in received and b"connection: close" in received.lower(), f"HTTP/1.0 is answered and closed: {received[:200]!r}")
+
 print(f"{len(failures)} failed")
 sys.exit(1 if failures else 0)

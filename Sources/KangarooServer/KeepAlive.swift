@@ -1,0 +1,55 @@
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypesHTTP1
+
+/// HTTP/1.0 keep-alive rules (and `Connection: close` from 1.1 clients), which the server's HTTP types
+/// do not carry: an HTTP/1.0 request without `Connection: keep-alive` gets its response with
+/// `Connection: close`, and the connection is closed once that response is written. It watches the
+/// HTTP/1 parts before they become HTTP types (`KeepAliveInstaller` puts it there).
+final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Whether each request read and not yet answered keeps the connection open, in order.
+    private var keepAlive: [Bool] = []
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case let .head(head) = unwrapInboundIn(data) { keepAlive.append(head.isKeepAlive) }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let closes = keepAlive.first == false
+        switch unwrapOutboundIn(data) {
+        case var .head(head) where closes:
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+            context.write(wrapOutboundOut(.head(head)), promise: promise)
+        case .end:
+            if !keepAlive.isEmpty { keepAlive.removeFirst() }
+            guard closes else { return context.write(data, promise: promise) }
+            let written = context.eventLoop.makePromise(of: Void.self)
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
+            if let promise { written.futureResult.cascade(to: promise) }
+            context.writeAndFlush(data, promise: written)
+        default:
+            context.write(data, promise: promise)
+        }
+    }
+}
+
+/// Added with Hummingbird's extra handlers (which come after the HTTP/1 → HTTP types codec): puts a
+/// `KeepAliveHandler` before the codec, then removes itself.
+final class KeepAliveInstaller: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let pipeline = context.pipeline.syncOperations
+        if let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) {
+            try? pipeline.addHandler(KeepAliveHandler(), position: .before(codec))
+        }
+        pipeline.removeHandler(context: context, promise: nil)
+    }
+}
