@@ -172,6 +172,7 @@ public final class ServerMetrics: @unchecked Sendable {
         var decodeSeconds = 0.0
         var rounds = 0
         var committedInRounds = 0
+        var cancelled = 0
     }
 
     private let counts = Mutex(Counts())
@@ -187,6 +188,7 @@ public final class ServerMetrics: @unchecked Sendable {
             c.promptTokens += result.promptTokens
             c.generatedTokens += result.tokens.count
             c.decodeSeconds += result.prefillSeconds + result.decodeSeconds
+            if result.stopReason == .cancelled { c.cancelled += 1 }
             if let s = result.speculative {
                 c.rounds += s.rounds
                 c.committedInRounds += Int((s.meanAcceptedTokens * Double(s.rounds)).rounded())
@@ -199,6 +201,7 @@ public final class ServerMetrics: @unchecked Sendable {
             var out = "# HELP kangaroo_requests_total HTTP requests by endpoint and status.\n# TYPE kangaroo_requests_total counter\n"
             for (labels, n) in c.requests.sorted(by: { $0.key < $1.key }) { out += "kangaroo_requests_total{\(labels)} \(n)\n" }
             out += "# HELP kangaroo_rejected_total Requests refused because the queue was full.\n# TYPE kangaroo_rejected_total counter\nkangaroo_rejected_total \(c.rejected)\n"
+            out += "# HELP kangaroo_cancelled_total Generations stopped because their client went away (or the server stopped).\n# TYPE kangaroo_cancelled_total counter\nkangaroo_cancelled_total \(c.cancelled)\n"
             out += "# TYPE kangaroo_prompt_tokens_total counter\nkangaroo_prompt_tokens_total \(c.promptTokens)\n"
             out += "# TYPE kangaroo_generated_tokens_total counter\nkangaroo_generated_tokens_total \(c.generatedTokens)\n"
             out += "# HELP kangaroo_tokens_per_second Generated tokens over generation time (prefill included).\n# TYPE kangaroo_tokens_per_second gauge\n"

@@ -2,8 +2,8 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypesHTTP1
 
-/// HTTP/1.0 keep-alive rules (and `Connection: close` from 1.1 clients), which the server's HTTP types
-/// do not carry: an HTTP/1.0 request without `Connection: keep-alive` gets its response with
+/// HTTP/1 connection rules that the server's HTTP types do not carry. Keep-alive (HTTP/1.0, and
+/// `Connection: close` from 1.1 clients): an HTTP/1.0 request without `Connection: keep-alive` gets its response with
 /// `Connection: close`, and the connection is closed once that response is written. It watches the
 /// HTTP/1 parts before they become HTTP types (`KeepAliveInstaller` puts it there).
 final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -18,6 +18,13 @@ final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case let .head(head) = unwrapInboundIn(data) { keepAlive.append(head.isKeepAlive) }
         context.fireChannelRead(data)
+    }
+
+    /// A client that closes its side has gone (HTTP clients do not half-close and wait): the connection
+    /// is closed, which cancels a generation still running for it (`ServerRequestContext`).
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed { context.close(promise: nil) }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {

@@ -3,6 +3,7 @@ import Tokenizer
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 /// The OpenAI-compatible HTTP API over a `GenerationService`.
@@ -42,8 +43,8 @@ public struct OpenAIServer: Sendable {
     static let chatPage: Data? = Bundle.module.url(forResource: "chat", withExtension: "html", subdirectory: "Page")
         .flatMap { try? Data(contentsOf: $0) }
 
-    func router() -> Router<BasicRequestContext> {
-        let router = Router()
+    func router() -> Router<ServerRequestContext> {
+        let router = Router(context: ServerRequestContext.self)
         router.get("/") { _, _ in
             guard let page = Self.chatPage else { throw APIError(.notFound, "the chat page is missing from this build") }
             return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
@@ -57,16 +58,16 @@ public struct OpenAIServer: Sendable {
         router.get("/v1/models") { _, _ in
             JSONResponse.make(["object": "list", "data": [["id": modelID, "object": "model", "created": 0, "owned_by": "kangaroo"]]])
         }
-        router.post("/v1/completions") { request, _ in await handle(request, chat: false) }
-        router.post("/v1/chat/completions") { request, _ in await handle(request, chat: true) }
+        router.post("/v1/completions") { request, context in await handle(request, chat: false, channel: context.channel) }
+        router.post("/v1/chat/completions") { request, context in await handle(request, chat: true, channel: context.channel) }
         return router
     }
 
-    private func handle(_ request: Request, chat: Bool) async -> Response {
+    private func handle(_ request: Request, chat: Bool, channel: any Channel) async -> Response {
         let endpoint = chat ? "chat_completions" : "completions"
         let response: Response
         do {
-            response = try await respond(request, chat: chat)
+            response = try await respond(request, chat: chat, channel: channel)
         } catch let error as APIError {
             response = error.response
         } catch {
@@ -76,7 +77,7 @@ public struct OpenAIServer: Sendable {
         return response
     }
 
-    private func respond(_ request: Request, chat: Bool) async throws -> Response {
+    private func respond(_ request: Request, chat: Bool, channel: any Channel) async throws -> Response {
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodyBytes {
             throw APIError(.contentTooLarge, "the request body exceeds \(maxBodyBytes) bytes")
         }
@@ -98,6 +99,8 @@ public struct OpenAIServer: Sendable {
         let format = ResponseFormat(chat: chat, id: id, created: created, model: modelID, request: parsed, tokenizer: service.tokenizer)
 
         if !parsed.stream {
+            // A client that goes away closes the connection: its generation stops too.
+            channel.closeFuture.whenComplete { _ in job.cancel() }
             var final: (GenerationResult, Int)?
             do {
                 for try await event in events {
@@ -245,5 +248,17 @@ struct ResponseFormat {
         object["usage"] = usage(result, promptTokens: promptTokens)
         object["kangaroo"] = statistics(result)
         return object
+    }
+}
+
+/// The request context of this server: Hummingbird's basics and the connection, whose closing
+/// cancels a request still being generated.
+struct ServerRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
     }
 }

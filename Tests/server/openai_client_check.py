@@ -149,5 +149,23 @@ while True:
 old.close()
 check(b'{"status":"ok"}' in received and b"connection: close" in received.lower(), f"HTTP/1.0 is answered and closed: {received[:200]!r}")
 
+# A client that goes away cancels its generation, streamed or not (counted in /metrics).
+def cancelled_total():
+    line = next(l for l in httpx.get(base_url + "/metrics").text.splitlines() if l.startswith("kangaroo_cancelled_total "))
+    return int(line.split()[1])
+counting = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
+for stream in [False, True]:
+    before = cancelled_total()
+    body = json.dumps({"model": model, "prompt": counting, "max_tokens": 1500, "temperature": 0, "stream": stream}).encode()
+    leaving = socket.create_connection((address.hostname, address.port))
+    leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(body)).encode() + b"\r\n\r\n" + body)
+    time.sleep(0.5)
+    leaving.close()
+    deadline = time.time() + 20
+    while cancelled_total() == before and time.time() < deadline:
+        time.sleep(0.1)
+    check(cancelled_total() == before + 1, f"a client that leaves cancels its generation (stream {stream})")
+
 print(f"{len(failures)} failed")
 sys.exit(1 if failures else 0)
