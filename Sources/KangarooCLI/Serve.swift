@@ -39,7 +39,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest request body in bytes.")
     var maxBody = 1 << 20
 
-    @Option(help: "Seconds after which a connection that sends no complete request part is closed (a request being answered is never cut).")
+    @Option(help: "Seconds after which a connection that sends no complete request part, or whose request (head to end) has not arrived whole, is closed (a request being answered is never cut).")
     var idleTimeout: Double = 30
 
     @Option(help: "Model id that clients name (default: the file name without extension).")

@@ -2,8 +2,8 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypesHTTP1
 
-/// HTTP/1 connection rules that the server's HTTP types do not carry. Keep-alive (HTTP/1.0, and
-/// `Connection: close` from 1.1 clients): an HTTP/1.0 request without `Connection: keep-alive` gets its response with
+/// HTTP/1 connection rules that the server's HTTP types do not carry, and a deadline for each request
+/// to arrive whole. Keep-alive (HTTP/1.0, and `Connection: close` from 1.1 clients): an HTTP/1.0 request without `Connection: keep-alive` gets its response with
 /// `Connection: close`, and the connection is closed once that response is written. It watches the
 /// HTTP/1 parts before they become HTTP types (`KeepAliveInstaller` puts it there).
 final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -14,9 +14,27 @@ final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Whether each request read and not yet answered keeps the connection open, in order.
     private var keepAlive: [Bool] = []
+    /// A request must arrive whole, head to end, within this: a body trickled in byte by byte keeps
+    /// the idle timer from firing, but not this one.
+    private let requestTimeout: TimeAmount
+    private var requestDeadline: Scheduled<Void>?
+
+    init(requestTimeout: TimeAmount) {
+        self.requestTimeout = requestTimeout
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case let .head(head) = unwrapInboundIn(data) { keepAlive.append(head.isKeepAlive) }
+        switch unwrapInboundIn(data) {
+        case let .head(head):
+            keepAlive.append(head.isKeepAlive)
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            requestDeadline = context.eventLoop.scheduleTask(in: requestTimeout) { bound.value.close(promise: nil) }
+        case .end:
+            requestDeadline?.cancel()
+            requestDeadline = nil
+        case .body:
+            break
+        }
         context.fireChannelRead(data)
     }
 
@@ -51,11 +69,16 @@ final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandler {
 /// `KeepAliveHandler` before the codec, then removes itself.
 final class KeepAliveInstaller: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
+    let requestTimeout: TimeAmount
+
+    init(requestTimeout: TimeAmount) {
+        self.requestTimeout = requestTimeout
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         let pipeline = context.pipeline.syncOperations
         if let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) {
-            try? pipeline.addHandler(KeepAliveHandler(), position: .before(codec))
+            try? pipeline.addHandler(KeepAliveHandler(requestTimeout: requestTimeout), position: .before(codec))
         }
         pipeline.removeHandler(context: context, promise: nil)
     }

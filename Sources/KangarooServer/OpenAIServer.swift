@@ -14,7 +14,8 @@ public struct OpenAIServer: Sendable {
     public let maxBodyBytes: Int
 
     /// A connection that sends no complete request part (a header left unfinished, as a slow-loris
-    /// client does) for this long is closed; a request being answered is never cut.
+    /// client does) for this long is closed, and so is one whose request, head to end, takes longer to
+    /// arrive (a body trickled in); a request being answered is never cut.
     public let idleTimeout: Duration
 
     public init(service: GenerationService, modelID: String, maxBodyBytes: Int = 1 << 20, idleTimeout: Duration = .seconds(30)) {
@@ -29,9 +30,10 @@ public struct OpenAIServer: Sendable {
         var logger = Logger(label: "kangaroo.server")
         logger.logLevel = .notice
         let (seconds, attoseconds) = idleTimeout.components
+        let timeout = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         let app = Application(router: router(),
-                              server: .http1(configuration: .init(additionalChannelHandlers: [KeepAliveInstaller()],
-                                                                  idleTimeout: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))),
+                              server: .http1(configuration: .init(additionalChannelHandlers: [KeepAliveInstaller(requestTimeout: timeout)],
+                                                                  idleTimeout: timeout)),
                               configuration: .init(address: .hostname(host, port: port), serverName: "kangaroo"),
                               services: [ShutdownCanceller(service: service)],
                               onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },

@@ -133,6 +133,20 @@ except OSError:
 check(closed and time.time() - begin < 20, f"an unfinished header is cut off after the idle timeout ({time.time() - begin:.1f} s)")
 slow.close()
 
+# A body trickled in a byte at a time is cut off after the same timeout: each byte resets the idle
+# timer, but the request must arrive whole in time.
+trickle = socket.create_connection((address.hostname, address.port))
+trickle.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+begin, closed = time.time(), False
+while time.time() - begin < 20 and not closed:
+    try:
+        trickle.sendall(b" ")
+        time.sleep(0.5)
+    except OSError:
+        closed = True
+check(closed and time.time() - begin < 15, f"a trickled body is cut off ({time.time() - begin:.1f} s)")
+trickle.close()
+
 # HTTP/1.0 without keep-alive: the response says Connection: close and the connection closes after it.
 old = socket.create_connection((address.hostname, address.port))
 old.settimeout(10)
