@@ -40,13 +40,17 @@ public struct BatchGenerator {
         var nextRequest = 0
         let clock = ContinuousClock()
 
+        func record(_ index: Int, _ result: Result<GenerationResult, Error>) {
+            results[index] = result
+            onFinished(index, result)
+        }
+
         func finish(_ slot: Int) {
             guard var entry = running[slot] else { return }
             _ = entry.progress.finish()
             entry.progress.result.decodeSeconds = (clock.now - entry.firstTokenAt).seconds
             entry.progress.result.speculative = decoder.speculativeStatistics(slot: slot)
-            results[entry.index] = .success(entry.progress.result)
-            onFinished(entry.index, .success(entry.progress.result))
+            record(entry.index, .success(entry.progress.result))
             running[slot] = nil
         }
 
@@ -60,8 +64,7 @@ public struct BatchGenerator {
                                                       promptTokens: request.prompt.count, options: request.options)
                     if progress.isFinished {
                         _ = progress.finish()
-                        results[index] = .success(progress.result)
-                        onFinished(index, .success(progress.result))
+                        record(index, .success(progress.result))
                         continue
                     }
                     samplers[slot] = Sampler(options: request.options.sampling)
@@ -74,8 +77,7 @@ public struct BatchGenerator {
                         running[slot] = Running(index: index, progress: progress, firstTokenAt: firstTokenAt)
                         check(slot)
                     } catch {
-                        results[index] = .failure(error)
-                        onFinished(index, .failure(error))
+                        record(index, .failure(error))
                     }
                 }
             }

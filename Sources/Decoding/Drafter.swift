@@ -99,6 +99,16 @@ public final class DraftRound {
         return count - 1
     }
 
+    /// Adds `copies` as a chain after the last node (copied text, prompt lookup's drafts), each with all
+    /// its draft probability on its token when `sampling`, and counts them as copies.
+    public func addCopies(_ copies: [Int32], sampling: Bool) {
+        for copy in copies {
+            let node = add(copy, parent: count == 0 ? nil : count - 1)
+            if sampling { setCertain(node) }
+        }
+        copiedDrafts += copies.count
+    }
+
     /// Sampling: makes node `node`'s draft distribution all on its token (a draft made without a
     /// distribution, such as a copy).
     public func setCertain(_ node: Int) {

@@ -181,11 +181,7 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
         // A copy round, also during a back-off (copies are right far more often than failed drafts).
         var copies: [Int32] = []
         copyLookup?.appendChain(to: &copies, limit: maxDrafts)
-        for copy in copies {
-            let node = round.add(copy, parent: round.count == 0 ? nil : round.count - 1)
-            if !sampler.options.isGreedy { round.setCertain(node) }
-        }
-        round.copiedDrafts += copies.count
+        round.addCopies(copies, sampling: !sampler.options.isGreedy)
         let copyRound = !copies.isEmpty
         // In a back-off the draft model does not draft; a copy round counts as one of its rounds.
         if roundsWithoutDrafting > 0 {
@@ -321,11 +317,7 @@ public final class LookupDrafter: ConfigurableDrafter {
     public func propose(_ round: DraftRound, sampler: inout Sampler) throws {
         var copies: [Int32] = []
         lookup.appendChain(to: &copies, limit: min(maxDraft, round.limit))
-        for copy in copies {
-            let node = round.add(copy, parent: round.count == 0 ? nil : round.count - 1)
-            if !sampler.options.isGreedy { round.setCertain(node) }
-        }
-        round.copiedDrafts += copies.count
+        round.addCopies(copies, sampling: !sampler.options.isGreedy)
     }
 
     public func accept(_ outcome: RoundOutcome) { lookup.commit(outcome.tokens) }

@@ -87,7 +87,7 @@ public final class BatchDecoder {
         let c = model.config
         self.name = name
         self.model = model
-        let capacity = min(contextCapacity, c.contextLength)
+        let capacity = c.context(contextCapacity)
         self.contextCapacity = capacity
         let drafters = try (0..<slots).map { _ in try makeDrafter() }
         let maxDrafts = drafters[0] == nil ? 0 : maxDrafts
@@ -148,7 +148,6 @@ final class DecodingSequence {
     /// after each rejected candidate.
     let target: FloatMatrix
     private var pending: Int32 = 0
-    private var roundStart = ContinuousClock.now
     private var draftSeconds = 0.0
 
     init(model: LlamaModel, drafter: (any Drafter)?, maxDrafts: Int, contextCapacity: Int, scratch: ForwardScratch,
@@ -195,7 +194,7 @@ final class DecodingSequence {
 
     /// The drafter's candidates for the next round, which commits at most `limit` tokens.
     func draft(limit: Int, sampler: inout Sampler) throws {
-        roundStart = ContinuousClock.now
+        let roundStart = ContinuousClock.now
         let position = committedLength
         // Prompt and output stay within the context (the generation loop's rule): the round commits up
         // to k + 1 tokens, the last of them not fed.
@@ -209,25 +208,21 @@ final class DecodingSequence {
     var rowCount: Int { round.count + 1 }
 
     /// Writes the round's rows, as the layers from `layers` take them, into `hidden` from row `row`:
-    /// the drafter's states when it ran those layers, else the embeddings (then running layers
-    /// `round.stateLayers..<layers` over them).
+    /// the drafter's states when it ran layers, else the embeddings; when another sequence's drafter
+    /// ran more layers, these rows are brought up to them first.
     func writeRows(into hidden: FloatMatrix, at row: Int, layers: Int, scratch: ForwardScratch) throws {
-        if round.stateLayers == layers && layers > 0 {
+        if round.stateLayers > 0 {
             for i in 0..<rowCount { hidden.copyRow(from: round.states, row: i, to: row + i) }
             hidden.rows = row + rowCount
-            return
-        }
-        precondition(round.stateLayers == 0 || round.stateLayers < layers)
-        let own = FloatMatrix(capacity: rowCount, columns: hidden.columns)
-        if round.stateLayers > 0 {
-            for i in 0..<rowCount { own.copyRow(from: round.states, row: i, to: i) }
-            own.rows = rowCount
         } else {
-            model.embed([pending] + round.tokens, into: own)
+            model.embed([pending] + round.tokens, into: hidden, at: row)
         }
+        guard round.stateLayers < layers else { return }
+        let own = FloatMatrix(capacity: rowCount, columns: hidden.columns)
+        for i in 0..<rowCount { own.copyRow(from: hidden, row: row + i, to: i) }
+        own.rows = rowCount
         try model.forward(layers: round.stateLayers..<layers, hidden: own, batch: [batchSequence], scratch: scratch)
         for i in 0..<rowCount { hidden.copyRow(from: own, row: i, to: row + i) }
-        hidden.rows = row + rowCount
     }
 
     var batchSequence: BatchSequence { BatchSequence(cache: cache, tree: round.batchTree) }

@@ -32,7 +32,7 @@ public struct OpenAIServer: Sendable {
         let (seconds, attoseconds) = idleTimeout.components
         let timeout = TimeAmount.nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
         let app = Application(router: router(),
-                              server: .http1(configuration: .init(additionalChannelHandlers: [KeepAliveInstaller(requestTimeout: timeout)],
+                              server: .http1(configuration: .init(additionalChannelHandlers: [HTTP1ConnectionInstaller(requestTimeout: timeout)],
                                                                   idleTimeout: timeout)),
                               configuration: .init(address: .hostname(host, port: port), serverName: "kangaroo"),
                               services: [ShutdownCanceller(service: service)],

@@ -2,11 +2,14 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypesHTTP1
 
-/// HTTP/1 connection rules that the server's HTTP types do not carry, and a deadline for each request
-/// to arrive whole. Keep-alive (HTTP/1.0, and `Connection: close` from 1.1 clients): an HTTP/1.0 request without `Connection: keep-alive` gets its response with
-/// `Connection: close`, and the connection is closed once that response is written. It watches the
-/// HTTP/1 parts before they become HTTP types (`KeepAliveInstaller` puts it there).
-final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandler {
+/// HTTP/1 connection rules that the server's HTTP types do not carry, so it watches the HTTP/1 parts
+/// before they become HTTP types (`HTTP1ConnectionInstaller` puts it there):
+/// - keep-alive: an HTTP/1.0 request without `Connection: keep-alive` (or a 1.1 request with
+///   `Connection: close`) gets `Connection: close`, and the connection closes once that response is
+///   written;
+/// - each request must arrive whole, head to end, within the request timeout;
+/// - a client that closes its side has gone: the connection closes.
+final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -66,8 +69,8 @@ final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandler {
 }
 
 /// Added with Hummingbird's extra handlers (which come after the HTTP/1 → HTTP types codec): puts a
-/// `KeepAliveHandler` before the codec, then removes itself.
-final class KeepAliveInstaller: ChannelInboundHandler, RemovableChannelHandler {
+/// `HTTP1ConnectionHandler` before the codec, then removes itself.
+final class HTTP1ConnectionInstaller: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
     let requestTimeout: TimeAmount
 
@@ -78,7 +81,7 @@ final class KeepAliveInstaller: ChannelInboundHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         let pipeline = context.pipeline.syncOperations
         if let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) {
-            try? pipeline.addHandler(KeepAliveHandler(requestTimeout: requestTimeout), position: .before(codec))
+            try? pipeline.addHandler(HTTP1ConnectionHandler(requestTimeout: requestTimeout), position: .before(codec))
         }
         pipeline.removeHandler(context: context, promise: nil)
     }
