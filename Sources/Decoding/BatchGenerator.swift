@@ -73,7 +73,7 @@ public struct BatchGenerator {
                         let first = try decoder.start(slot: slot, prompt: request.prompt, sampler: &samplers[slot])
                         let firstTokenAt = clock.now
                         progress.result.prefillSeconds = (firstTokenAt - begin).seconds
-                        _ = progress.consume(first)
+                        progress.consume(first)
                         running[slot] = Running(index: index, progress: progress, firstTokenAt: firstTokenAt)
                         check(slot)
                     } catch {
@@ -100,7 +100,7 @@ public struct BatchGenerator {
             let rounds = try decoder.next(slots: slots, limits: slots.map { running[$0]!.progress.tokensWanted },
                                           samplers: &samplers)
             for (slot, round) in zip(slots, rounds) {
-                _ = running[slot]!.progress.consume(round)
+                running[slot]!.progress.consume(round)
                 check(slot)
             }
             fill()

@@ -6,6 +6,14 @@ import Tensor
 public struct DecodedRound {
     public var tokens: [Int32]
     public var logits: FloatMatrix
+    /// How many of the leading tokens were drafts the full model accepted (the rest it chose itself).
+    public var drafted: Int
+
+    public init(tokens: [Int32], logits: FloatMatrix, drafted: Int = 0) {
+        self.tokens = tokens
+        self.logits = logits
+        self.drafted = drafted
+    }
 }
 
 /// A way of producing tokens from a model. Decoders differ in how many model passes a token costs,

@@ -68,11 +68,12 @@ public struct Generator {
     }
 
     /// Generates a continuation of `prompt`. `onText` receives text pieces as soon as they are final
-    /// (complete UTF-8 characters that cannot be the start of a stop string).
+    /// (complete UTF-8 characters that cannot be the start of a stop string), each marked with whether
+    /// it came from accepted drafts or from the full model's own tokens.
     /// `shouldStop` is asked before every round; when it answers true, generation ends as `.cancelled`.
     public func generate(prompt: [Int32], decoder: Decoder, options: GenerationOptions,
                          shouldStop: () -> Bool = { false },
-                         onText: (String) -> Void = { _ in }) throws -> GenerationResult {
+                         onText: (TextPiece) -> Void = { _ in }) throws -> GenerationResult {
         var progress = GenerationProgress(tokenizer: tokenizer, decoder: decoder.name, promptTokens: prompt.count, options: options)
         guard !progress.isFinished else { return progress.result }
         var sampler = Sampler(options: options.sampling)
@@ -81,18 +82,30 @@ public struct Generator {
         var round = try decoder.start(prompt: prompt, sampler: &sampler)
         let firstTokenAt = clock.now
         progress.result.prefillSeconds = (firstTokenAt - begin).seconds
-        func emit(_ piece: String) { if !piece.isEmpty { onText(piece) } }
         while true {
-            emit(progress.consume(round))
+            progress.consume(round).forEach(onText)
             if !progress.isFinished { progress.checkRoom(committed: decoder.committedLength, capacity: decoder.contextCapacity) }
             if !progress.isFinished && shouldStop() { progress.stop(.cancelled) }
             if progress.isFinished { break }
             round = try decoder.next(sampler: &sampler, limit: progress.tokensWanted)
         }
-        emit(progress.finish())
+        let rest = progress.finish()
+        if !rest.isEmpty { onText(TextPiece(text: rest, drafted: false)) }
         progress.result.decodeSeconds = (clock.now - firstTokenAt).seconds
         progress.result.speculative = decoder.speculativeStatistics
         return progress.result
+    }
+}
+
+/// Generated text that has become final, and whether the drafter proposed it (the full model accepted
+/// it) or the full model chose it itself.
+public struct TextPiece: Sendable, Equatable {
+    public var text: String
+    public var drafted: Bool
+
+    public init(text: String, drafted: Bool) {
+        self.text = text
+        self.drafted = drafted
     }
 }
 
@@ -118,9 +131,12 @@ public struct GenerationProgress {
     /// Tokens still wanted.
     public var tokensWanted: Int { options.maxTokens - result.tokens.count }
 
-    /// Takes a round's tokens in order until one ends the generation; returns the text that became final.
-    public mutating func consume(_ round: DecodedRound) -> String {
-        var ready = ""
+    /// Takes a round's tokens in order until one ends the generation; returns the text that became
+    /// final, in pieces of accepted drafts and of the full model's own tokens (a piece held back as a
+    /// possible stop string counts as the token that released it).
+    @discardableResult
+    public mutating func consume(_ round: DecodedRound) -> [TextPiece] {
+        var ready: [TextPiece] = []
         for (i, token) in round.tokens.enumerated() where !isFinished {
             if !options.ignoreEOS && tokenizer.isEndOfGeneration(token) {
                 stop(.eos)
@@ -133,7 +149,12 @@ public struct GenerationProgress {
                                         LogProbabilities.top(options.logprobs, row, count: count)))
             }
             let (piece, stopped) = text.append(tokenizer.bytes(of: token))
-            ready += piece
+            let drafted = i < round.drafted
+            if !piece.isEmpty {
+                if ready.last?.drafted == drafted { ready[ready.count - 1].text += piece } else {
+                    ready.append(TextPiece(text: piece, drafted: drafted))
+                }
+            }
             if stopped {
                 stop(.stop)
             } else if result.tokens.count >= options.maxTokens {

@@ -272,7 +272,7 @@ final class DecodingSequence {
         statistics.copiedDrafts += round.copiedDrafts
         statistics.draftSeconds += draftSeconds
         statistics.verifySeconds += forwardSeconds
-        return DecodedRound(tokens: tokens, logits: logitsInOrder(path: path))
+        return DecodedRound(tokens: tokens, logits: logitsInOrder(path: path), drafted: path.count)
     }
 
     /// The logits each committed token was chosen from: row 0's, then each accepted node's.

@@ -72,7 +72,7 @@ struct Chat: ParsableCommand {
             let options = GenerationOptions(maxTokens: min(maxTokens, decoder.contextCapacity - prompt.count - 1),
                                             sampling: SamplingOptions(temperature: temperature, seed: seed &+ UInt64(session.turns)))
             let result = try Generator(tokenizer: tokenizer).generate(prompt: prompt, decoder: decoder, options: options,
-                                                                      shouldStop: { stop.isSet }, onText: writeOut)
+                                                                      shouldStop: { stop.isSet }, onText: { writeOut($0.text) })
             writeOut("\n")
             session.messages.append(ChatMessage(role: .assistant, content: result.text))
             session.record(result)

@@ -116,7 +116,7 @@ struct Generate: ParsableCommand {
         guard !prompt.isEmpty else { throw ValidationError("the prompt is empty") }
         let decoder = try decoderOptions.makeDecoder(model: model, context: context)
         let result = try Generator(tokenizer: tokenizer).generate(prompt: prompt, decoder: decoder, options: generationOptions,
-                                                                  onText: { piece in if !json { writeOut(piece) } })
+                                                                  onText: { piece in if !json { writeOut(piece.text) } })
         if json {
             try printJSON(GenerateReport(result))
         } else {

@@ -13,7 +13,7 @@ import Tokenizer
 public final class GenerationService: @unchecked Sendable {
     /// What a running generation reports.
     enum Event: Sendable {
-        case text(String)
+        case text(TextPiece)
         case finished(GenerationResult, promptTokens: Int)
     }
 

@@ -132,7 +132,7 @@ public struct OpenAIServer: Sendable {
                     guard let event else { break }
                     switch event {
                     case let .text(piece):
-                        try await writer.write(format.sse(format.chunk(text: piece)))
+                        try await writer.write(format.sse(format.chunk(piece)))
                     case let .finished(result, promptTokens):
                         try await writer.write(format.sse(format.finalChunk(result, promptTokens: promptTokens)))
                     }
@@ -225,6 +225,13 @@ struct ResponseFormat {
         }
         return ["id": id, "object": chat ? "chat.completion" : "text_completion", "created": created, "model": model,
                 "choices": [choice], "usage": usage(result, promptTokens: promptTokens), "kangaroo": statistics(result)]
+    }
+
+    /// A streamed piece of text; `kangaroo.drafted` says whether it came from accepted drafts.
+    func chunk(_ piece: TextPiece) -> [String: Any] {
+        var object = chunk(text: piece.text)
+        object["kangaroo"] = ["drafted": piece.drafted]
+        return object
     }
 
     func chunk(text: String? = nil, role: Bool = false) -> [String: Any] {

@@ -1,6 +1,7 @@
 import Foundation
 import Decoding
 import Llama
+import Tensor
 import Testing
 import Tokenizer
 
@@ -14,15 +15,27 @@ struct GenerationTests {
         prompt = real.tokenizer.encode("The capital of France is")
     }
 
-    func generate(_ options: GenerationOptions, context: Int = 128, onText: (String) -> Void = { _ in }) throws -> GenerationResult {
+    func generate(_ options: GenerationOptions, context: Int = 128, onText: (TextPiece) -> Void = { _ in }) throws -> GenerationResult {
         try Generator(tokenizer: real.tokenizer).generate(
             prompt: prompt, decoder: SpeculativeDecoder.plain(model: real.model, contextCapacity: context), options: options, onText: onText)
+    }
+
+    @Test("a round's accepted drafts and the full model's own tokens come out as pieces marked by origin")
+    func piecesByOrigin() {
+        let words = [" one", " two", " three", " four"].map { real.tokenizer.encode($0) }
+        try! #require(words.allSatisfy { $0.count == 1 })
+        var progress = GenerationProgress(tokenizer: real.tokenizer, decoder: "test", promptTokens: 1, options: GenerationOptions(maxTokens: 8))
+        let logits = FloatMatrix(capacity: 4, columns: real.model.config.vocabularySize)
+        let first = progress.consume(DecodedRound(tokens: words[0], logits: logits))
+        let round = progress.consume(DecodedRound(tokens: words[1] + words[2] + words[3], logits: logits, drafted: 2))
+        #expect(first == [TextPiece(text: " one", drafted: false)])
+        #expect(round == [TextPiece(text: " two three", drafted: true), TextPiece(text: " four", drafted: false)])
     }
 
     @Test("a stop string ends generation and is cut from the text, also when streamed")
     func stopStrings() throws {
         var streamed = ""
-        let result = try generate(GenerationOptions(maxTokens: 24, stopStrings: ["\n\nThe"]), onText: { streamed += $0 })
+        let result = try generate(GenerationOptions(maxTokens: 24, stopStrings: ["\n\nThe"]), onText: { streamed += $0.text })
         #expect(result.text == " Paris.")
         #expect(streamed == " Paris.")
         #expect(result.stopReason == .stop)
@@ -40,7 +53,7 @@ struct GenerationTests {
                 return String(characters[start..<(start + Int.random(in: 1...8, using: &random))])
             } + ["never in this text ✓"]
             var streamed = ""
-            let result = try generate(GenerationOptions(maxTokens: 60, stopStrings: stops, ignoreEOS: true), onText: { streamed += $0 })
+            let result = try generate(GenerationOptions(maxTokens: 60, stopStrings: stops, ignoreEOS: true), onText: { streamed += $0.text })
             // Generation stops at the first stop string to be complete (of those ending at one
             // character, the longest), and the text is cut before it.
             let ranges: [Range<String.Index>] = stops.compactMap { full.range(of: $0) }
@@ -62,7 +75,7 @@ struct GenerationTests {
     @Test("max tokens, and streaming equals the final text")
     func lengthLimit() throws {
         var streamed = ""
-        let result = try generate(GenerationOptions(maxTokens: 7), onText: { streamed += $0 })
+        let result = try generate(GenerationOptions(maxTokens: 7), onText: { streamed += $0.text })
         #expect(result.tokens.count == 7)
         #expect(result.stopReason == .length)
         #expect(streamed == result.text)

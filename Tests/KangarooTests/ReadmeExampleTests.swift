@@ -17,7 +17,7 @@ struct ReadmeExampleTests {
         let prompt = tokenizer.encodePrompt(template.render([ChatMessage(role: .user, content: "Why is the sky blue?")]))
         var streamed = ""
         let result = try Generator(tokenizer: tokenizer).generate(
-            prompt: prompt, decoder: decoder, options: GenerationOptions(maxTokens: 64), onText: { streamed += $0 })
+            prompt: prompt, decoder: decoder, options: GenerationOptions(maxTokens: 64), onText: { streamed += $0.text })
         let plain = try Generator(tokenizer: tokenizer).generate(
             prompt: prompt, decoder: SpeculativeDecoder.plain(model: model), options: GenerationOptions(maxTokens: 64))
         #expect(result.tokens == plain.tokens && streamed == result.text && result.decodeTokensPerSecond > 0)

@@ -1,6 +1,6 @@
 """Drives `kangaroo serve`'s chat page in headless Chromium through the DevTools protocol: types a
-question into the page, presses Enter, waits for the streamed answer and its figures, and saves a
-screenshot. Usage: chat_page_check.py BASE_URL SCREENSHOT.png"""
+question into the page, presses Enter, waits for the streamed answer and its figures, switches on the
+marking of accepted drafts, and saves a screenshot. Usage: chat_page_check.py BASE_URL SCREENSHOT.png"""
 import base64, json, re, subprocess, sys, tempfile, time
 
 import websocket
@@ -52,13 +52,18 @@ try:
         time.sleep(0.2)
         answer = evaluate("(document.getElementById('answer-1') || {}).textContent || ''")
         figures = evaluate("(document.getElementById('figures-2') || {}).textContent || null")
+    # Switch on the marking of accepted drafts: some of the answer is marked, and only then coloured.
+    evaluate("document.getElementById('drafts').click()")
+    marked = evaluate("document.querySelectorAll('#answer-1 span.drafted').length")
+    colour = evaluate("getComputedStyle(document.querySelector('#answer-1 span.drafted') || document.body).backgroundColor")
     shot = call("Page.captureScreenshot", format="png")
     with open(screenshot, "wb") as f:
         f.write(base64.b64decode(shot["data"]))
     question = evaluate("document.querySelector('.message.user') && document.querySelector('.message.user').textContent")
-    print(json.dumps({"question": question, "answer": answer, "figures": figures}))
+    print(json.dumps({"question": question, "answer": answer, "figures": figures, "drafted spans": marked, "colour": colour}))
     ok = question == "Name three fruits." and len(answer.strip()) > 0 and not answer.startswith("(error") \
-        and figures is not None and "tokens/s" in figures
+        and figures is not None and "tokens/s" in figures \
+        and marked > 0 and colour not in ("rgba(0, 0, 0, 0)", "transparent")
     sys.exit(0 if ok else 1)
 finally:
     browser.terminate()

@@ -60,6 +60,14 @@ check(r.choices[0].message.role == "assistant", "chat message role")
 streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
     model=model, messages=[{"role": "user", "content": question}], max_tokens=24, temperature=0, stream=True))
 check(streamed == expected_chat, f"streamed chat equals kangaroo generate --chat: {streamed!r}")
+# Each streamed piece says whether it came from accepted drafts: Kangaroo's drafts are accepted on
+# this prompt, plain decoding has none, and either way the full model chooses some tokens itself.
+for decoder in ["kangaroo", "plain"]:
+    origins = [(c.model_extra or {}).get("kangaroo", {}).get("drafted") for c in client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}], max_tokens=24, temperature=0, stream=True,
+        extra_body={"kangaroo": {"decoder": decoder}}) if c.choices[0].delta.content]
+    check(None not in origins and False in origins and ((True in origins) == (decoder == "kangaroo")),
+          f"streamed pieces mark accepted drafts ({decoder}): {origins}")
 
 # Copy drafts per request: on or off, the same text; only with them are copies drafted.
 passage = "Repeat the following text exactly: The old farmer watches the river from the porch of his small red house every morning before breakfast."
