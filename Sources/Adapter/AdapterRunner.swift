@@ -28,6 +28,11 @@ public final class AdapterRunner: ExitStateDraftModel, @unchecked Sendable {
     private let deepInput: ActivationBatch
     private let projected: FloatMatrix
     private let storage: [UnsafeMutableRawPointer]
+    /// Draft trees: the current round's rows so far, each one's parent among them (nil: the round's
+    /// first row), the position that row took, and the predecessors' exit states of a level.
+    private var roundParents: [Int?] = []
+    private var roundBase = 0
+    private let predecessors: FloatMatrix
 
     public init(adapter: KangarooAdapter, model: LlamaModel, contextCapacity: Int, chunk: Int) {
         self.adapter = adapter
@@ -63,6 +68,7 @@ public final class AdapterRunner: ExitStateDraftModel, @unchecked Sendable {
         deepInput = ActivationBatch(capacity: c.hiddenSize)
         projected = FloatMatrix(capacity: 1, columns: c.hiddenSize)
         self.storage = storage
+        predecessors = FloatMatrix(capacity: DraftHead.maxRows, columns: c.hiddenSize)
         cache = KVCache(config: c, capacity: contextCapacity, layerCount: 1)
         states = FloatMatrix(capacity: chunk, columns: c.hiddenSize)
         head = DraftHead(model: model, normWeights: adapter.norm, vocabulary: adapter.draftVocabulary)
@@ -122,5 +128,51 @@ public final class AdapterRunner: ExitStateDraftModel, @unchecked Sendable {
         }
         if let feedForward { model.feedForwardBlock(feedForward, states: last, count: 1, scratch: scratch) }
         head.evaluate(last, pool: scratch.pool)
+    }
+
+    public func evaluateTree(_ exitStates: FloatMatrix, rows: [Int], parents: [Int?], deepState: UnsafePointer<Float>?,
+                             scratch: ForwardScratch) {
+        let count = rows.count, d = states.columns
+        precondition(count <= min(states.capacity, scratch.capacity, DraftHead.maxRows) && count == parents.count)
+        if parents[0] == nil {
+            roundParents.removeAll(keepingCapacity: true)
+            roundBase = length
+        }
+        let first = roundParents.count
+        precondition(length == roundBase + first && parents.allSatisfy { ($0 ?? 0) < max(first, 1) },
+                     "a tree row's parent must have been shown before")
+        for (i, row) in rows.enumerated() { states.copyRow(from: exitStates, row: row, to: i) }
+        states.rows = count
+        if let previousProjection, let fedStates {
+            // Row p + 1 of fedStates holds position p's exit state: a row's predecessor is its parent's,
+            // or the last committed position's for the round's first row.
+            for i in 0..<count {
+                predecessors.copyRow(from: fedStates, row: parents[i].map { roundBase + $0 + 1 } ?? roundBase, to: i)
+            }
+            for i in 0..<count { fedStates.copyRow(from: states, row: i, to: roundBase + first + i + 1) }
+            previousInput.set(predecessors.pointer, count: count, columns: d)
+            previousProjection.multiply(previousInput, into: previousProjected.pointer, pool: scratch.pool)
+            VectorOps.add(states.pointer, previousProjected.pointer, count: count * d)
+        }
+        roundParents += parents
+        model.attentionBlock(attention, states: states.pointer,
+                             sequence: BatchSequence(cache: cache, tree: TokenTree(parents: roundParents)!, from: first),
+                             cacheLayer: 0, scratch: scratch)
+        if let deepProjection, let deepState, parents[0] == nil {
+            deepInput.set(deepState, count: 1, columns: d)
+            deepProjection.multiply(deepInput, into: projected.pointer, pool: scratch.pool)
+            VectorOps.add(states.pointer, projected.pointer, count: d)
+        }
+        if let feedForward { model.feedForwardBlock(feedForward, states: states.pointer, count: count, scratch: scratch) }
+        head.evaluate(states.pointer, count: count, pool: scratch.pool)
+    }
+
+    public func keepPath(_ seen: [Int], base: Int) {
+        precondition(base == roundBase || seen.isEmpty)
+        cache.keepPath(seen, base: base)
+        if let fedStates {
+            for (k, index) in seen.enumerated() where index != k { fedStates.copyRow(from: fedStates, row: base + index + 1, to: base + k + 1) }
+        }
+        roundParents.removeAll(keepingCapacity: true)
     }
 }

@@ -1,6 +1,7 @@
 import Decoding
 import Foundation
 import Llama
+import ModelStore
 
 /// The decoders this package offers, by the names the command line and the server use.
 public enum DecoderKind: String, CaseIterable, Sendable {
@@ -42,11 +43,11 @@ public enum DecoderCatalog {
     /// layer) and needs one.
     public static func make(_ kind: DecoderKind, model: LlamaModel, options: SpeculativeOptions? = nil,
                             adapter: KangarooAdapter? = nil, contextCapacity: Int? = nil,
-                            acceptance: AcceptanceRule = SpeculativeSamplingRule()) throws -> SpeculativeDecoder {
+                            acceptance: AcceptanceRule = SpeculativeSamplingRule(), name: String? = nil) throws -> SpeculativeDecoder {
         let capacity = model.config.context(contextCapacity)
         try checkMemory(model, capacity: capacity, sequences: 1)
         let drafter = try makeDrafter(kind, model: model, options: options, adapter: adapter, contextCapacity: capacity)
-        return SpeculativeDecoder(model: model, drafter: drafter, name: kind.rawValue, contextCapacity: capacity,
+        return SpeculativeDecoder(model: model, drafter: drafter, name: name ?? kind.rawValue, contextCapacity: capacity,
                                   acceptance: acceptance)
     }
 
@@ -80,12 +81,22 @@ public enum DecoderCatalog {
         case .lookup:
             return try LookupDrafter(ngram: options.copyNgram, maxDraft: options.maxDraft)
         case .layerskip:
-            return try ExitLayerDrafter(model: model, draftModel: LayerSkipHead(model: model), options: options)
+            return try ExitLayerDrafter(model: model, draftModel: LayerSkipHead(model: model), options: options,
+                                        costs: try costs(for: model, options: options))
         case .kangaroo:
             guard let adapter else { throw DecoderCatalogError.adapterRequired }
             options.exitLayer = adapter.config.exitLayer
             let runner = AdapterRunner(adapter: adapter, model: model, contextCapacity: contextCapacity, chunk: 64)
-            return try ExitLayerDrafter(model: model, draftModel: runner, options: options)
+            return try ExitLayerDrafter(model: model, draftModel: runner, options: options, costs: try costs(for: model, options: options))
         }
+    }
+
+    /// What wider forwards cost on this machine, for draft trees: measured once per model, exit layer
+    /// and thread count and kept in the cache folder (`$KANGAROO_HOME`, else `~/.cache/kangaroo`).
+    static func costs(for model: LlamaModel, options: SpeculativeOptions) throws -> ForwardCosts {
+        guard options.treeBudget > 0, options.invalidSetting == nil, options.exitLayer <= model.config.layerCount else {
+            return .proportional()
+        }
+        return try ForwardCosts.cached(for: model, exitLayer: options.exitLayer, in: PyPIFile.cacheDirectory)
     }
 }

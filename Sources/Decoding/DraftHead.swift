@@ -34,9 +34,9 @@ public final class DraftHead: @unchecked Sendable {
             ownedRows = nil
             ids = nil
         }
-        normed = FloatMatrix(capacity: 1, columns: model.config.hiddenSize)
-        input = ActivationBatch(capacity: model.config.hiddenSize)
-        logits = FloatMatrix(capacity: 1, columns: head.rows)
+        normed = FloatMatrix(capacity: Self.maxRows, columns: model.config.hiddenSize)
+        input = ActivationBatch(capacity: Self.maxRows * model.config.hiddenSize)
+        logits = FloatMatrix(capacity: Self.maxRows, columns: head.rows)
     }
 
     deinit { ownedRows?.deallocate() }
@@ -47,22 +47,46 @@ public final class DraftHead: @unchecked Sendable {
     /// The token id of head row `row`.
     public func tokenID(row: Int) -> Int32 { ids?[row] ?? Int32(row) }
 
-    /// Computes `logits` (one per head row) for `state`.
-    public func evaluate(_ state: UnsafePointer<Float>, pool: ThreadPool) {
-        VectorOps.rmsNorm(state, weight: normWeights, eps: eps, count: normed.columns, into: normed.pointer)
-        input.set(normed.pointer, count: 1, columns: normed.columns)
+    /// States one `evaluate` takes at most (a draft tree's level).
+    public static let maxRows = 16
+
+    /// Computes `logits` row `i` (one logit per head row) for the state at `states + i × hiddenSize`,
+    /// for `count` consecutive states.
+    public func evaluate(_ states: UnsafePointer<Float>, count: Int = 1, pool: ThreadPool) {
+        precondition((1...Self.maxRows).contains(count))
+        let d = normed.columns
+        for i in 0..<count {
+            VectorOps.rmsNorm(states + i * d, weight: normWeights, eps: eps, count: d, into: normed.row(i))
+        }
+        input.set(normed.pointer, count: count, columns: d)
         head.multiply(input, into: logits.pointer, pool: pool)
-        logits.rows = 1
+        logits.rows = count
     }
 
     /// The most likely token of the last `evaluate` and its softmax probability (the confidence that
     /// Kangaroo's early exit compares with its threshold).
-    public func greedyDraft() -> (token: Int32, confidence: Float) {
-        let row = logits.pointer, count = head.rows
+    public func greedyDraft(row index: Int = 0) -> (token: Int32, confidence: Float) {
+        let row = logits.row(index), count = head.rows
         let best = VectorOps.argmax(row, count: count)
         var sum: Float = 0
         let top = row[best]
         for i in 0..<count { sum += expf(row[i] - top) }
         return (tokenID(row: best), 1 / sum)
+    }
+
+    /// The `k` most likely tokens of row `index` of the last `evaluate`, most likely first, with their
+    /// softmax probabilities (a draft tree's children, greedy).
+    public func topDrafts(_ k: Int, row index: Int) -> [(token: Int32, probability: Float)] {
+        let row = logits.row(index), count = head.rows
+        let top = row[VectorOps.argmax(row, count: count)]
+        var sum: Float = 0
+        for i in 0..<count { sum += expf(row[i] - top) }
+        var best: [(row: Int, logit: Float)] = []
+        for i in 0..<count where best.count < k || row[i] > best[best.count - 1].logit {
+            let place = best.firstIndex { row[i] > $0.logit } ?? best.count
+            best.insert((i, row[i]), at: place)
+            if best.count > k { best.removeLast() }
+        }
+        return best.map { (tokenID(row: $0.row), expf($0.logit - top) / sum) }
     }
 }

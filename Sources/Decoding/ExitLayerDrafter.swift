@@ -26,6 +26,13 @@ public struct SpeculativeOptions: Sendable, Equatable {
     /// going on after them; later in a round one instead of the drafter's, with full confidence. The
     /// drafter still sees every position. For `LookupDrafter`, the n-gram it looks up.
     public var copyNgram: Int
+    /// Draft trees (0: a chain): the most nodes a round's tree may hold. The tree grows from the draft
+    /// model's top candidates, best path probability first, while a node's probability repays what its
+    /// row adds to the round's cost (`ForwardCosts`); nodes below η are not expanded further. Copy
+    /// drafts form a branch of their own.
+    public var treeBudget: Int
+    /// Draft trees: the candidates drawn under each expanded node, and the nodes expanded per level.
+    public var treeWidth: Int
 
     /// The values the decoders accept.
     public static let exitLayerRange = 1...1024
@@ -33,17 +40,21 @@ public struct SpeculativeOptions: Sendable, Equatable {
     public static let maxDraftRange = 0...16
     public static let maxBackoffRange = 0...1024
     public static let copyNgramRange = 0...64
+    public static let treeBudgetRange = 0...16
+    public static let treeWidthRange = 1...8
 
     /// The defaults, chosen by measurement (`kangaroo bench sweep`; see docs/measurements.md): the
     /// paper's exit layer 2, η and policy (every draft verified, no back-off), γ 3, copy bigrams.
     public init(exitLayer: Int = 2, threshold: Float = 0.6, maxDraft: Int = 3, dropsUncertainDraft: Bool = false,
-                maxBackoff: Int = 0, copyNgram: Int = 2) {
+                maxBackoff: Int = 0, copyNgram: Int = 2, treeBudget: Int = 0, treeWidth: Int = 3) {
         self.exitLayer = exitLayer
         self.threshold = threshold
         self.maxDraft = maxDraft
         self.dropsUncertainDraft = dropsUncertainDraft
         self.maxBackoff = maxBackoff
         self.copyNgram = copyNgram
+        self.treeBudget = treeBudget
+        self.treeWidth = treeWidth
     }
 
     /// The first setting outside its range, named as the field is (callers word their own errors).
@@ -53,6 +64,8 @@ public struct SpeculativeOptions: Sendable, Equatable {
         if !Self.maxDraftRange.contains(maxDraft) { return "max draft" }
         if !Self.maxBackoffRange.contains(maxBackoff) { return "max back-off" }
         if !Self.copyNgramRange.contains(copyNgram) { return "copy n-gram" }
+        if !Self.treeBudgetRange.contains(treeBudget) { return "tree budget" }
+        if !Self.treeWidthRange.contains(treeWidth) { return "tree width" }
         return nil
     }
 }
@@ -86,6 +99,15 @@ public protocol ExitStateDraftModel: AnyObject {
     func feed(_ states: FloatMatrix, rows: Range<Int>, scratch: ForwardScratch)
     /// Sees rows `rows` and evaluates `head` on the last; `deepState` (normalised) when given.
     func evaluate(_ states: FloatMatrix, rows: Range<Int>, deepState: UnsafePointer<Float>?, scratch: ForwardScratch)
+    /// Draft trees: sees rows `rows` of `states` (at most `DraftHead.maxRows`), nodes of a round's
+    /// tree, and evaluates `head` on each (logits row `i` for `rows[i]`). `parents[i]` is the parent of
+    /// `rows[i]` as an index into the rows this round has shown it so far, in order; nil for the round's
+    /// first row, the position after the committed ones, which alone takes `deepState`.
+    func evaluateTree(_ states: FloatMatrix, rows: [Int], parents: [Int?], deepState: UnsafePointer<Float>?,
+                      scratch: ForwardScratch)
+    /// After a tree round that started at position `base`: the rows it was shown at indices `seen` (a
+    /// path from the round's first row) become positions `base…`, and the rest is forgotten.
+    func keepPath(_ seen: [Int], base: Int)
 }
 
 /// Layer skip's draft model: the model's own final norm and head on the exit state.
@@ -94,8 +116,12 @@ public final class LayerSkipHead: ExitStateDraftModel {
     public var takesDeepState: Bool { false }
     public var keepsCache: Bool { false }
 
+    /// A tree level's states, side by side.
+    private let gathered: FloatMatrix
+
     public init(model: LlamaModel) {
         head = DraftHead(model: model, normWeights: model.outputNorm)
+        gathered = FloatMatrix(capacity: DraftHead.maxRows, columns: model.config.hiddenSize)
     }
 
     public func reset() {}
@@ -104,6 +130,14 @@ public final class LayerSkipHead: ExitStateDraftModel {
     public func evaluate(_ states: FloatMatrix, rows: Range<Int>, deepState: UnsafePointer<Float>?, scratch: ForwardScratch) {
         head.evaluate(states.row(rows.upperBound - 1), pool: scratch.pool)
     }
+
+    public func evaluateTree(_ states: FloatMatrix, rows: [Int], parents: [Int?], deepState: UnsafePointer<Float>?,
+                             scratch: ForwardScratch) {
+        for (i, row) in rows.enumerated() { gathered.copyRow(from: states, row: row, to: i) }
+        head.evaluate(gathered.pointer, count: rows.count, pool: scratch.pool)
+    }
+
+    public func keepPath(_ seen: [Int], base: Int) {}
 }
 
 /// A drafter whose η, γ and copy n-gram can change between generations (the server's per-request
@@ -125,14 +159,21 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
     public private(set) var options: SpeculativeOptions
     public let draftModel: ExitStateDraftModel
     let model: LlamaModel
+    /// What wider forwards cost here: the draft tree's size follows them.
+    public let costs: ForwardCosts
     /// Exit states of committed positions the draft model has not seen yet.
     private let lagging: FloatMatrix
     /// The full model's final state at the position before the pending token, normalised by its
     /// output norm: the deep state of a round's first draft.
-    private let deepState: FloatMatrix
+    let deepState: FloatMatrix
     /// Sampling: the draft head's processed distribution.
     private let headProbabilities: FloatMatrix
-    private var copyLookup: CopyLookup?
+    var copyLookup: CopyLookup?
+    /// Draft trees: the batch rows the draft model saw this round, in order; when sampling, each
+    /// one's processed draft distribution (by that order), and room to draw children from it.
+    var seenRows: [Int] = []
+    let expandedProbabilities: FloatMatrix
+    let drawBuffer: FloatMatrix
     private var backoff = 0
     private var roundsWithoutDrafting = 0
     /// This round: whether the draft model saw the last row's exit state (a dropped draft's proposal
@@ -140,14 +181,20 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
     private var modelSawLastRow = false
     private var roundCouldDraft = false
 
-    public init(model: LlamaModel, draftModel: ExitStateDraftModel, options: SpeculativeOptions) throws {
+    /// `costs` size draft trees (`options.treeBudget`); without a measurement, every row counts in full.
+    public init(model: LlamaModel, draftModel: ExitStateDraftModel, options: SpeculativeOptions,
+                costs: ForwardCosts = .proportional()) throws {
         if let name = options.invalidSetting { throw SpeculativeError.invalidSetting(name) }
         guard options.exitLayer <= model.config.layerCount else { throw SpeculativeError.invalidSetting("exit layer") }
         self.model = model
         self.draftModel = draftModel
         self.options = options
+        self.costs = costs
         let d = model.config.hiddenSize
         lagging = FloatMatrix(capacity: 4, columns: d)
+        let treeRows = SpeculativeOptions.treeBudgetRange.upperBound + 1
+        expandedProbabilities = FloatMatrix(capacity: treeRows, columns: draftModel.head.rowCount)
+        drawBuffer = FloatMatrix(capacity: 1, columns: draftModel.head.rowCount)
         deepState = FloatMatrix(capacity: 1, columns: d)
         headProbabilities = FloatMatrix(capacity: 1, columns: draftModel.head.rowCount)
         copyLookup = options.copyNgram > 0 ? CopyLookup(n: options.copyNgram) : nil
@@ -176,6 +223,7 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
     }
 
     public func propose(_ round: DraftRound, sampler: inout Sampler) throws {
+        if options.treeBudget > 0 { return try proposeTree(round, sampler: &sampler) }
         var maxDrafts = min(options.maxDraft, round.limit)
         modelSawLastRow = false
         // A copy round, also during a back-off (copies are right far more often than failed drafts).
@@ -211,14 +259,13 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
         if draftModel.takesDeepState { model.normalizeOutput(outcome.finalState, into: deepState.pointer) }
         copyLookup?.commit(outcome.tokens)
         guard let round = outcome.round else { return }
+        if options.treeBudget > 0 { return acceptTree(round, path: outcome.path) }
         let accepted = outcome.path.count
         if draftModel.keepsCache {
             // The draft model saw the exit states of rows 0..<drafts (one per draft step), and row
             // `drafts` too when a draft was dropped.
             if accepted == round.count && !modelSawLastRow {
-                if lagging.rows == lagging.capacity { flushLagging(scratch: round.scratch) }
-                lagging.copyRow(from: round.states, row: accepted, to: lagging.rows)
-                lagging.rows += 1
+                lag(round.states, row: accepted, scratch: round.scratch)
             } else {
                 draftModel.truncate(to: round.position + accepted + 1)
             }
@@ -240,7 +287,14 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
         draftModel.feed(round.states, rows: rows, scratch: round.scratch)
     }
 
-    private func flushLagging(scratch: ForwardScratch) {
+    /// Keeps row `row` of `states`, a committed position's exit state, for the draft model to see later.
+    func lag(_ states: FloatMatrix, row: Int, scratch: ForwardScratch) {
+        if lagging.rows == lagging.capacity { flushLagging(scratch: scratch) }
+        lagging.copyRow(from: states, row: row, to: lagging.rows)
+        lagging.rows += 1
+    }
+
+    func flushLagging(scratch: ForwardScratch) {
         guard lagging.rows > 0 else { return }
         draftModel.feed(lagging, rows: 0..<lagging.rows, scratch: scratch)
         lagging.rows = 0

@@ -269,6 +269,7 @@ final class DecodingSequence {
         pending = next
         statistics.record(accepted: path.count)
         statistics.draftSteps += round.draftSteps
+        statistics.draftedNodes += round.count
         statistics.copiedDrafts += round.copiedDrafts
         statistics.draftSeconds += draftSeconds
         statistics.verifySeconds += forwardSeconds

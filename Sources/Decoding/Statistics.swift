@@ -4,6 +4,8 @@ public struct SpeculativeStatistics: Sendable, Equatable, Codable {
     public var acceptedDrafts: [Int]
     /// Drafts proposed in all (draft-head evaluations).
     public var draftSteps = 0
+    /// Draft nodes verified in all (a chain's drafts, a tree's nodes).
+    public var draftedNodes = 0
     /// Drafts that were copies (`SpeculativeOptions.copyNgram`) rather than the drafter's.
     public var copiedDrafts = 0
     public var draftSeconds = 0.0

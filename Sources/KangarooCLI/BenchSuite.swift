@@ -28,7 +28,7 @@ struct BenchSuite: ParsableCommand {
     @Option(help: "Spec-Bench question file (JSON lines with question_id, category, turns).")
     var suite: String
 
-    @Option(help: "Comma-separated decoders to run; the first is the baseline for speedups.")
+    @Option(help: "Comma-separated decoders to run; the first is the baseline for speedups. A decoder may carry its own settings after colons, over the flags': tree=N (--tree-budget), width=N, threshold=X, draft=N (--max-draft), copy=N (--copy-ngram); e.g. plain,kangaroo:tree=0,kangaroo:tree=10.")
     var decoders = "plain,kangaroo"
 
     @Option(help: "At most N questions per task group (mixing the group's categories).")
@@ -52,11 +52,11 @@ struct BenchSuite: ParsableCommand {
     func validate() throws {
         guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
         if let limit, limit <= 0 { throw ValidationError("--limit must be positive") }
-        for name in decoderKinds() where name == nil { throw ValidationError("--decoders takes plain, kangaroo, layerskip and lookup") }
+        _ = try decoderVariants()
     }
 
-    func decoderKinds() -> [DecoderKind?] {
-        decoders.split(separator: ",").map { DecoderKind(rawValue: $0.trimmingCharacters(in: .whitespaces)) }
+    func decoderVariants() throws -> [DecoderVariant] {
+        try decoders.split(separator: ",").map { try DecoderVariant(String($0).trimmingCharacters(in: .whitespaces), base: speculative) }
     }
 
     func run() throws {
@@ -65,9 +65,9 @@ struct BenchSuite: ParsableCommand {
         guard !questions.isEmpty else { throw ValidationError("no questions selected from \(suite)") }
         let (model, tokenizer) = try modelOptions.load()
         let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
-        let kinds = decoderKinds().compactMap { $0 }
-        let adapter = kinds.contains(.kangaroo) ? try speculative.resolveAdapter(for: model) : nil
-        let decoders = try kinds.map { try speculative.makeDecoder($0, model: model, context: 4096, trained: adapter) }
+        let variants = try decoderVariants()
+        let adapter = variants.contains { $0.kind == .kangaroo } ? try speculative.resolveAdapter(for: model) : nil
+        let decoders = try variants.map { try $0.make(model: model, context: 4096, adapter: adapter) }
         let generator = Generator(tokenizer: tokenizer)
         let options = GenerationOptions(maxTokens: maxTokens, sampling: SamplingOptions(temperature: temperature, seed: seed))
 
@@ -197,5 +197,40 @@ final class ProgressBar {
         let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
         let line = "\r[\(String(repeating: "#", count: filled))\(String(repeating: ".", count: width - filled))] \(done)/\(total)  elapsed \(Int(elapsed))s  ETA \(Int(eta))s "
         FileHandle.standardError.write(Data(line.utf8))
+    }
+}
+
+/// A decoder with settings of its own, as `bench suite --decoders` names it: `kind[:key=value…]`.
+struct DecoderVariant {
+    let name: String
+    let kind: DecoderKind
+    let options: SpeculativeOptions
+
+    init(_ spec: String, base: SpeculativeSettings) throws {
+        let parts = spec.split(separator: ":").map(String.init)
+        guard let first = parts.first, let kind = DecoderKind(rawValue: first) else {
+            throw ValidationError("--decoders takes plain, kangaroo, layerskip and lookup (with :key=value settings): '\(spec)'")
+        }
+        var options = base.options(for: kind)
+        for setting in parts.dropFirst() {
+            let pair = setting.split(separator: "=", maxSplits: 1).map(String.init)
+            guard pair.count == 2, let value = Double(pair[1]) else { throw ValidationError("'\(setting)' in '\(spec)' is not key=number") }
+            switch pair[0] {
+            case "tree": options.treeBudget = Int(value)
+            case "width": options.treeWidth = Int(value)
+            case "threshold": options.threshold = Float(value)
+            case "draft": options.maxDraft = Int(value)
+            case "copy": options.copyNgram = Int(value)
+            default: throw ValidationError("unknown setting '\(pair[0])' in '\(spec)' (tree, width, threshold, draft, copy)")
+            }
+        }
+        if let invalid = options.invalidSetting { throw ValidationError("'\(spec)': \(SpeculativeSettings.flagError(invalid))") }
+        name = spec
+        self.kind = kind
+        self.options = options
+    }
+
+    func make(model: LlamaModel, context: Int, adapter: KangarooAdapter?) throws -> SpeculativeDecoder {
+        try DecoderCatalog.make(kind, model: model, options: options, adapter: adapter, contextCapacity: context, name: name)
     }
 }

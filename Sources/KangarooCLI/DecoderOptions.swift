@@ -47,6 +47,12 @@ struct SpeculativeSettings: ParsableArguments {
     @Option(help: "Copy drafts (prompt lookup): when the last N tokens occurred earlier in the prompt or output, draft the tokens that followed them there (Kangaroo/layer-skip: first, the drafter going on after them, and instead of the drafter's later in a round; 0: off). The lookup decoder's n-gram. Default: \(defaults.copyNgram) (layerskip: 0). Output unchanged.")
     var copyNgram: Int?
 
+    @Option(help: "Kangaroo/layer-skip: draft a tree of at most N nodes (0: a chain of --max-draft). It grows from the draft model's top candidates, best path probability first, while a node's probability repays the cost its row adds to verification, measured once on this machine; candidates below --threshold are not expanded. Output unchanged. Default: \(defaults.treeBudget).")
+    var treeBudget: Int?
+
+    @Option(help: "Kangaroo/layer-skip draft trees: candidates drawn under each expanded node, and nodes expanded per level. Default: \(defaults.treeWidth).")
+    var treeWidth: Int?
+
     /// The settings for `kind`: its defaults, with what was given on the command line.
     func options(for kind: DecoderKind) -> SpeculativeOptions {
         var options = kind.defaultOptions
@@ -56,6 +62,8 @@ struct SpeculativeSettings: ParsableArguments {
         if dropUncertainDraft { options.dropsUncertainDraft = true }
         if let maxBackoff { options.maxBackoff = maxBackoff }
         if let copyNgram { options.copyNgram = copyNgram }
+        if let treeBudget { options.treeBudget = treeBudget }
+        if let treeWidth { options.treeWidth = treeWidth }
         return options
     }
 
@@ -72,6 +80,8 @@ struct SpeculativeSettings: ParsableArguments {
         case "threshold": "--threshold must be between \(SpeculativeOptions.thresholdRange.lowerBound) and \(SpeculativeOptions.thresholdRange.upperBound)"
         case "max draft": "--max-draft must be between \(SpeculativeOptions.maxDraftRange.lowerBound) and \(SpeculativeOptions.maxDraftRange.upperBound)"
         case "max back-off": "--max-backoff must be between \(SpeculativeOptions.maxBackoffRange.lowerBound) and \(SpeculativeOptions.maxBackoffRange.upperBound)"
+        case "tree budget": "--tree-budget must be between \(SpeculativeOptions.treeBudgetRange.lowerBound) and \(SpeculativeOptions.treeBudgetRange.upperBound)"
+        case "tree width": "--tree-width must be between \(SpeculativeOptions.treeWidthRange.lowerBound) and \(SpeculativeOptions.treeWidthRange.upperBound)"
         case "copy n-gram": "--copy-ngram must be between \(SpeculativeOptions.copyNgramRange.lowerBound) and \(SpeculativeOptions.copyNgramRange.upperBound) (the lookup decoder: at least 1)"
         default: "invalid \(setting)"
         }

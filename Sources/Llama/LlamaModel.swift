@@ -211,6 +211,18 @@ public final class LlamaModel: @unchecked Sendable {
         attentionBlock(w, states: states, count: count, cacheLayer: cacheLayer, scratch: scratch)
     }
 
+    /// The attention block over the rows of one sequence (`sequence.count` states at `states`, at most
+    /// `scratch.capacity`), which may be tree rows, in layer `cacheLayer` of its cache: a drafter's own
+    /// attention layer (Kangaroo's adapter) over a draft tree, each row seeing its committed positions,
+    /// its ancestors and itself.
+    public func attentionBlock(_ w: AttentionWeights, states: UnsafeMutablePointer<Float>, sequence: BatchSequence,
+                               cacheLayer: Int, scratch: ForwardScratch) {
+        let length = sequence.cache.length(of: cacheLayer)
+        precondition(sequence.count <= scratch.capacity && length >= sequence.first)
+        scratch.layout.set([sequence], bases: [length - sequence.first], rows: 0..<sequence.count)
+        attentionBlock(w, states: states, count: sequence.count, cacheLayer: cacheLayer, scratch: scratch)
+    }
+
     /// The attention block over the chunk `scratch.layout` describes.
     private func attentionBlock(_ w: AttentionWeights, states: UnsafeMutablePointer<Float>, count: Int, cacheLayer: Int,
                                 scratch: ForwardScratch) {

@@ -57,8 +57,8 @@ struct SpeculativeSamplingTests {
 
     /// Counts of each sequence of `length` first tokens over `runs` seeded generations, and for a
     /// speculative decoder the rounds that accepted no draft and some drafts, over all runs.
-    func empirical(_ decoder: Decoder, _ options: SamplingOptions) throws -> (counts: [Int], rejected: Int, accepted: Int) {
-        var rejected = 0, accepted = 0
+    func empirical(_ decoder: Decoder, _ options: SamplingOptions) throws -> (counts: [Int], rejected: Int, accepted: Int, siblings: Int) {
+        var rejected = 0, accepted = 0, siblings = 0
         var counts = [Int](repeating: 0, count: Int(pow(Double(TinyModel.vocabulary), Double(Self.length))))
         for seed in 0..<Self.runs {
             var o = options
@@ -72,9 +72,10 @@ struct SpeculativeSamplingTests {
             if let stats = decoder.speculativeStatistics {
                 rejected += stats.acceptedDrafts[0]
                 accepted += stats.acceptedDrafts.dropFirst().reduce(0, +)
+                if stats.draftedNodes > stats.draftSteps + stats.copiedDrafts { siblings += 1 }
             }
         }
-        return (counts, rejected, accepted)
+        return (counts, rejected, accepted, siblings)
     }
 
     /// Pearson's chi-square p-value (Wilson–Hilferty approximation); cells expecting fewer than 5
@@ -109,6 +110,10 @@ struct SpeculativeSamplingTests {
             try makeDecoder(model: model, drafter: .adapter(.random(for: model, exitLayer: 2, seed: 4)), options: options,
                                    contextCapacity: 32, acceptance: acceptance),
             try makeDecoder(model: model, drafter: .layerSkip, options: options, contextCapacity: 32, acceptance: acceptance),
+            // Draft trees: children drawn without replacement, several levels, leaves added last.
+            try makeDecoder(model: model, drafter: .adapter(.random(for: model, exitLayer: 2, seed: 4)),
+                            options: SpeculativeOptions(exitLayer: 2, threshold: 0.05, copyNgram: 0, treeBudget: 6, treeWidth: 3),
+                            contextCapacity: 32, acceptance: acceptance),
             // Copy drafts of one token: with 8 tokens in the vocabulary most drafts are copies (all their
             // probability on one token), the rest the adapter's.
             try makeDecoder(model: model, drafter: .adapter(.random(for: model, exitLayer: 2, seed: 4)),
@@ -123,17 +128,22 @@ struct SpeculativeSamplingTests {
         SamplingOptions(temperature: 1.0, topP: 0.8),
     ]
 
-    @Test("plain, Kangaroo (also with copy drafts) and layer-skip sample the exact target distribution (T = 0.7, T = 1, T = 1 with top-p 0.8)",
+    @Test("plain, Kangaroo (also with copy drafts and with trees) and layer-skip sample the exact target distribution (T = 0.7, T = 1, T = 1 with top-p 0.8)",
           arguments: 0..<3)
     func exactDistribution(setting: Int) throws {
         let options = Self.settings[setting]
         let exact = try exactDistribution(options)
         #expect(abs(exact.reduce(0, +) - 1) < 1e-5)  // float32 probabilities
         for decoder in try decoders() {
-            let (counts, rejected, accepted) = try empirical(decoder, options)
+            let (counts, rejected, accepted, siblings) = try empirical(decoder, options)
             let p = Self.chiSquarePValue(observed: counts, expected: exact)
             #expect(p > Self.significance, "\(decoder.name) at \(options): chi-square p = \(p)")
-            if let decoder = decoder as? SpeculativeDecoder, decoder.exitLayerDrafter?.options.copyNgram == 0 {
+            guard let drafter = (decoder as? SpeculativeDecoder)?.exitLayerDrafter else { continue }
+            if drafter.options.treeBudget > 0 {
+                // Trees had more nodes than levels: siblings were drawn, and some accepted. (With top-p
+                // the siblings may cover the whole target, so that no round rejects everything.)
+                #expect(siblings > 0 && accepted > 0, "\(decoder.name): \(siblings) runs with siblings, \(accepted) rounds accepted")
+            } else if drafter.options.copyNgram == 0 {
                 // Some drafts are accepted and some rejected, so both paths of the rule were taken
                 // (for copy drafts, see `copyDraftsWhileSampling`).
                 #expect(rejected > 0 && accepted > 0, "\(decoder.name): \(rejected) rounds rejected, \(accepted) accepted")

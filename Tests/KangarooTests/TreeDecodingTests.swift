@@ -117,6 +117,13 @@ struct TreeDecodingTests {
             var decoders = try DecoderKind.allCases.map {
                 try DecoderCatalog.make($0, model: real.model, adapter: adapter, contextCapacity: 256)
             }
+            // Draft trees, also wide ones with many leaves and copies as a branch of their own.
+            for (kind, budget, width, threshold) in [(DecoderKind.kangaroo, 8, 3, Float(0.2)), (.kangaroo, 16, 4, 0.01), (.layerskip, 8, 2, 0.1)] {
+                var options = kind.defaultOptions
+                (options.treeBudget, options.treeWidth, options.threshold, options.copyNgram) = (budget, width, threshold, 2)
+                decoders.append(try DecoderCatalog.make(kind, model: real.model, options: options, adapter: adapter, contextCapacity: 256,
+                                                        name: "\(kind) tree \(budget)×\(width) η \(threshold)"))
+            }
             let oracle = OracleTreeDrafter(reference: plain.tokens, promptCount: prompt.ids.count,
                                            vocabulary: real.model.config.vocabularySize, seed: UInt64(index))
             decoders.append(SpeculativeDecoder(model: real.model, drafter: oracle, name: "oracle tree", maxDrafts: 12, contextCapacity: 256))
@@ -124,6 +131,8 @@ struct TreeDecodingTests {
                 let result = try generator.generate(prompt: prompt.ids, decoder: decoder, options: options)
                 #expect(result.tokens == plain.tokens, "\(decoder.name) on golden prompt \(index)")
             }
+            let wide = try #require(decoders.first { $0.name.hasPrefix("kangaroo tree 16") }?.speculativeStatistics)
+            #expect(wide.draftedNodes > wide.draftSteps + wide.copiedDrafts, "wide trees have siblings: \(wide)")
             let stats = try #require(decoders.last?.speculativeStatistics)
             #expect(stats.meanAcceptedTokens > 1.5, "the oracle's trees should be accepted often: \(stats.meanAcceptedTokens)")
         }
@@ -164,7 +173,7 @@ extension SpeculativeSamplingTests {
         let options = Self.settings[setting]
         let exact = try exactDistribution(options)
         for decoder in treeDecoders() {
-            let (counts, rejected, accepted) = try empirical(decoder, options)
+            let (counts, rejected, accepted, _) = try empirical(decoder, options)
             let p = Self.chiSquarePValue(observed: counts, expected: exact)
             #expect(p > Self.significance, "\(decoder.name) at \(options): chi-square p = \(p)")
             #expect(rejected > 0 && accepted > 0, "\(decoder.name): \(rejected) rounds rejected, \(accepted) accepted")
