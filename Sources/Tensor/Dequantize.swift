@@ -54,6 +54,23 @@ public func dequantize(_ type: QuantType, _ source: UnsafeRawPointer, into desti
                 out[j + 16] = d * Float(byte >> 4) + m
             }
         }
+    case .q5_0, .q5_1:
+        // Element j takes nibble j (low nibbles, then high ones) and bit j of the 32 fifth bits.
+        let withMin = type == .q5_1, size = type.bytesPerBlock
+        for b in 0..<blocks {
+            let block = source + b * size
+            let d = loadHalf(block, 0), m = withMin ? loadHalf(block, 2) : 0
+            let high = block.loadUnaligned(fromByteOffset: withMin ? 4 : 2, as: UInt32.self)
+            let nibbles = block + (withMin ? 8 : 6)
+            let out = destination + b * 32
+            for j in 0..<16 {
+                let byte = nibbles.load(fromByteOffset: j, as: UInt8.self)
+                let n0 = Int(byte & 0x0F) | Int((high >> UInt32(j)) & 1) << 4
+                let n1 = Int(byte >> 4) | Int((high >> UInt32(j + 16)) & 1) << 4
+                out[j] = withMin ? d * Float(n0) + m : d * Float(n0 - 16)
+                out[j + 16] = withMin ? d * Float(n1) + m : d * Float(n1 - 16)
+            }
+        }
     case .q8_0:
         for b in 0..<blocks {
             let block = source + b * 34
@@ -78,6 +95,51 @@ public func dequantize(_ type: QuantType, _ source: UnsafeRawPointer, into desti
                 }
                 q += 32
                 out += 64
+            }
+        }
+    case .q5_K:
+        for b in 0..<blocks {
+            let block = source + b * 176
+            let d = loadHalf(block, 0), dmin = loadHalf(block, 2)
+            let scales = block + 4, high = block + 16
+            for j in 0..<8 {  // 32-element sub-blocks: nibbles low then high, fifth bit j of each high byte
+                let (scale, min) = q4KScaleMin(j, scales)
+                let nibbles = block + 48 + 32 * (j / 2)
+                for l in 0..<32 {
+                    let n = Int(nibbles.load(fromByteOffset: l, as: UInt8.self) >> UInt8(4 * (j % 2))) & 0x0F
+                        | Int((high.load(fromByteOffset: l, as: UInt8.self) >> UInt8(j)) & 1) << 4
+                    destination[b * 256 + 32 * j + l] = d * scale * Float(n) - dmin * min
+                }
+            }
+        }
+    case .q3_K:
+        for b in 0..<blocks {
+            let block = source + b * 110
+            let d = loadHalf(block, 108)
+            func byte(_ i: Int) -> Int { Int(block.load(fromByteOffset: i, as: UInt8.self)) }
+            func scale(_ k: Int) -> Float {  // 6-bit: low 4 bits in bytes 96–103, high 2 bits in bytes 104–107
+                let low = k < 8 ? byte(96 + k) & 0x0F : byte(96 + k - 8) >> 4
+                return Float((low | ((byte(104 + k % 4) >> (2 * (k / 4))) & 3) << 4) - 32)
+            }
+            for j in 0..<8 {  // 32-element sub-blocks: half h, 2-bit field j % 4, third bit 4h + j % 4
+                let h = j / 4, shift = 2 * (j % 4), bit = 4 * h + j % 4
+                for l in 0..<32 {
+                    let value = (byte(32 + 32 * h + l) >> shift) & 3 - ((byte(l) >> bit) & 1 == 1 ? 0 : 4)
+                    destination[b * 256 + 32 * j + l] = d * scale(8 * h + 2 * (j % 4) + l / 16) * Float(value)
+                }
+            }
+        }
+    case .q2_K:
+        for b in 0..<blocks {
+            let block = source + b * 84
+            let d = loadHalf(block, 80), dmin = loadHalf(block, 82)
+            for k in 0..<16 {  // 16-element sub-blocks: half k / 8, 2-bit field (k % 8) / 2, bytes 16·(k % 2)…
+                let sc = block.load(fromByteOffset: k, as: UInt8.self)
+                let q = block + 16 + 32 * (k / 8) + 16 * (k % 2), shift = UInt8(2 * ((k % 8) / 2))
+                for l in 0..<16 {
+                    let value = Float((q.load(fromByteOffset: l, as: UInt8.self) >> shift) & 3)
+                    destination[b * 256 + 16 * k + l] = d * Float(sc & 0x0F) * value - dmin * Float(sc >> 4)
+                }
             }
         }
     case .q6_K:

@@ -60,17 +60,24 @@
     return (acc0 + acc1).sum() + tail
 }
 
-/// Dot product of a stored row of `n` elements with float activations `x`. Quantised formats are
-/// dequantised into `scratch` (at least `n` floats) first; the products that matter for speed go
-/// through the integer kernels instead (`WeightMatrix.multiply`).
-@inline(__always) func dotRow(_ type: QuantType, _ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int,
-                              scratch: UnsafeMutablePointer<Float>) -> Float {
+/// A stored row as float products read it: float formats as they are, quantised ones dequantised into
+/// `scratch` (at least `n` floats). The products that matter for speed go through the integer kernels
+/// instead (`WeightMatrix.multiply`).
+@inline(__always) func rowForFloatProducts(_ type: QuantType, _ row: UnsafeRawPointer, _ n: Int,
+                                           scratch: UnsafeMutablePointer<Float>) -> (type: QuantType, bytes: UnsafeRawPointer) {
     switch type {
-    case .f32: return dotF32(row, x, n)
-    case .f16: return dotF16(row, x, n)
-    case .bf16: return dotBF16(row, x, n)
-    case .q4_0, .q4_1, .q8_0, .q4_K, .q6_K:
+    case .f32, .f16, .bf16: return (type, row)
+    default:
         dequantize(type, row, into: scratch, count: n)
-        return dotF32(UnsafeRawPointer(scratch), x, n)
+        return (.f32, UnsafeRawPointer(scratch))
+    }
+}
+
+/// Dot product of a row in a float format (F32, F16, BF16) with float activations `x`.
+@inline(__always) func dotRow(_ type: QuantType, _ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    switch type {
+    case .f16: dotF16(row, x, n)
+    case .bf16: dotBF16(row, x, n)
+    default: dotF32(row, x, n)
     }
 }

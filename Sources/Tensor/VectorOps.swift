@@ -25,16 +25,19 @@ public enum VectorOps {
         for i in 0..<n { out[i] = x[i] * scale * weight[i] }
     }
 
-    /// Rotates adjacent pairs `(x[2i], x[2i+1])` of each head by the angle whose cosine and sine are
-    /// `cos[i]`, `sin[i]` (the GGUF/GGML "normal" RoPE layout). `x` holds `heads × headSize` floats.
+    /// Rotates pair i of each head by the angle whose cosine and sine are `cos[i]`, `sin[i]`: the
+    /// adjacent pair `(x[2i], x[2i+1])` (GGML's "normal" RoPE), or else `(x[i], x[i + headSize/2])`
+    /// (GGML's NeoX RoPE). `x` holds `heads × headSize` floats.
     public static func rope(_ x: UnsafeMutablePointer<Float>, heads: Int, headSize: Int,
-                            cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
+                            cos: UnsafePointer<Float>, sin: UnsafePointer<Float>, pairsAdjacent: Bool = true) {
+        let half = headSize / 2
         for h in 0..<heads {
             let head = x + h * headSize
-            for i in 0..<(headSize / 2) {
-                let a = head[2 * i], b = head[2 * i + 1]
-                head[2 * i] = a * cos[i] - b * sin[i]
-                head[2 * i + 1] = a * sin[i] + b * cos[i]
+            for i in 0..<half {
+                let first = pairsAdjacent ? 2 * i : i, second = pairsAdjacent ? 2 * i + 1 : i + half
+                let a = head[first], b = head[second]
+                head[first] = a * cos[i] - b * sin[i]
+                head[second] = a * sin[i] + b * cos[i]
             }
         }
     }

@@ -35,10 +35,10 @@ public struct WeightMatrix: @unchecked Sendable {
         dequantize(type, row(index), into: destination, count: columns)
     }
 
-    /// Whether products use the integer kernels on int8-quantised activations (Q4_0, Q4_1, Q8_0)
-    /// rather than float activations.
+    /// Whether products use the integer kernels on int8-quantised activations (every quantised format
+    /// but Q2_K) rather than float activations.
     public var usesIntegerKernel: Bool {
-        activationPrecision == .int8 && (type == .q4_0 || type == .q4_1 || type == .q8_0)
+        activationPrecision == .int8 && type.hasIntegerKernel
     }
 
     /// The same matrix with its rows repacked 16 at a time for the integer kernels (KernelsC.h:
@@ -140,13 +140,13 @@ struct MatrixKernel {
             kq_matmul(Int32(type.rawValue), data, rowBytes, Int32(columns), Int32(rowRange.lowerBound), Int32(rowRange.upperBound),
                       input.quantized, input.scales, input.scaledSums, count, y, rows)
         case .rowsFloat:
-            // Formats without a dedicated kernel (none in the default model): dequantise each row,
-            // then a float dot product.
+            // Float activations (an output head other than Q8_0, Q2_K): each row dequantised once, then
+            // a float dot product per token.
             withUnsafeTemporaryAllocation(of: Float.self, capacity: columns) { scratch in
                 for r in rowRange {
+                    let row = rowForFloatProducts(type, data + r * rowBytes, columns, scratch: scratch.baseAddress!)
                     for t in 0..<input.count {
-                        y[t * rows + r] = dotRow(type, data + r * rowBytes, input.floats + t * columns, columns,
-                                                 scratch: scratch.baseAddress!)
+                        y[t * rows + r] = dotRow(row.type, row.bytes, input.floats + t * columns, columns)
                     }
                 }
             }

@@ -47,14 +47,24 @@ public enum ChatTemplate: Sendable, Equatable {
         }
     }
 
-    /// Text between a literal `<|im_start|>system\n` and `<|im_end|>` in the template: the system
-    /// message the template inserts when the conversation has none.
+    /// The system message the template inserts when the conversation has none: the text of a literal
+    /// `<|im_start|>system\n…<|im_end|>` turn (SmolLM2), or the string a template writes when the
+    /// first message is not a system one (Qwen2.5: `{%- if messages[0]['role'] == 'system' %} …
+    /// {%- else %} {{- 'You are Qwen, …' }}`).
     private static func embeddedChatMLSystem(in template: String) -> String? {
         let opening = "<|im_start|>system\n"
-        guard let start = template.range(of: opening),
-              let end = template.range(of: "<|im_end|>", range: start.upperBound..<template.endIndex) else { return nil }
-        let text = template[start.upperBound..<end.lowerBound]
-        return text.contains("{{") || text.contains("{%") ? nil : String(text)
+        if let start = template.range(of: opening),
+           let end = template.range(of: "<|im_end|>", range: start.upperBound..<template.endIndex) {
+            let text = template[start.upperBound..<end.lowerBound]
+            if !text.contains("{{") && !text.contains("{%") { return String(text) }
+        }
+        guard let test = template.range(of: "messages[0]['role'] == 'system'"),
+              let otherwise = template.range(of: "{%- else %}", range: test.upperBound..<template.endIndex),
+              let open = template.range(of: "{{- '", range: otherwise.upperBound..<template.endIndex),
+              template[otherwise.upperBound..<open.lowerBound].allSatisfy(\.isWhitespace),
+              let close = template.range(of: "' }}", range: open.upperBound..<template.endIndex) else { return nil }
+        let text = template[open.upperBound..<close.lowerBound]
+        return text.contains("<|") || text.contains("\\") || text.contains("'") ? nil : String(text)
     }
 
     /// The prompt text for `messages`, ending with the assistant's turn opened when

@@ -9,8 +9,11 @@ struct PreTokenizer: Sendable {
     static let gpt2Pattern = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
     static let llama3Pattern = #"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
 
+    /// Llama 3's, with single digits (Qwen2 and Qwen2.5, Qwen3).
+    static let qwen2Pattern = #"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+
     /// Names accepted for `tokenizer.ggml.pre`.
-    static let supported = ["default", "gpt2", "smollm", "llama-bpe", "llama3"]
+    static let supported = ["default", "gpt2", "smollm", "llama-bpe", "llama3", "qwen2"]
 
     init?(name: String) {
         let patterns: [String]
@@ -18,6 +21,7 @@ struct PreTokenizer: Sendable {
         case "default", "gpt2": patterns = [Self.gpt2Pattern]
         case "smollm": patterns = [#"\p{N}"#, Self.gpt2Pattern]  // single digits first
         case "llama-bpe", "llama3": patterns = [Self.llama3Pattern]
+        case "qwen2": patterns = [Self.qwen2Pattern]
         default: return nil
         }
         stages = patterns.map { try! NSRegularExpression(pattern: $0) }

@@ -1,3 +1,4 @@
+import Foundation
 import Tensor
 import Testing
 
@@ -111,5 +112,25 @@ struct WeightQuantisationTests {
             for i in x.indices { #expect(abs(back[i] - values[i]) <= 0.5 * step * 1.01 + 1e-7, "element \(i)") }
         }
         #expect(back[0..<32].allSatisfy { $0 == 0 })
+    }
+
+    /// Random blocks of every quantised format, dequantised by llama.cpp's `gguf` Python package
+    /// (scripts/make-quant-fixtures.py): the layouts are theirs, not just our reading of them.
+    @Test("every quantised format dequantises as llama.cpp's gguf package does", arguments: [
+        QuantType.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K,
+    ])
+    func againstGGUFPackage(_ type: QuantType) throws {
+        struct Blocks: Decodable { let bytes: String; let values: [Double] }
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("fixtures/quant-blocks.json")
+        let fixture = try #require(try JSONDecoder().decode([String: Blocks].self, from: Data(contentsOf: url))[type.description])
+        let hex = Array(fixture.bytes.utf8)
+        let bytes = stride(from: 0, to: hex.count, by: 2).map { UInt8(String(decoding: hex[$0..<$0 + 2], as: UTF8.self), radix: 16)! }
+        #expect(bytes.count == fixture.values.count / type.blockSize * type.bytesPerBlock)
+        var values = [Float](repeating: .nan, count: fixture.values.count)
+        bytes.withUnsafeBytes { dequantize(type, $0.baseAddress!, into: &values, count: values.count) }
+        for (i, (got, expected)) in zip(values, fixture.values).enumerated() {
+            #expect(abs(Double(got) - expected) <= 1e-6 * max(1, abs(expected)), "\(type) element \(i): \(got) vs \(expected)")
+        }
     }
 }

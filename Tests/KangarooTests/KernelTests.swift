@@ -18,8 +18,13 @@ func randomRows(_ type: QuantType, rows: Int, columns: Int, random: inout Seeded
         case .bf16: out += withUnsafeBytes(of: UInt16(random.float().bitPattern >> 16)) { Array($0) }
         case .q4_0: out += half(random.float(0.01...0.1)) + bytes(16)
         case .q4_1: out += half(random.float(0.01...0.1)) + half(random.float(-0.5...0)) + bytes(16)
+        case .q5_0: out += half(random.float(0.01...0.1)) + bytes(20)
+        case .q5_1: out += half(random.float(0.01...0.1)) + half(random.float(-0.5...0)) + bytes(20)
         case .q8_0: out += half(random.float(0.001...0.01)) + bytes(32)
+        case .q2_K: out += bytes(80) + half(random.float(0.001...0.01)) + half(random.float(0.001...0.01))
+        case .q3_K: out += bytes(108) + half(random.float(0.001...0.01))
         case .q4_K: out += half(random.float(0.001...0.01)) + half(random.float(0.001...0.01)) + bytes(140)
+        case .q5_K: out += half(random.float(0.001...0.01)) + half(random.float(0.001...0.01)) + bytes(172)
         case .q6_K: out += bytes(208) + half(random.float(0.001...0.01))
         }
     }
@@ -179,9 +184,9 @@ struct KernelTests {
     func instructionLevelsAgree() {
         let best = kq_instruction_level()
         defer { kq_set_instruction_level(best) }
-        for type in [QuantType.q4_0, .q4_1, .q8_0] {
+        for type in QuantType.allCases where type.hasIntegerKernel {
             var random = SeededRandom(UInt64(type.rawValue) + 99)
-            let rows = 21, columns = 96
+            let rows = 21, columns = type.blockSize == 32 ? 96 : 512
             let weights = randomRows(type, rows: rows, columns: columns, random: &random)
             let x = (0..<(11 * columns)).map { _ in random.float() }
             weights.withUnsafeBytes { w in

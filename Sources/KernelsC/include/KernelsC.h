@@ -24,7 +24,8 @@ int kq_set_instruction_level(int level);
 void kq_quantize(const float *x, int columns, int tokens, int8_t *q, float *d, float *ds);
 
 /// y[t · ldy + r] = Σ_c W[r][c] · x[t][c] for rows r in [row_begin, row_end) and tokens t < tokens.
-/// `type` is the GGML type id of W: 2 (Q4_0), 3 (Q4_1) or 8 (Q8_0). Rows are `row_bytes` apart.
+/// `type` is the GGML type id of W: 2 (Q4_0), 3 (Q4_1), 6 (Q5_0), 7 (Q5_1), 8 (Q8_0), 11 (Q3_K),
+/// 12 (Q4_K), 13 (Q5_K) or 14 (Q6_K). Rows are `row_bytes` apart.
 void kq_matmul(int type, const void *weights, size_t row_bytes, int columns, int row_begin, int row_end,
                const int8_t *q, const float *d, const float *ds, int tokens, float *y, size_t ldy);
 
