@@ -74,4 +74,73 @@ static inline __attribute__((always_inline)) float block_scale(const float *v, f
 
 static inline uint16_t load_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
+// Readers of the quantised formats' blocks of 32 columns (kernels.c describes the formats).
+
+static inline int signed_format(int type) { return type == 8 || type == 11 || type == 14; }
+static inline int half_scales(int type) { return type == 11 || type == 14; }
+
+static inline void scale_min_k4(int j, const uint8_t *q, uint8_t *scale, uint8_t *min) {
+    if (j < 4) {
+        *scale = q[j] & 63;
+        *min = q[j + 4] & 63;
+    } else {
+        *scale = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+        *min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+// Q3_K's scale k of 16: low 4 bits in bytes 0–7 (low then high nibbles), high 2 bits in bytes 8–11.
+static inline int q3_k_scale(const uint8_t *scales, int k) {
+    int low = k < 8 ? scales[k] & 0x0F : scales[k - 8] >> 4;
+    int high = (scales[8 + k % 4] >> (2 * (k / 4))) & 3;
+    return (low | high << 4) - 32;
+}
+
+// Portable reference of the integers: unsigned formats' values, signed formats' signed values.
+static inline void block_integers_portable(int type, const uint8_t *row, int b, int v[32]) {
+    switch (type) {
+    case 2: case 3: case 6: case 7: {
+        const uint8_t *k = row + (size_t)b * (type == 2 ? 18 : type == 3 ? 20 : type == 6 ? 22 : 24);
+        const uint8_t *nibbles = k + (type == 2 ? 2 : type == 3 ? 4 : type == 6 ? 6 : 8);
+        uint32_t high = 0;
+        if (type == 6 || type == 7) memcpy(&high, k + (type == 6 ? 2 : 4), 4);
+        for (int i = 0; i < 16; i++) {
+            v[i] = (nibbles[i] & 0x0F) | ((high >> i) & 1) << 4;
+            v[i + 16] = (nibbles[i] >> 4) | ((high >> (i + 16)) & 1) << 4;
+        }
+        break;
+    }
+    case 8:
+        for (int i = 0; i < 32; i++) v[i] = (int8_t)row[34 * (size_t)b + 2 + i];
+        break;
+    case 11: {
+        const uint8_t *k = row + 110 * (size_t)(b / 8);
+        int j = b % 8, h = j / 4, sub = j % 4;
+        for (int i = 0; i < 32; i++) v[i] = ((k[32 + 32 * h + i] >> (2 * sub)) & 3) - (((k[i] >> (4 * h + sub)) & 1) ? 0 : 4);
+        break;
+    }
+    case 12: case 13: {
+        const uint8_t *k = row + (type == 12 ? 144 : 176) * (size_t)(b / 8);
+        int j = b % 8;
+        const uint8_t *nibbles = k + (type == 12 ? 16 : 48) + 32 * (j / 2);
+        for (int i = 0; i < 32; i++) {
+            v[i] = (nibbles[i] >> (4 * (j % 2))) & 0x0F;
+            if (type == 13) v[i] |= ((k[16 + i] >> j) & 1) << 4;
+        }
+        break;
+    }
+    case 14: {
+        const uint8_t *k = row + 210 * (size_t)(b / 8);
+        int j = b % 8, h = j / 4, sub = j % 4;
+        const uint8_t *low = k + 64 * h + 32 * (sub & 1), *high = k + 128 + 32 * h;
+        for (int i = 0; i < 32; i++) v[i] = (((low[i] >> (4 * (sub >> 1))) & 0x0F) | ((high[i] >> (2 * sub)) & 3) << 4) - 32;
+        break;
+    }
+    default:
+        for (int i = 0; i < 32; i++) v[i] = 0;
+        break;
+    }
+}
+
+
 #endif

@@ -11,7 +11,7 @@ public struct WeightMatrix: @unchecked Sendable {
     /// How products treat the activations: quantised to int8 (the layers' products), to int16 (the
     /// output head, whose logits decide tokens; see `forLogits()`) or kept as floats.
     public private(set) var activationPrecision: ActivationPrecision = .int8
-    /// The rows repacked 16 at a time for the integer kernels (Q4_0 and Q4_1, see `repacked()`).
+    /// The rows repacked 16 at a time for the integer kernels (see `repacked()`).
     private(set) var packed: PackedRows?
 
     public enum ActivationPrecision: Sendable {
@@ -42,13 +42,14 @@ public struct WeightMatrix: @unchecked Sendable {
     }
 
     /// The same matrix with its rows repacked 16 at a time for the integer kernels (KernelsC.h:
-    /// kq_pack), when its format has a repacked kernel (Q4_0, Q4_1); otherwise the matrix itself.
-    /// Products then do the float work once per 16 rows instead of once per row (the kernels issue
-    /// note has the measured gain). The repacked copy takes as many bytes as the original rows.
+    /// kq_pack), when its format has a repacked kernel (Q4_0, Q4_1, Q5_0, Q4_K, Q6_K); otherwise the
+    /// matrix itself. Products then do the float work once per 16 rows instead of once per row
+    /// (docs/measurements.md has the measured gain). The repacked copy takes about as many bytes as
+    /// the original rows.
     public func repacked() -> WeightMatrix {
-        guard usesIntegerKernel, type == .q4_0 || type == .q4_1 else { return self }
+        guard usesIntegerKernel, kq_has_packed(Int32(type.rawValue)) != 0 else { return self }
         var copy = self
-        copy.packed = PackedRows(self, layout: .q4ForInt8)
+        copy.packed = PackedRows(self, layout: .forInt8)
         return copy
     }
 
@@ -116,8 +117,8 @@ struct MatrixKernel {
     /// Which kernel computes the product (see `WeightMatrix.activationPrecision`).
     enum Path {
         case packedInt16(UnsafeRawPointer)  // the output head: repacked Q8_0 rows, int16 activations
-        case packedInt8(UnsafeRawPointer)   // repacked Q4_0 / Q4_1 rows, int8 activations
-        case rowsInt8                       // Q4_0 / Q4_1 / Q8_0 rows as stored, int8 activations
+        case packedInt8(UnsafeRawPointer)   // repacked rows (kq_has_packed), int8 activations
+        case rowsInt8                       // rows as stored, int8 activations
         case rowsFloat                      // any format, float activations
     }
 
@@ -182,7 +183,7 @@ final class MatrixProductJob: ParallelJob {
 /// Owns the repacked bytes of a matrix (64-byte aligned for the vector loads).
 final class PackedRows: @unchecked Sendable {
     enum Layout {
-        case q4ForInt8, q8_0ForInt16
+        case forInt8, q8_0ForInt16
     }
 
     let bytes: UnsafeMutableRawPointer
@@ -190,7 +191,7 @@ final class PackedRows: @unchecked Sendable {
     init(_ matrix: WeightMatrix, layout: Layout) {
         let type = Int32(matrix.type.rawValue), rows = Int32(matrix.rows), columns = Int32(matrix.columns)
         switch layout {
-        case .q4ForInt8:
+        case .forInt8:
             bytes = .allocate(byteCount: max(kq_packed_size(type, rows, columns), 1), alignment: 64)
             kq_pack(type, matrix.data, matrix.rowBytes, rows, columns, bytes)
         case .q8_0ForInt16:

@@ -31,13 +31,10 @@ func randomRows(_ type: QuantType, rows: Int, columns: Int, random: inout Seeded
     return out
 }
 
-/// Every way products can run on `matrix`: as stored, and also repacked (Q4_0, Q4_1) or as an output
-/// head (any format: int16 activations for Q8_0, floats otherwise).
+/// Every way products can run on `matrix`: as stored, and also repacked (Q4_0, Q4_1, Q5_0, Q4_K,
+/// Q6_K) or as an output head (any format: int16 activations for Q8_0, floats otherwise).
 func kernelVariants(_ matrix: WeightMatrix) -> [WeightMatrix] {
-    switch matrix.type {
-    case .q4_0, .q4_1: [matrix, matrix.repacked(), matrix.forLogits()]
-    default: [matrix, matrix.forLogits()]
-    }
+    kq_has_packed(Int32(matrix.type.rawValue)) != 0 ? [matrix, matrix.repacked(), matrix.forLogits()] : [matrix, matrix.forLogits()]
 }
 
 /// One thread: the calling one, whose forced instruction level the kernels then use.

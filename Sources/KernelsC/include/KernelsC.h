@@ -29,21 +29,19 @@ void kq_quantize(const float *x, int columns, int tokens, int8_t *q, float *d, f
 void kq_matmul(int type, const void *weights, size_t row_bytes, int columns, int row_begin, int row_end,
                const int8_t *q, const float *d, const float *ds, int tokens, float *y, size_t ldy);
 
-/// Q4_0 / Q4_1 weights repacked for the integer kernels, 16 rows at a time. For each group of 16 rows
-/// (the last one padded with zero rows) and each block of 32 columns, in this order:
-///   16 × f16 d, then for Q4_1 16 × f16 m, then 4 chunks of 64 bytes; chunk k holds, for row r, the
-///   original block's nibble bytes 4k…4k+3 at bytes 4r…4r+3 (low nibbles: columns 4k…4k+3, high
-///   nibbles: columns 16+4k…16+4k+3).
-/// The same bytes as the original blocks, so decode reads no more memory.
+/// Weights repacked for the integer kernels, 16 rows at a time, for the formats `kq_has_packed`
+/// accepts: Q4_0, Q4_1, Q5_0, Q4_K and Q6_K (packed.c gives the layout). Every (row, block of 32
+/// columns) keeps its bits: nibbles, planes of the higher bits, its scales; so decode reads about the
+/// same bytes as from the file.
+int kq_has_packed(int type);
 size_t kq_packed_size(int type, int rows, int columns);
 
-/// Repacks `rows` rows of Q4_0 (type 2) or Q4_1 (type 3) into `packed` (kq_packed_size bytes).
+/// Repacks `rows` rows of a `kq_has_packed` format into `packed` (kq_packed_size bytes).
 void kq_pack(int type, const void *weights, size_t row_bytes, int rows, int columns, void *packed);
 
 /// y[t · ldy + r] = Σ_c W[r][c] · x[t][c] for the rows of groups [group_begin, group_end) of a packed
-/// matrix with `rows` rows. Per (row, token), block after block: acc = fma(s, d_w · d_x, acc), then
-/// acc = fma(m_w, d_x · Σq, acc) with s the exact integer dot product (Q4_0: m_w = −8 · d_w); the same
-/// bits on every instruction level and for every number of tokens.
+/// matrix with `rows` rows, block after block in the order packed.c gives per format; the same bits on
+/// every instruction level and for every number of tokens.
 void kq_matmul_packed(int type, const void *packed, int rows, int columns, int group_begin, int group_end,
                       const int8_t *q, const float *d, const float *ds, int tokens, float *y, size_t ldy);
 
