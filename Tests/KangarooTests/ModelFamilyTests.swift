@@ -63,18 +63,82 @@ func checkAgainstLlamaCpp(model: LlamaModel, tokenizer: Tokenizer, reference: Ll
     #expect(worst <= 0.5, "largest log-probability difference from llama.cpp: \(worst), \(worstAt); median \(differences[differences.count / 2]), 99th percentile \(differences[differences.count * 99 / 100])")
 }
 
-@Suite("Model families against llama.cpp")
+/// An independent float64 reference (scripts/float-reference.py: gguf-dequantised weights, the forward
+/// pass written out in numpy, activations unquantised): top-5 log-probabilities at every position.
+struct FloatReference: Decodable {
+    struct Case: Decodable {
+        let ids: [Int32]
+        let top5: [[[Double]]]
+    }
+    let cases: [Case]
+
+    static func load(_ name: String) throws -> FloatReference {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("fixtures/\(name)")
+        return try JSONDecoder().decode(FloatReference.self, from: Data(contentsOf: url))
+    }
+}
+
+/// Holds the engine to the float reference: the same top token wherever the reference's top two are at
+/// least 0.5 apart, top-5 log-probabilities within 0.25 for tokens of log-probability −5 or more and
+/// within 0.5 for the rest (int8 activations; measured: 0.5B 0.18 at most; 1.5B 0.28 at its first
+/// position, under 0.2 elsewhere). `firstPosition` replaces 0.25 at the first position, the attention
+/// sink, whose residual stream can hold a few huge values that int8 blocks render less well.
+func checkAgainstFloat(model: LlamaModel, reference: FloatReference, firstPosition: Double = 0.25) throws -> Double {
+    var worst = 0.0
+    for item in reference.cases {
+        let scored = try Scorer(model: model).score(item.ids, top: 40)
+        for (position, expected) in item.top5.enumerated() {
+            let ours = scored.positions[position].top
+            if expected[0][1] - expected[1][1] >= 0.5 {
+                #expect(ours.first?.id == Int32(expected[0][0]), "position \(position)")
+            }
+            for pair in expected {
+                guard let mine = ours.first(where: { $0.id == Int32(pair[0]) }) else {
+                    Issue.record("token \(Int(pair[0])) not in our top 40 at position \(position)")
+                    continue
+                }
+                let difference = abs(Double(mine.logprob) - pair[1])
+                worst = max(worst, difference)
+                let limit = pair[1] < -5 ? 0.5 : position == 0 ? firstPosition : 0.25
+                #expect(difference <= limit, "token \(Int(pair[0])) at position \(position): \(mine.logprob), reference \(pair[1])")
+            }
+        }
+    }
+    return worst
+}
+
+/// Qwen2.5-Coder-1.5B's first position shows why the float reference is the judge: the residual stream
+/// there reaches 4,000 by layer 3, and llama.cpp (activations in int8 blocks of 256 for K-quants) puts
+/// token 15 first with log-probability −0.05, where the float reference has token 16 at −0.49 and 15 at
+/// −3.45 (scripts/float-reference.py); this engine agrees with the float reference. Later positions
+/// attend to that one, so llama.cpp's whole sequence drifts (99th percentile of differences 1.1).
+@Suite("Model families against llama.cpp and a float reference")
 struct ModelFamilyTests {
-    @Test("Qwen2.5-Coder-0.5B Q4_K_M (qwen2, Q5_0/Q4_K/Q6_K/Q8_0; downloads 491 MB once) matches llama.cpp")
+    @Test("Qwen2.5-Coder-0.5B Q4_K_M (qwen2, Q5_0/Q4_K/Q6_K/Q8_0; downloads 491 MB once) matches llama.cpp and the float reference")
     func qwen2_5Coder0_5B() throws {
         let gguf = try GGUFFile(path: KnownModel.qwenCoder05B.file.ensure().path)
         let model = try LlamaModel(gguf: gguf)
         #expect(model.config.architecture == .qwen2)
         try checkAgainstLlamaCpp(model: model, tokenizer: try Tokenizer(gguf: gguf),
                                  reference: try LlamaCppReference.load("qwen2.5-coder-0.5b-q4_k_m.llamacpp.json"))
+        let worst = try checkAgainstFloat(model: model, reference: try FloatReference.load("qwen2.5-coder-0.5b-q4_k_m.float.json"))
+        print("Qwen2.5-Coder-0.5B: largest log-probability difference from the float reference \(worst)")
         // The chat template's built-in system message (Qwen's) is found without a Jinja engine.
         let template = try ChatTemplate(template: gguf.optionalString("tokenizer.chat_template"))
         #expect(template.render([ChatMessage(role: .user, content: "Hi")]).hasPrefix(
             "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"))
+    }
+
+    @Test("Qwen2.5-Coder-1.5B Q4_K_M (qwen2, Q4_K/Q6_K, a Q6_K output head; downloads 1.1 GB once): llama.cpp's tokens, the float reference's log-probabilities")
+    func qwen2_5Coder1_5B() throws {
+        let gguf = try GGUFFile(path: KnownModel.qwenCoder15B.file.ensure().path)
+        let model = try LlamaModel(gguf: gguf), tokenizer = try Tokenizer(gguf: gguf)
+        let llamaCpp = try LlamaCppReference.load("qwen2.5-coder-1.5b-q4_k_m.llamacpp.json")
+        for item in llamaCpp.cases { #expect(tokenizer.encode(item.text) == item.ids) }
+        // Position 0 (residual stream up to 4,000): 0.28 from the float reference, llama.cpp 2.9.
+        let worst = try checkAgainstFloat(model: model, reference: try FloatReference.load("qwen2.5-coder-1.5b-q4_k_m.float.json"),
+                                          firstPosition: 0.35)
+        print("Qwen2.5-Coder-1.5B: largest log-probability difference from the float reference \(worst)")
     }
 }
