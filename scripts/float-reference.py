@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes an independent float64 reference for a GGUF model into a test fixture: the weights dequantised
-by llama.cpp's `gguf` Python package, the forward pass (Llama or Qwen2: RMSNorm, RoPE, grouped-query
+by llama.cpp's `gguf` Python package, the forward pass (Llama, Qwen2 or Qwen3: RMSNorm, RoPE, grouped-query
 attention, SwiGLU) written out in numpy with no quantisation of activations, and its top-5
 log-probabilities at every position of each sequence. The token ids come from a fixture of
 scripts/llamacpp-reference.py, so tokenisation is llama.cpp's.
@@ -16,16 +16,9 @@ from gguf import GGUFReader
 from gguf.quants import dequantize
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("model")
-    parser.add_argument("llamacpp_fixture")
-    parser.add_argument("output")
-    parser.add_argument("--cases", type=int, default=2)
-    parser.add_argument("--positions", type=int, default=48)
-    args = parser.parse_args()
-
-    reader = GGUFReader(args.model)
+def forward_top5(model_path, sequences):
+    """The float64 forward pass over each sequence of token ids: per position, [[id, logprob] × 5]."""
+    reader = GGUFReader(model_path)
     tensors = {t.name: t for t in reader.tensors}
 
     def field(key, default=None):
@@ -36,18 +29,15 @@ def main():
         return dequantize(t.data, t.tensor_type).reshape([int(x) for x in reversed(t.shape)]).astype(np.float64)
 
     arch = field("general.architecture")
-    assert arch in ("llama", "qwen2"), arch
+    assert arch in ("llama", "qwen2", "qwen3"), arch
     eps = float(field(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5))
     layers = int(field(f"{arch}.block_count"))
     heads = int(field(f"{arch}.attention.head_count"))
     kv_heads = int(field(f"{arch}.attention.head_count_kv", heads))
     base = float(field(f"{arch}.rope.freq_base", 10000.0))
     hidden = int(field(f"{arch}.embedding_length"))
-    head_size = hidden // heads
-    halves = arch == "qwen2"  # GGML's NeoX RoPE; Llama files pair adjacent dimensions
-
-    cases = json.load(open(args.llamacpp_fixture))["cases"][: args.cases]
-    sequences = [(case["ids"] + case["greedy"])[: args.positions] for case in cases]
+    head_size = int(field(f"{arch}.attention.key_length", hidden // heads))
+    halves = arch != "llama"  # GGML's NeoX RoPE; Llama files pair adjacent dimensions
 
     def rms(x, w):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
@@ -73,15 +63,22 @@ def main():
         w = {name: weight(p + name) for name in ("attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
                                                  "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight",
                                                  "ffn_up.weight", "ffn_down.weight")}
-        for name in ("attn_q.bias", "attn_k.bias", "attn_v.bias"):
-            w[name] = weight(p + name) if p + name in tensors else 0.0
+        for name in ("attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_q_norm.weight", "attn_k_norm.weight"):
+            w[name] = weight(p + name) if p + name in tensors else None
         for i, x in enumerate(states):
             count = x.shape[0]
             positions = np.arange(count, dtype=np.float64)
+
+            def project(name, n, heads_here):
+                y = n @ w[name + ".weight"].T
+                if w[name + ".bias"] is not None:
+                    y = y + w[name + ".bias"]
+                return y.reshape(count, heads_here, head_size)
+
             n = rms(x, w["attn_norm.weight"])
-            q = (n @ w["attn_q.weight"].T + w["attn_q.bias"]).reshape(count, heads, head_size)
-            k = (n @ w["attn_k.weight"].T + w["attn_k.bias"]).reshape(count, kv_heads, head_size)
-            v = (n @ w["attn_v.weight"].T + w["attn_v.bias"]).reshape(count, kv_heads, head_size)
+            q, k, v = project("attn_q", n, heads), project("attn_k", n, kv_heads), project("attn_v", n, kv_heads)
+            if w["attn_q_norm.weight"] is not None:
+                q, k = rms(q, w["attn_q_norm.weight"]), rms(k, w["attn_k_norm.weight"])
             q, k = rope(q, positions), rope(k, positions)
             k, v = np.repeat(k, heads // kv_heads, axis=1), np.repeat(v, heads // kv_heads, axis=1)
             scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(head_size)
@@ -97,12 +94,25 @@ def main():
     norm = weight("output_norm.weight")
     head = weight("output.weight" if "output.weight" in tensors else "token_embd.weight")
     out = []
-    for sequence, x in zip(sequences, states):
+    for x in states:
         logits = rms(x, norm) @ head.T
-        logprobs = logits - (np.log(np.exp(logits - logits.max(axis=-1, keepdims=True)).sum(axis=-1, keepdims=True))
-                             + logits.max(axis=-1, keepdims=True))
-        top5 = [[[int(t), round(float(row[t]), 5)] for t in np.argsort(-row)[:5]] for row in logprobs]
-        out.append({"ids": sequence, "top5": top5})
+        top = logits.max(axis=-1, keepdims=True)
+        logprobs = logits - (np.log(np.exp(logits - top).sum(axis=-1, keepdims=True)) + top)
+        out.append([[[int(t), round(float(row[t]), 5)] for t in np.argsort(-row)[:5]] for row in logprobs])
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("llamacpp_fixture")
+    parser.add_argument("output")
+    parser.add_argument("--cases", type=int, default=2)
+    parser.add_argument("--positions", type=int, default=48)
+    args = parser.parse_args()
+    cases = json.load(open(args.llamacpp_fixture))["cases"][: args.cases]
+    sequences = [(case["ids"] + case["greedy"])[: args.positions] for case in cases]
+    out = [{"ids": ids, "top5": top5} for ids, top5 in zip(sequences, forward_top5(args.model, sequences))]
     with open(args.output, "w") as f:
         json.dump({"model": args.model.rsplit("/", 1)[-1], "reference": "float64 numpy over gguf-dequantised weights",
                    "cases": out}, f)

@@ -8,6 +8,9 @@ public struct AdapterShape: Sendable, Equatable {
     public var kvHeads: Int
     public var headSize: Int
     public var ropeBase: Double
+    /// RoPE pairs dimensions 2i and 2i+1 (Llama files), else i and i + headSize/2 (Qwen's), as the
+    /// model's own attention does.
+    public var ropePairsAdjacent: Bool = true
     public var eps: Double
     public var feedForward: Int
     public var deepState: Bool
@@ -389,17 +392,19 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
         return out
     }
 
-    /// Rotates adjacent pairs of each head by the position's angles (or back, when `inverse`).
+    /// Rotates the pairs of each head (`AdapterShape.ropePairsAdjacent`) by the position's angles (or
+    /// back, when `inverse`).
     func rope(_ x: inout [S], heads: Int, rows: Int, cosines: [S], sines: [S], inverse: Bool) {
         let hs = shape.headSize, width = heads * hs
         for t in 0..<rows {
             for h in 0..<heads {
                 for i in 0..<(hs / 2) {
                     let c = cosines[t * hs / 2 + i], s = inverse ? -sines[t * hs / 2 + i] : sines[t * hs / 2 + i]
-                    let p = t * width + h * hs + 2 * i
-                    let a = x[p], b = x[p + 1]
-                    x[p] = a * c - b * s
-                    x[p + 1] = a * s + b * c
+                    let first = t * width + h * hs + (shape.ropePairsAdjacent ? 2 * i : i)
+                    let second = shape.ropePairsAdjacent ? first + 1 : first + hs / 2
+                    let a = x[first], b = x[second]
+                    x[first] = a * c - b * s
+                    x[second] = a * s + b * c
                 }
             }
         }

@@ -41,7 +41,7 @@ public final class AdapterTrainer {
     public private(set) var weights: AdapterTensors<Float>
     public private(set) var optimiser: AdamW<Float>
     let base: KangarooAdapter
-    let shape: AdapterShape
+    private(set) var shape: AdapterShape
     /// Draft vocabulary (token ids) and its head rows, dequantised: `ids.count × d`.
     public let vocabulary: [Int32]
     let head: [Float]
@@ -56,6 +56,7 @@ public final class AdapterTrainer {
         shape = AdapterShape(hidden: c.hiddenSize, heads: c.headCount, kvHeads: c.kvHeadCount, headSize: c.headSize,
                              ropeBase: Double(c.ropeBase), eps: Double(c.rmsNormEpsilon), feedForward: start.feedForward?.size ?? 0,
                              deepState: start.deepProjection != nil, previousState: start.previousProjection != nil)
+        shape.ropePairsAdjacent = c.architecture.ropeStyle == .adjacentPairs
         weights = Self.tensors(of: start)
         optimiser = AdamW(weightDecay: Float(options.weightDecay), clipNorm: Float(options.clipNorm))
         self.examples = examples

@@ -76,9 +76,11 @@ struct TrainingTests {
         }
     }
 
-    @Test("the previous-state projection's gradient (and the others' through it) agrees with central finite differences")
+    @Test("the previous-state projection's gradient (and the others' through it) agrees with central finite differences, with RoPE over head halves (Qwen)")
     func gradientCheckPreviousState() {
-        let loss = AdapterLoss<Double>(shape: Self.shape(feedForward: 6, deepState: true, previousState: true))
+        var shape = Self.shape(feedForward: 6, deepState: true, previousState: true)
+        shape.ropePairsAdjacent = false
+        let loss = AdapterLoss<Double>(shape: shape)
         let p = Self.problem(seed: 4, feedForward: 6, deepState: true, previousState: true)
         func value(_ w: AdapterTensors<Double>) -> Double {
             loss.evaluate(w, states: p.states, start: 3, targets: p.targets, head: p.head, vocabulary: Self.vocabulary, deepStates: p.deepStates).loss
@@ -119,10 +121,10 @@ struct TrainingTests {
         #expect(last < initial - 0.5 * (initial - entropy), "loss \(initial) → \(last), entropy \(entropy)")
     }
 
-    @Test("the training forward computes the logits the inference adapter drafts from, with and without a feed-forward block or a deep state",
-          arguments: [(false, false), (true, false), (false, true)])
-    func trainingMatchesInference(feedForward: Bool, deepState: Bool) throws {
-        let model = try TinyModel.make(seed: 2)
+    @Test("the training forward computes the logits the inference adapter drafts from, with and without a feed-forward block or a deep state, on Llama and Qwen2 (RoPE over head halves)",
+          arguments: [(false, false, "llama"), (true, false, "llama"), (false, true, "llama"), (false, true, "qwen2")])
+    func trainingMatchesInference(feedForward: Bool, deepState: Bool, architecture: String) throws {
+        let model = try TinyModel.make(seed: 2, architecture: architecture)
         let c = model.config
         let adapter = feedForward ? KangarooAdapter.copyingLayer(of: model, exitLayer: 2, feedForward: true)
                                   : KangarooAdapter.random(for: model, exitLayer: 2, seed: 9, deepState: deepState)
@@ -152,9 +154,10 @@ struct TrainingTests {
         head.withUnsafeMutableBufferPointer { buffer in
             for r in 0..<c.vocabularySize { model.output.dequantizeRow(r, into: buffer.baseAddress! + r * c.hiddenSize) }
         }
-        let shape = AdapterShape(hidden: c.hiddenSize, heads: c.headCount, kvHeads: c.kvHeadCount, headSize: c.headSize,
+        var shape = AdapterShape(hidden: c.hiddenSize, heads: c.headCount, kvHeads: c.kvHeadCount, headSize: c.headSize,
                                  ropeBase: Double(c.ropeBase), eps: Double(c.rmsNormEpsilon), feedForward: adapter.feedForward?.size ?? 0,
                                  deepState: deepState)
+        shape.ropePairsAdjacent = c.architecture.ropeStyle == .adjacentPairs
         // The runner holds its matrices in Q8_0: the training forward gets the same weights.
         func asRun(_ values: [Float], columns: Int) -> [Float] {
             let bytes = quantizeQ8_0(values, columns: columns)
