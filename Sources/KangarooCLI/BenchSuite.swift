@@ -64,7 +64,7 @@ struct BenchSuite: ParsableCommand {
                                          categories: categories?.split(separator: ",").map { String($0) })
         guard !questions.isEmpty else { throw ValidationError("no questions selected from \(suite)") }
         let (model, tokenizer) = try modelOptions.load()
-        let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
+        let template = try modelOptions.template(for: model.gguf)
         let variants = try decoderVariants()
         let adapter = variants.contains { $0.kind == .kangaroo } ? try speculative.resolveAdapter(for: model) : nil
         let decoders = try variants.map { try $0.make(model: model, context: 4096, adapter: adapter) }

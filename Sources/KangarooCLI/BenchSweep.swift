@@ -64,7 +64,7 @@ struct BenchSweep: ParsableCommand {
                                          categories: categories.map { $0.split(separator: ",").map(String.init) }
                                              ?? SpecBenchQuestion.taskGroups)
         let (model, tokenizer) = try modelOptions.load()
-        let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
+        let template = try modelOptions.template(for: model.gguf)
         let trained = untrained ? nil
             : try adapter.map { try KangarooAdapter.load(from: $0, for: model) } ?? KangarooAdapter.shipped(for: model)
         let layers = trained.map { [$0.config.exitLayer] } ?? parse(exitLayers, Int.init)

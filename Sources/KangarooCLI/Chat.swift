@@ -43,7 +43,7 @@ struct Chat: ParsableCommand {
 
     func run() throws {
         let (model, tokenizer) = try modelOptions.load()
-        let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
+        let template = try modelOptions.template(for: model.gguf)
         let decoder = try decoderOptions.makeDecoder(model: model, context: context)
         let interactive = isatty(STDIN_FILENO) != 0 && isatty(STDOUT_FILENO) != 0
         let stop = ChatInterrupt.install()

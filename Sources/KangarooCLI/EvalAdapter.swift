@@ -79,7 +79,7 @@ struct EvalAdapter: ParsableCommand {
     func run() throws {
         let (model, tokenizer) = try modelOptions.load()
         let weights = try chooseAdapter(path: adapter, model: model, exitLayer: exitLayer)
-        let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
+        let template = try modelOptions.template(for: model.gguf)
 
         let data = try ShareGPTFile.file.ensure()
         let heldOut = try ShareGPT.read(path: data.path).filter(\.isValidation)

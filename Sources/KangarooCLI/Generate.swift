@@ -106,7 +106,7 @@ struct Generate: ParsableCommand {
         let (model, tokenizer) = try modelOptions.load()
         var promptText = text
         if chat {
-            let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
+            let template = try modelOptions.template(for: model.gguf)
             var messages: [ChatMessage] = []
             if let system { messages.append(ChatMessage(role: .system, content: system)) }
             messages.append(ChatMessage(role: .user, content: text))

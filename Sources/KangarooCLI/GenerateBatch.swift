@@ -61,7 +61,7 @@ extension Generate {
         guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read the prompts file \(file)") }
         guard let text = String(validating: data, as: UTF8.self) else { throw ValidationError("the prompts file \(file) is not valid UTF-8") }
         let (model, tokenizer) = try modelOptions.load()
-        let template = try? ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
+        let template = try? modelOptions.template(for: model.gguf)
         var lines: [PromptLine] = []
         var requests: [GenerationRequest] = []
         for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()

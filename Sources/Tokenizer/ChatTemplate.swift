@@ -15,24 +15,53 @@ public struct ChatMessage: Sendable, Equatable, Codable {
 public enum ChatTemplateError: Error, CustomStringConvertible {
     case missing
     case unrecognised(excerpt: String)
+    case unknownName(String)
 
     public var description: String {
         switch self {
-        case .missing: "the model has no chat template (tokenizer.chat_template)"
+        case .missing:
+            "the model has no chat template (tokenizer.chat_template); name one with --chat-template (\(ChatTemplate.names.joined(separator: ", ")))"
         case let .unrecognised(excerpt):
-            "the model's chat template is not one this tool knows (ChatML or Vicuna); it starts with: \(excerpt)"
+            """
+            the model's chat template is not one this tool knows (\(ChatTemplate.names.joined(separator: ", "))); \
+            name one with --chat-template. It starts with: \(excerpt)
+            """
+        case let .unknownName(name):
+            "there is no chat template named '\(name)'; known: \(ChatTemplate.names.joined(separator: ", "))"
         }
     }
 }
 
-/// The chat formats this tool recognises from a model's `tokenizer.chat_template`. There is no Jinja
-/// engine: a template is identified by its markers, and its built-in default system message, if any,
-/// is taken from it.
+/// The chat formats this tool recognises from a model's `tokenizer.chat_template`, as llama.cpp does
+/// without a Jinja engine: a template is identified by its markers, and its built-in default system
+/// message, if any, is taken from it. The beginning-of-sequence token is the tokenizer's to add.
 public enum ChatTemplate: Sendable, Equatable {
     /// `<|im_start|>role\ncontent<|im_end|>\n` per message; generation prompt `<|im_start|>assistant\n`.
     case chatML(defaultSystem: String?)
     /// `SYSTEM USER: question ASSISTANT: answer</s>USER: …` (Vicuna v1.1).
     case vicuna(defaultSystem: String)
+    /// `<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>` per message (Llama 3).
+    case llama3
+    /// `[INST] question [/INST] answer</s>` per exchange, a system message before the first question
+    /// (Mistral Instruct).
+    case mistral
+    /// `<start_of_turn>user\ncontent<end_of_turn>\n`, the assistant as `model`, a system message
+    /// before the first question (Gemma).
+    case gemma
+
+    /// The names `init(name:)` takes (`--chat-template`).
+    public static let names = ["chatml", "llama3", "mistral", "gemma", "vicuna"]
+
+    public init(name: String) throws(ChatTemplateError) {
+        switch name.lowercased() {
+        case "chatml": self = .chatML(defaultSystem: nil)
+        case "llama3": self = .llama3
+        case "mistral": self = .mistral
+        case "gemma": self = .gemma
+        case "vicuna": self = .vicuna(defaultSystem: Self.vicunaSystem)
+        default: throw .unknownName(name)
+        }
+    }
 
     static let vicunaSystem = "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions."
 
@@ -40,6 +69,12 @@ public enum ChatTemplate: Sendable, Equatable {
         guard let template, !template.isEmpty else { throw .missing }
         if template.contains("<|im_start|>") {
             self = .chatML(defaultSystem: Self.embeddedChatMLSystem(in: template))
+        } else if template.contains("<|start_header_id|>") {
+            self = .llama3
+        } else if template.contains("[INST]") {
+            self = .mistral
+        } else if template.contains("<start_of_turn>") {
+            self = .gemma
         } else if template.contains("USER:") && template.contains("ASSISTANT:") {
             self = .vicuna(defaultSystem: Self.vicunaSystem)
         } else {
@@ -91,6 +126,27 @@ public enum ChatTemplate: Sendable, Equatable {
                 }
             }
             if addGenerationPrompt { out += "ASSISTANT:" }
+        case .llama3:
+            for message in messages {
+                out += "<|start_header_id|>\(message.role.rawValue)<|end_header_id|>\n\n\(message.content)<|eot_id|>"
+            }
+            if addGenerationPrompt { out += "<|start_header_id|>assistant<|end_header_id|>\n\n" }
+        case .mistral, .gemma:
+            // Neither has a system role: the system message opens the first user message.
+            var system = messages.first?.role == .system ? messages[0].content : nil
+            for message in messages where message.role != .system {
+                var content = message.content
+                if message.role == .user, let prefix = system {
+                    content = prefix + "\n\n" + content
+                    system = nil
+                }
+                if self == .mistral {
+                    out += message.role == .user ? "[INST] \(content) [/INST]" : " \(content)</s>"
+                } else {
+                    out += "<start_of_turn>\(message.role == .user ? "user" : "model")\n\(content)<end_of_turn>\n"
+                }
+            }
+            if addGenerationPrompt && self == .gemma { out += "<start_of_turn>model\n" }
         }
         return out
     }

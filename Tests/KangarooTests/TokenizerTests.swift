@@ -107,7 +107,28 @@ struct TokenizerTests {
         let vicuna = try ChatTemplate(template: "{% for m in messages %}USER: {{ m }} ASSISTANT:{% endfor %}")
         #expect(vicuna.render([.init(role: .user, content: "Hi"), .init(role: .assistant, content: "Hello"), .init(role: .user, content: "Bye")])
             .hasSuffix("questions. USER: Hi ASSISTANT: Hello</s>USER: Bye ASSISTANT:"))
-        #expect(throws: ChatTemplateError.self) { try ChatTemplate(template: "{{ bos_token }}[INST] x [/INST]") }
+        #expect(throws: ChatTemplateError.self) { try ChatTemplate(template: "{{ '<|user|>\n' + message['content'] }}") }
         #expect(throws: ChatTemplateError.self) { try ChatTemplate(template: nil) }
+    }
+
+    @Test("chat templates: Llama 3, Mistral and Gemma recognised from their markers, and named")
+    func moreChatTemplates() throws {
+        let conversation: [ChatMessage] = [.init(role: .system, content: "S"), .init(role: .user, content: "U"),
+                                           .init(role: .assistant, content: "A"), .init(role: .user, content: "V")]
+        let llama3 = try ChatTemplate(template: "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}")
+        #expect(llama3 == .llama3)
+        #expect(llama3.render(conversation) == "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>"
+            + "<|start_header_id|>user<|end_header_id|>\n\nU<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nA<|eot_id|>"
+            + "<|start_header_id|>user<|end_header_id|>\n\nV<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+        let mistral = try ChatTemplate(template: "{{ bos_token }}{% for m in messages %}[INST] {{ m }} [/INST]{% endfor %}")
+        #expect(mistral == .mistral)
+        #expect(mistral.render(conversation) == "[INST] S\n\nU [/INST] A</s>[INST] V [/INST]")
+        let gemma = try ChatTemplate(template: "{{ '<start_of_turn>' + role + '\n' }}")
+        #expect(gemma == .gemma)
+        #expect(gemma.render(conversation) == "<start_of_turn>user\nS\n\nU<end_of_turn>\n<start_of_turn>model\nA<end_of_turn>\n"
+            + "<start_of_turn>user\nV<end_of_turn>\n<start_of_turn>model\n")
+        #expect(try ChatTemplate(name: "Llama3") == .llama3)
+        #expect(try ChatTemplate(name: "chatml") == .chatML(defaultSystem: nil))
+        #expect(throws: ChatTemplateError.self) { try ChatTemplate(name: "phi") }
     }
 }
