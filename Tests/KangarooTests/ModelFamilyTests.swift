@@ -1,3 +1,4 @@
+import Adapter
 import Decoding
 import Foundation
 import Llama
@@ -129,6 +130,21 @@ struct ModelFamilyTests {
         let template = try ChatTemplate(template: gguf.optionalString("tokenizer.chat_template"))
         #expect(template.render([ChatMessage(role: .user, content: "Hi")]).hasPrefix(
             "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"))
+        // The shipped adapter is found for this file, and Kangaroo, chain or tree, gives plain decoding's tokens.
+        let tokenizer = try Tokenizer(gguf: gguf)
+        let adapter = try #require(try KangarooAdapter.shipped(for: model))
+        let prompt = tokenizer.encodePrompt(template.render([ChatMessage(role: .user, content: "Write a Python function that checks whether a number is prime.")]))
+        func tokens(_ kind: DecoderKind, _ options: SpeculativeOptions? = nil) throws -> [Int32] {
+            let decoder = try DecoderCatalog.make(kind, model: model, options: options, adapter: adapter, contextCapacity: 512)
+            return try Generator(tokenizer: tokenizer).generate(prompt: prompt, decoder: decoder, options: GenerationOptions(maxTokens: 96)).tokens
+        }
+        let plain = try tokens(.plain)
+        var tree = DecoderKind.kangaroo.defaultOptions
+        tree.treeBudget = 12
+        tree.treeWidth = 3
+        tree.threshold = 0.3
+        #expect(try tokens(.kangaroo) == plain)
+        #expect(try tokens(.kangaroo, tree) == plain)
     }
 
     @Test("Qwen2.5-Coder-1.5B Q4_K_M (qwen2, Q4_K/Q6_K, a Q6_K output head; downloads 1.1 GB once): llama.cpp's tokens, the float reference's log-probabilities")
