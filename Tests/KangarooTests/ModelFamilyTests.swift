@@ -27,66 +27,43 @@ struct LlamaCppReference: Decodable {
     }
 }
 
-/// Holds the engine on a real model file to llama.cpp's values: the same token ids, the same top token
-/// wherever llama.cpp's top two are at least 0.5 apart, and top-5 log-probabilities within 0.25 for
-/// tokens llama.cpp gives a log-probability of −5 or more (a chance of 0.7% or more), within 0.5 for the
-/// rest (both quantise activations to 8 bits, in different ways, llama.cpp also the output head's; see
-/// GoldenModelTests). Measured on Qwen2.5-Coder-0.5B: median 0.035; 0.30 at most, at tokens of
-/// log-probability −6.8 and −14.9.
+/// Holds the engine on a real model file to llama.cpp's values: the same token ids, and the top-5
+/// rules of `checkTop5` (both quantise activations to 8 bits, in different ways, llama.cpp also the
+/// output head's; see GoldenModelTests). Measured on Qwen2.5-Coder-0.5B: median 0.035; 0.30 at most,
+/// at tokens of log-probability −6.8 and −14.9.
 func checkAgainstLlamaCpp(model: LlamaModel, tokenizer: Tokenizer, reference: LlamaCppReference) throws {
-    var worst = 0.0, worstLikely = 0.0, worstAt = "", differences: [Double] = []
     for item in reference.cases {
         #expect(tokenizer.encode(item.text) == item.ids, "tokens of \(item.text.prefix(30).debugDescription)")
-        let sequence = item.ids + item.greedy
-        let scored = try Scorer(model: model).score(sequence, top: 40)
-        for (position, expected) in item.top5.enumerated() {
-            let ours = scored.positions[position].top
-            if expected[0][1] - expected[1][1] >= 0.5 {
-                #expect(ours.first?.id == Int32(expected[0][0]), "\(item.text.prefix(30).debugDescription) position \(position)")
-            }
-            for pair in expected {
-                guard let mine = ours.first(where: { $0.id == Int32(pair[0]) }) else {
-                    Issue.record("token \(Int(pair[0])) not in our top 40 at position \(position)")
-                    continue
-                }
-                let difference = abs(Double(mine.logprob) - pair[1])
-                differences.append(difference)
-                if pair[1] >= -5 { worstLikely = max(worstLikely, difference) }
-                if difference > worst {
-                    worst = difference
-                    worstAt = "token \(Int(pair[0])) at position \(position) of \(item.text.prefix(20).debugDescription), llama.cpp \(pair[1])"
-                }
-            }
-        }
     }
-    differences.sort()
-    #expect(worstLikely <= 0.25, "largest difference for tokens of log-probability −8 or more: \(worstLikely)")
-    #expect(worst <= 0.5, "largest log-probability difference from llama.cpp: \(worst), \(worstAt); median \(differences[differences.count / 2]), 99th percentile \(differences[differences.count * 99 / 100])")
+    let cases = reference.cases.map { Top5Reference.Case(ids: $0.ids + $0.greedy, top5: $0.top5) }
+    _ = try checkTop5(model: model, reference: Top5Reference(cases: cases))
 }
 
-/// An independent float64 reference (scripts/float-reference.py: gguf-dequantised weights, the forward
-/// pass written out in numpy, activations unquantised): top-5 log-probabilities at every position.
-struct FloatReference: Decodable {
+/// Top-5 log-probabilities at every position of token sequences: llama.cpp's, or an independent float64
+/// reference's (scripts/float-reference.py: gguf-dequantised weights, the forward pass written out in
+/// numpy, activations unquantised).
+struct Top5Reference: Decodable {
     struct Case: Decodable {
         let ids: [Int32]
         let top5: [[[Double]]]
     }
     let cases: [Case]
 
-    static func load(_ name: String) throws -> FloatReference {
+    static func load(_ name: String) throws -> Top5Reference {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("fixtures/\(name)")
-        return try JSONDecoder().decode(FloatReference.self, from: Data(contentsOf: url))
+        return try JSONDecoder().decode(Top5Reference.self, from: Data(contentsOf: url))
     }
 }
 
-/// Holds the engine to the float reference: the same top token wherever the reference's top two are at
+/// Holds the engine to a reference: the same top token wherever the reference's top two are at
 /// least 0.5 apart, top-5 log-probabilities within 0.25 for tokens of log-probability −5 or more and
-/// within 0.5 for the rest (int8 activations; measured: 0.5B 0.18 at most; 1.5B 0.28 at its first
-/// position, under 0.2 elsewhere). `firstPosition` replaces 0.25 at the first position, the attention
-/// sink, whose residual stream can hold a few huge values that int8 blocks render less well.
-func checkAgainstFloat(model: LlamaModel, reference: FloatReference, tolerance: Double = 0.25,
-                       firstPosition: Double? = nil) throws -> Double {
+/// within 0.5 for the rest (int8 activations; measured against the float reference: 0.5B 0.18 at most;
+/// 1.5B 0.28 at its first position, under 0.2 elsewhere). `tolerance` replaces 0.25 (and 0.5 with
+/// twice it), `firstPosition` replaces it at the first position, the attention sink, whose residual
+/// stream can hold a few huge values that int8 blocks render less well. Returns the largest difference.
+func checkTop5(model: LlamaModel, reference: Top5Reference, tolerance: Double = 0.25,
+               firstPosition: Double? = nil) throws -> Double {
     var worst = 0.0
     for item in reference.cases {
         let scored = try Scorer(model: model).score(item.ids, top: 40)
@@ -124,7 +101,7 @@ struct ModelFamilyTests {
         #expect(model.config.architecture == .qwen2)
         try checkAgainstLlamaCpp(model: model, tokenizer: try Tokenizer(gguf: gguf),
                                  reference: try LlamaCppReference.load("qwen2.5-coder-0.5b-q4_k_m.llamacpp.json"))
-        let worst = try checkAgainstFloat(model: model, reference: try FloatReference.load("qwen2.5-coder-0.5b-q4_k_m.float.json"))
+        let worst = try checkTop5(model: model, reference: try Top5Reference.load("qwen2.5-coder-0.5b-q4_k_m.float.json"))
         print("Qwen2.5-Coder-0.5B: largest log-probability difference from the float reference \(worst)")
         // The chat template's built-in system message (Qwen's) is found without a Jinja engine.
         let template = try ChatTemplate(template: gguf.optionalString("tokenizer.chat_template"))
@@ -154,7 +131,7 @@ struct ModelFamilyTests {
         let llamaCpp = try LlamaCppReference.load("qwen2.5-coder-1.5b-q4_k_m.llamacpp.json")
         for item in llamaCpp.cases { #expect(tokenizer.encode(item.text) == item.ids) }
         // Position 0 (residual stream up to 4,000): 0.28 from the float reference, llama.cpp 2.9.
-        let worst = try checkAgainstFloat(model: model, reference: try FloatReference.load("qwen2.5-coder-1.5b-q4_k_m.float.json"),
+        let worst = try checkTop5(model: model, reference: try Top5Reference.load("qwen2.5-coder-1.5b-q4_k_m.float.json"),
                                           firstPosition: 0.35)
         print("Qwen2.5-Coder-1.5B: largest log-probability difference from the float reference \(worst)")
     }
@@ -174,11 +151,11 @@ struct ModelFamilyTests {
         let fixture = try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: folder.appendingPathComponent("tiny-\(architecture).json")))
         let model = try LlamaModel(path: folder.appendingPathComponent("tiny-\(architecture).gguf").path)
         #expect(model.config.architecture.rawValue == architecture)
-        let reference = FloatReference(cases: [FloatReference.Case(ids: fixture.ids, top5: fixture.float)])
+        let reference = Top5Reference(cases: [Top5Reference.Case(ids: fixture.ids, top5: fixture.float)])
         // Random weights spread the activations more than trained ones: 0.3 (measured: 0.26 at most).
-        let worst = try checkAgainstFloat(model: model, reference: reference, tolerance: 0.3)
-        let llamaCpp = FloatReference(cases: [FloatReference.Case(ids: fixture.ids, top5: fixture.llama_cpp)])
-        let worstLlamaCpp = try checkAgainstFloat(model: model, reference: llamaCpp, tolerance: 0.3)
+        let worst = try checkTop5(model: model, reference: reference, tolerance: 0.3)
+        let llamaCpp = Top5Reference(cases: [Top5Reference.Case(ids: fixture.ids, top5: fixture.llama_cpp)])
+        let worstLlamaCpp = try checkTop5(model: model, reference: llamaCpp, tolerance: 0.3)
         print("tiny \(architecture): largest log-probability difference from the float reference \(worst), from llama.cpp \(worstLlamaCpp)")
     }
 }
