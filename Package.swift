@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "Llama", dependencies: ["ModelFormats", "Tensor"], swiftSettings: kernelFlags),
         // Kangaroo's adapter: weights, safetensors storage, forward pass, its drafting model for the core,
         // and the catalogue that builds every decoder.
-        .target(name: "Adapter", dependencies: ["Decoding", "Llama", "ModelFormats", "ModelStore", "Tensor"], resources: [.copy("Shipped")],
+        .target(name: "Adapter", dependencies: ["Decoding", "Llama", "ModelFormats", "ModelStore", "Tensor", "Tokenizer"], resources: [.copy("Shipped")],
                 swiftSettings: kernelFlags),
         // The decoding core (drafter protocol, tree verification), drafters that need no adapter,
         // samplers, stop conditions, streaming text, statistics.

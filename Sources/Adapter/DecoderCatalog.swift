@@ -2,6 +2,7 @@ import Decoding
 import Foundation
 import Llama
 import ModelStore
+import Tokenizer
 
 /// The decoders this package offers, by the names the command line and the server use.
 public enum DecoderKind: String, CaseIterable, Sendable {
@@ -25,12 +26,14 @@ public enum DecoderKind: String, CaseIterable, Sendable {
 
 public enum DecoderCatalogError: Error, CustomStringConvertible, Equatable {
     case adapterRequired
+    case unknownDecoder(String)
     /// The KV caches would take more than half of the machine's memory.
     case contextTooLarge(positions: Int, sequences: Int, bytes: Int, memory: Int)
 
     public var description: String {
         switch self {
         case .adapterRequired: "the kangaroo decoder needs an adapter for this model"
+        case let .unknownDecoder(name): "there is no decoder '\(name)' (\(DecoderKind.allCases.map(\.rawValue).joined(separator: ", ")))"
         case let .contextTooLarge(positions, sequences, bytes, memory):
             "a context of \(positions) positions for \(sequences) sequence(s) needs \(bytes >> 20) MiB of KV cache, more than half of this machine's \(memory >> 20) MiB"
         }
@@ -59,15 +62,25 @@ public enum DecoderCatalog {
         }
     }
 
-    /// A decoder of `kind` for up to `slots` sequences at once, each with a context of `contextCapacity`
-    /// (nil: `LlamaConfig.defaultContext`, at most the model's).
-    public static func makeBatch(_ kind: DecoderKind, model: LlamaModel, slots: Int, options: SpeculativeOptions? = nil,
-                                 adapter: KangarooAdapter? = nil, contextCapacity: Int? = nil,
-                                 acceptance: AcceptanceRule = SpeculativeSamplingRule()) throws -> BatchDecoder {
+    /// A continuous batch of up to `slots` sequences at once, each with a context of `contextCapacity`
+    /// (nil: `LlamaConfig.defaultContext`, at most the model's), decoding as each request's decoder
+    /// name says with the settings `options` gives its kind (Kangaroo with `adapter`).
+    public static func makeBatch(model: LlamaModel, tokenizer: Tokenizer, slots: Int,
+                                 options: @escaping (DecoderKind) -> SpeculativeOptions = { $0.defaultOptions },
+                                 adapter: KangarooAdapter? = nil, contextCapacity: Int? = nil, prefillChunk: Int = 64,
+                                 acceptance: AcceptanceRule = SpeculativeSamplingRule()) throws -> ContinuousBatch {
         let capacity = model.config.context(contextCapacity)
         try checkMemory(model, capacity: capacity, sequences: slots)
-        return try BatchDecoder(model: model, name: kind.rawValue, slots: slots, contextCapacity: capacity, acceptance: acceptance) {
-            try makeDrafter(kind, model: model, options: options, adapter: adapter, contextCapacity: capacity)
+        let decoder = BatchDecoder(model: model, slots: slots, contextCapacity: capacity, acceptance: acceptance)
+        // Several sequences: drafts are capped by what wider forwards cost here.
+        let exitLayer = adapter?.config.exitLayer ?? options(.layerskip).exitLayer
+        let policy = slots > 1
+            ? BatchDraftPolicy(costs: try ForwardCosts.cached(for: model, exitLayer: min(exitLayer, model.config.layerCount), in: PyPIFile.cacheDirectory),
+                               maxDraft: decoder.maxDrafts)
+            : nil
+        return ContinuousBatch(decoder: decoder, tokenizer: tokenizer, prefillChunk: prefillChunk, policy: policy) { name in
+            guard let kind = DecoderKind(rawValue: name) else { throw DecoderCatalogError.unknownDecoder(name) }
+            return try makeDrafter(kind, model: model, options: options(kind), adapter: adapter, contextCapacity: capacity)
         }
     }
 

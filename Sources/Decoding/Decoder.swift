@@ -8,11 +8,14 @@ public struct DecodedRound {
     public var logits: FloatMatrix
     /// How many of the leading tokens were drafts the full model accepted (the rest it chose itself).
     public var drafted: Int
+    /// Draft nodes the round verified (a chain's drafts, a tree's nodes).
+    public var nodes: Int
 
-    public init(tokens: [Int32], logits: FloatMatrix, drafted: Int = 0) {
+    public init(tokens: [Int32], logits: FloatMatrix, drafted: Int = 0, nodes: Int = 0) {
         self.tokens = tokens
         self.logits = logits
         self.drafted = drafted
+        self.nodes = nodes
     }
 }
 

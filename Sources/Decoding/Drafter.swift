@@ -3,8 +3,9 @@ import Tensor
 
 /// Proposes candidate tokens for one sequence, for the full model to verify (`SpeculativeDecoder`).
 ///
-/// The decoder calls `begin` once the prompt has gone through the layers the drafter observes, then
-/// `accept` with the first token, then, round after round, `propose` and `accept`. A drafter never
+/// The decoder calls `begin` with the prompt, then (when the drafter observes layers) `observe` with
+/// the prompt's states after them, chunk by chunk in order, then `accept` with the first token, then,
+/// round after round, `propose` and `accept`. A drafter never
 /// changes the output: the full model verifies every candidate, so a poor drafter costs speed only.
 ///
 /// To plug in a new drafter, implement these three methods: add candidates to the `DraftRound` as a
@@ -13,15 +14,23 @@ import Tensor
 /// `accept` reports (the accepted path, the full model's token, its final state) for the next round.
 public protocol Drafter: AnyObject {
     /// The layer count after which the drafter reads every committed position's state (Kangaroo's
-    /// exit layer), handed to `begin` for the prompt; nil: it reads none.
+    /// exit layer), handed to `observe` for the prompt; nil: it reads none.
     var observedLayers: Int? { get }
-    /// A new sequence: `prompt`, and when `observedLayers` is set, its states after those layers.
-    /// `round` is the sequence's round, for its model and scratch.
-    func begin(prompt: [Int32], observed: FloatMatrix?, round: DraftRound) throws
+    /// A new sequence with `prompt`, before any of it is processed. `round` is the sequence's round,
+    /// for its model and scratch.
+    func begin(prompt: [Int32], round: DraftRound) throws
+    /// The states after `observedLayers` layers of the prompt's next positions (all rows of `states`);
+    /// a long prompt arrives in several chunks.
+    func observe(_ states: FloatMatrix, round: DraftRound) throws
     /// Adds this round's candidates to `round` (none: the round decodes one token, as plain decoding).
     func propose(_ round: DraftRound, sampler: inout Sampler) throws
     /// What verification committed: after `begin`, the first token; after a round, its accepted path.
     func accept(_ outcome: RoundOutcome)
+}
+
+extension Drafter {
+    /// A drafter that observes no layers gets no states.
+    public func observe(_ states: FloatMatrix, round: DraftRound) throws {}
 }
 
 /// What a round (or the prompt) committed.
@@ -119,6 +128,15 @@ public final class DraftRound {
 
     /// The verification batch's tree: the pending token, then the nodes.
     var batchTree: TokenTree { TokenTree(parents: [nil] + parents.map { ($0 ?? -1) + 1 })! }
+
+    /// Takes the pending token's state after layers `0..<layers` (row `row` of `hidden`), which a batch
+    /// ran for several rounds at once; its keys and values are in the cache already.
+    func takePendingState(_ hidden: FloatMatrix, row: Int, layers: Int) {
+        precondition(count == 0 && states.rows == 0, "the pending row comes first")
+        states.copyRow(from: hidden, row: row, to: 0)
+        states.rows = 1
+        stateLayers = layers
+    }
 
     /// Runs layers `0..<layers` over the batch rows not run yet (the pending token first, then the nodes
     /// added since), as part of the round's tree: their keys and values go to the sequence's cache,

@@ -213,13 +213,16 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
 
     public var observedLayers: Int? { draftModel.keepsCache ? options.exitLayer : nil }
 
-    public func begin(prompt: [Int32], observed: FloatMatrix?, round: DraftRound) throws {
+    public func begin(prompt: [Int32], round: DraftRound) throws {
         draftModel.reset()
         lagging.rows = 0
         backoff = 0
         roundsWithoutDrafting = 0
-        if let observed { draftModel.feed(observed, rows: 0..<observed.rows, scratch: round.scratch) }
         copyLookup?.reset(to: prompt, capacity: round.cache.capacity)
+    }
+
+    public func observe(_ states: FloatMatrix, round: DraftRound) throws {
+        draftModel.feed(states, rows: 0..<states.rows, scratch: round.scratch)
     }
 
     public func propose(_ round: DraftRound, sampler: inout Sampler) throws {
@@ -364,7 +367,7 @@ public final class LookupDrafter: ConfigurableDrafter {
 
     public var observedLayers: Int? { nil }
 
-    public func begin(prompt: [Int32], observed: FloatMatrix?, round: DraftRound) throws {
+    public func begin(prompt: [Int32], round: DraftRound) throws {
         lookup.reset(to: prompt, capacity: round.cache.capacity)
     }
 

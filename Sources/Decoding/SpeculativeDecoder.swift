@@ -70,32 +70,31 @@ public final class SpeculativeDecoder: Decoder {
 /// per sequence). A row's bits do not depend on what else is in the batch, so each sequence's output
 /// is what it gets alone, token for token, and with the same seed when sampling.
 public final class BatchDecoder {
-    public let name: String
     public let model: LlamaModel
     /// Positions each sequence's context holds.
     public let contextCapacity: Int
+    /// Drafts each sequence may verify in a round at most.
+    public let maxDrafts: Int
     let sequences: [DecodingSequence]
     let scratch: ForwardScratch
     let states: FloatMatrix
     let logits: FloatMatrix
 
-    /// `slots` sequences at most, each drafting with its own drafter from `makeDrafter` (nil: plain).
-    public init(model: LlamaModel, name: String, slots: Int, maxDrafts: Int = 16, contextCapacity: Int,
-                acceptance: AcceptanceRule = SpeculativeSamplingRule(), pool: ThreadPool = .shared,
-                makeDrafter: () throws -> (any Drafter)?) rethrows {
-        precondition(slots >= 1)
+    /// `slots` sequences at most, each drafting at most `maxDrafts` candidates a round (0: plain
+    /// decoding only).
+    public init(model: LlamaModel, slots: Int, maxDrafts: Int = 16, contextCapacity: Int,
+                acceptance: AcceptanceRule = SpeculativeSamplingRule(), pool: ThreadPool = .shared) {
+        precondition(slots >= 1 && maxDrafts >= 0)
         let c = model.config
-        self.name = name
         self.model = model
         let capacity = c.context(contextCapacity)
         self.contextCapacity = capacity
-        let drafters = try (0..<slots).map { _ in try makeDrafter() }
-        let maxDrafts = drafters[0] == nil ? 0 : maxDrafts
+        self.maxDrafts = maxDrafts
         let rows = slots * (maxDrafts + 1)
         let scratch = ForwardScratch(config: c, tokens: max(64, rows), contextCapacity: capacity, pool: pool)
         self.scratch = scratch
-        sequences = drafters.map {
-            DecodingSequence(model: model, drafter: $0, maxDrafts: maxDrafts, contextCapacity: capacity, scratch: scratch,
+        sequences = (0..<slots).map { _ in
+            DecodingSequence(model: model, drafter: nil, maxDrafts: maxDrafts, contextCapacity: capacity, scratch: scratch,
                              acceptance: acceptance)
         }
         states = FloatMatrix(capacity: max(capacity, rows), columns: c.hiddenSize)
@@ -107,21 +106,36 @@ public final class BatchDecoder {
     /// Positions committed in slot `slot`'s sequence.
     public func committedLength(slot: Int) -> Int { sequences[slot].committedLength }
 
+    /// Whether slot `slot`'s sequence drafts.
+    public func drafts(slot: Int) -> Bool { sequences[slot].drafter != nil }
+
     /// Drafting and acceptance figures of slot `slot`'s sequence since its start (nil for plain decoding).
     public func speculativeStatistics(slot: Int) -> SpeculativeStatistics? {
         sequences[slot].drafter == nil ? nil : sequences[slot].statistics
     }
 
-    /// Starts a new sequence in slot `slot` (forgetting the one there): processes `prompt` and returns
-    /// the first token.
-    public func start(slot: Int, prompt: [Int32], sampler: inout Sampler) throws -> DecodedRound {
-        try sequences[slot].start(prompt: prompt, sampler: &sampler, states: states)
+    /// Starts a new sequence in slot `slot` (forgetting the one there), drafting with `drafter` (nil:
+    /// plain decoding); `prefill` processes `prompt`.
+    public func begin(slot: Int, prompt: [Int32], drafter: (any Drafter)?) throws {
+        sequences[slot].drafter = drafter
+        try sequences[slot].begin(prompt: prompt)
+    }
+
+    /// Prompt tokens of slot `slot` not processed yet.
+    public func promptTokensLeft(slot: Int) -> Int { sequences[slot].promptTokensLeft }
+
+    /// Processes up to `limit` more tokens of slot `slot`'s prompt; after its last, returns the first
+    /// token. Chunks give the bits the whole prompt at once gives.
+    public func prefill(slot: Int, limit: Int, sampler: inout Sampler) throws -> DecodedRound? {
+        try sequences[slot].prefill(limit: limit, sampler: &sampler, states: states)
     }
 
     /// One round for each slot in `slots` (each with its tokens still wanted in `limits` and its sampler
     /// in `samplers`, by slot): drafting per sequence, then one verification forward for all.
     public func next(slots: [Int], limits: [Int], samplers: inout [Sampler]) throws -> [DecodedRound] {
-        for (slot, limit) in zip(slots, limits) { try sequences[slot].draft(limit: limit, sampler: &samplers[slot]) }
+        for (slot, limit) in zip(slots, limits) { sequences[slot].startRound(limit: limit) }
+        try DecodingSequence.runPendingRows(slots.map { sequences[$0] }, hidden: states, scratch: scratch)
+        for slot in slots { try sequences[slot].propose(sampler: &samplers[slot]) }
         var chosen = slots.map { samplers[$0] }
         defer { for (i, slot) in slots.enumerated() { samplers[slot] = chosen[i] } }
         return try DecodingSequence.verify(slots.map { sequences[$0] }, hidden: states, logits: logits, scratch: scratch,
@@ -132,7 +146,8 @@ public final class BatchDecoder {
 /// One sequence's decoding state: its cache, drafter, round, pending token and statistics.
 final class DecodingSequence {
     let model: LlamaModel
-    let drafter: (any Drafter)?
+    /// Set between sequences (a batch slot serves requests with different drafters).
+    var drafter: (any Drafter)?
     let maxDrafts: Int
     let contextCapacity: Int
     private(set) var statistics: SpeculativeStatistics
@@ -148,7 +163,9 @@ final class DecodingSequence {
     /// after each rejected candidate.
     let target: FloatMatrix
     private var pending: Int32 = 0
-    private var draftSeconds = 0.0
+    private(set) var draftSeconds = 0.0
+    private var prompt: [Int32] = []
+    private var prefilled = 0
 
     init(model: LlamaModel, drafter: (any Drafter)?, maxDrafts: Int, contextCapacity: Int, scratch: ForwardScratch,
          acceptance: AcceptanceRule) {
@@ -171,20 +188,42 @@ final class DecodingSequence {
     /// Forgets the previous sequence, processes `prompt` (in `states`, which must hold it) and returns
     /// the first token.
     func start(prompt: [Int32], sampler: inout Sampler, states: FloatMatrix) throws -> DecodedRound {
+        try begin(prompt: prompt)
+        return try prefill(limit: prompt.count, sampler: &sampler, states: states)!
+    }
+
+    /// Forgets the previous sequence and takes `prompt`, to be processed by `prefill`.
+    func begin(prompt: [Int32]) throws {
         precondition(!prompt.isEmpty, "the prompt must hold at least one token")
         try model.validate(prompt)
         guard prompt.count < contextCapacity else {
             throw LlamaError.contextFull(needed: prompt.count + 1, capacity: contextCapacity)
         }
-        let layers = model.config.layerCount, scratch = round.scratch
         statistics = SpeculativeStatistics()
         cache.reset()
-        model.embed(prompt, into: states)
+        self.prompt = prompt
+        prefilled = 0
+        try drafter?.begin(prompt: prompt, round: round)
+    }
+
+    /// Prompt tokens `begin` took that `prefill` has not processed yet.
+    var promptTokensLeft: Int { prompt.count - prefilled }
+
+    /// Processes up to `limit` more prompt tokens (in `states`, which must hold them); after the last,
+    /// returns the first token. A prompt processed in chunks gets the bits it gets in one: each
+    /// position's row is computed alone, over the keys and values before it.
+    func prefill(limit: Int, sampler: inout Sampler, states: FloatMatrix) throws -> DecodedRound? {
+        precondition(limit > 0 && promptTokensLeft > 0, "no prompt to process")
+        let layers = model.config.layerCount, scratch = round.scratch
+        let end = min(prompt.count, prefilled + limit)
+        model.embed(prompt[prefilled..<end], into: states)
+        prefilled = end
         // The prompt goes through the layers the drafter observes, which it sees, then the others.
         let observed = min(drafter?.observedLayers ?? 0, layers)
         try model.forward(layers: 0..<observed, hidden: states, cache: cache, scratch: scratch)
-        try drafter?.begin(prompt: prompt, observed: observed > 0 ? states : nil, round: round)
+        if observed > 0 { try drafter?.observe(states, round: round) }
         try model.forward(layers: observed..<layers, hidden: states, cache: cache, scratch: scratch)
+        guard prefilled == prompt.count else { return nil }
         let last = states.rows - 1
         model.logits(states, rows: last..<(last + 1), into: logits, scratch: scratch)
         pending = sampler.sample(logits.row(0), count: logits.columns)
@@ -194,14 +233,44 @@ final class DecodingSequence {
 
     /// The drafter's candidates for the next round, which commits at most `limit` tokens.
     func draft(limit: Int, sampler: inout Sampler) throws {
-        let roundStart = ContinuousClock.now
+        startRound(limit: limit)
+        try propose(sampler: &sampler)
+    }
+
+    /// Empties the round for the next, which commits at most `limit` tokens.
+    func startRound(limit: Int) {
         let position = committedLength
         // Prompt and output stay within the context (the generation loop's rule): the round commits up
         // to k + 1 tokens, the last of them not fed.
         round.reset(pending: pending, position: position, limit: max(0, min(maxDrafts, limit - 1, contextCapacity - position - 2)))
+        draftSeconds = 0
+    }
+
+    /// The drafter's candidates for the round `startRound` began.
+    func propose(sampler: inout Sampler) throws {
+        let roundStart = ContinuousClock.now
         try drafter?.propose(round, sampler: &sampler)
         if round.stateLayers > 0 { try round.runLayers(round.stateLayers) }
-        draftSeconds = (ContinuousClock.now - roundStart).seconds
+        draftSeconds += (ContinuousClock.now - roundStart).seconds
+    }
+
+    /// Runs the pending tokens of `sequences` (rounds just started) through the layers their drafters
+    /// observe in one forward, as their drafters would one by one: a row's bits do not depend on the
+    /// batch, and the drafters' `runLayers` then starts after these rows.
+    static func runPendingRows(_ sequences: [DecodingSequence], hidden: FloatMatrix, scratch: ForwardScratch) throws {
+        let byLayers = Dictionary(grouping: sequences.filter { $0.drafter?.observedLayers ?? 0 > 0 }) { $0.drafter!.observedLayers! }
+        for (layers, group) in byLayers where group.count > 1 {
+            let start = ContinuousClock.now
+            let model = group[0].model
+            model.embed(group.map(\.pending), into: hidden)
+            try model.forward(layers: 0..<min(layers, model.config.layerCount), hidden: hidden,
+                              batch: group.map { BatchSequence(cache: $0.cache, tree: $0.round.batchTree) }, scratch: scratch)
+            for (row, sequence) in group.enumerated() {
+                sequence.round.takePendingState(hidden, row: row, layers: layers)
+            }
+            let share = (ContinuousClock.now - start).seconds / Double(group.count)
+            for sequence in group { sequence.draftSeconds += share }
+        }
     }
 
     /// The round's rows: [pending, drafts…].
@@ -273,7 +342,7 @@ final class DecodingSequence {
         statistics.copiedDrafts += round.copiedDrafts
         statistics.draftSeconds += draftSeconds
         statistics.verifySeconds += forwardSeconds
-        return DecodedRound(tokens: tokens, logits: logitsInOrder(path: path), drafted: path.count)
+        return DecodedRound(tokens: tokens, logits: logitsInOrder(path: path), drafted: path.count, nodes: round.count)
     }
 
     /// The logits each committed token was chosen from: row 0's, then each accepted node's.

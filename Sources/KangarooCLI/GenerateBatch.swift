@@ -96,13 +96,14 @@ extension Generate {
             requests.append(GenerationRequest(prompt: prompt, options: options))
         }
         let (kind, adapter) = try decoderOptions.choice(for: model)
-        let decoder = try DecoderCatalog.makeBatch(kind, model: model, slots: batchSize,
-                                                   options: decoderOptions.speculative.options(for: kind), adapter: adapter,
-                                                   contextCapacity: context)
+        let speculative = decoderOptions.speculative
+        let batch = try DecoderCatalog.makeBatch(model: model, tokenizer: tokenizer, slots: batchSize,
+                                                 options: { speculative.options(for: $0) }, adapter: adapter,
+                                                 contextCapacity: context)
         // Lines are printed in input order as soon as all before them are done.
         var done = [BatchOutputLine?](repeating: nil, count: lines.count)
         var printed = 0
-        _ = try BatchGenerator(tokenizer: tokenizer).generate(requests, decoder: decoder) { index, result in
+        _ = BatchGenerator().generate(requests, batch: batch, decoder: kind.rawValue) { index, result in
             switch result {
             case let .success(generation): done[index] = BatchOutputLine(id: lines[index].id, result: GenerateReport(generation))
             case let .failure(error): done[index] = BatchOutputLine(id: lines[index].id, error: "\(error)")

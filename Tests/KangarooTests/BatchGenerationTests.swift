@@ -22,16 +22,17 @@ struct BatchGenerationTests {
         // A prompt longer than the context fails alone; the others go on.
         requests.insert(GenerationRequest(prompt: Array(repeating: 1, count: 300), options: GenerationOptions(maxTokens: 4)), at: 1)
         let adapter = try #require(try KangarooAdapter.shipped(for: real.model))
-        let generator = Generator(tokenizer: real.tokenizer), batches = BatchGenerator(tokenizer: real.tokenizer)
+        let generator = Generator(tokenizer: real.tokenizer), batches = BatchGenerator()
         for kind in DecoderKind.allCases {
             let single = try DecoderCatalog.make(kind, model: real.model, adapter: adapter, contextCapacity: 256)
             let expected = requests.map { request in
                 Result { try generator.generate(prompt: request.prompt, decoder: single, options: request.options) }
             }
             for slots in [1, 2, 4] {
-                let decoder = try DecoderCatalog.makeBatch(kind, model: real.model, slots: slots, adapter: adapter, contextCapacity: 256)
+                let batch = try DecoderCatalog.makeBatch(model: real.model, tokenizer: real.tokenizer, slots: slots, adapter: adapter,
+                                                         contextCapacity: 256, prefillChunk: 5 + slots)
                 var finished: [Int] = []
-                let results = try batches.generate(requests, decoder: decoder) { index, _ in finished.append(index) }
+                let results = batches.generate(requests, batch: batch, decoder: kind.rawValue) { index, _ in finished.append(index) }
                 #expect(finished.sorted() == Array(requests.indices))
                 for (i, (result, reference)) in zip(results, expected).enumerated() {
                     switch (result, reference) {
@@ -43,6 +44,61 @@ struct BatchGenerationTests {
                     }
                 }
             }
+        }
+    }
+
+    @Test("a continuous batch: requests joining mid-way with different decoders, prompts in small chunks, one cancelled; each gets its output alone, and the cancelled one's slot serves the next")
+    func continuousBatch() throws {
+        let real = try RealModel.get()
+        let template = try ChatTemplate(template: real.gguf.optionalString("tokenizer.chat_template"))
+        let adapter = try #require(try KangarooAdapter.shipped(for: real.model))
+        let texts = ["Why is the sky blue?", "Name three fruits and their colours.", "Write a haiku about the sea.",
+                     "Translate to French: The cat sleeps on the mat.", "Count from one to ten in words.", "What is a kangaroo?"]
+        let decoders: [DecoderKind] = [.kangaroo, .plain, .lookup, .kangaroo, .layerskip, .kangaroo]
+        let requests = texts.enumerated().map { i, text in
+            GenerationRequest(prompt: real.tokenizer.encode(template.render([ChatMessage(role: .user, content: text)])),
+                              options: GenerationOptions(maxTokens: 30 + 5 * i, sampling: SamplingOptions(temperature: i == 3 ? 0.8 : 0, seed: 11)))
+        }
+        let generator = Generator(tokenizer: real.tokenizer)
+        let alone = try zip(requests, decoders).map { request, kind in
+            try generator.generate(prompt: request.prompt, decoder: try DecoderCatalog.make(kind, model: real.model, adapter: adapter, contextCapacity: 256),
+                                   options: request.options)
+        }
+        let batch = try DecoderCatalog.makeBatch(model: real.model, tokenizer: real.tokenizer, slots: 3, adapter: adapter,
+                                                 contextCapacity: 256, prefillChunk: 7)
+        var results = [Result<GenerationResult, Error>?](repeating: nil, count: requests.count)
+        var texts0 = [String](repeating: "", count: requests.count)
+        var cancelled = false
+        func admit(_ i: Int) throws {
+            let slot = try #require(batch.freeSlot)
+            batch.admit(BatchedRequest(request: requests[i], decoder: decoders[i].rawValue,
+                                       isCancelled: { i == 1 && cancelled }, onText: { texts0[i] += $0.text }) { results[i] = $0 }, slot: slot)
+        }
+        try admit(0)
+        for _ in 0..<3 { batch.step() }
+        try admit(1)
+        try admit(2)
+        #expect(batch.freeSlot == nil)
+        var steps = 0
+        var next = 3
+        while batch.activeCount > 0 || next < requests.count {
+            if steps == 12 { cancelled = true }
+            while next < requests.count, batch.freeSlot != nil {
+                try admit(next)
+                next += 1
+            }
+            let step = batch.step()
+            #expect(step.promptTokens <= 7)
+            steps += 1
+        }
+        for i in requests.indices {
+            let result = try #require(try results[i]?.get(), "request \(i)")
+            if i == 1 {
+                #expect(result.stopReason == .cancelled && Array(alone[i].tokens.prefix(result.tokens.count)) == result.tokens)
+                continue
+            }
+            #expect(result.tokens == alone[i].tokens && result.stopReason == alone[i].stopReason, "request \(i) (\(decoders[i]))")
+            #expect(texts0[i] == result.text && result.decoder == decoders[i].rawValue)
         }
     }
 

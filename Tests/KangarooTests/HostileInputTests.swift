@@ -46,7 +46,7 @@ struct HostileInputTests {
         #expect(try DecoderCatalog.make(.plain, model: model, contextCapacity: 10_000).contextCapacity == 10_000)
         // Its whole context for 8 sequences: 48 GiB of caches.
         #expect(throws: DecoderCatalogError.self) {
-            try DecoderCatalog.makeBatch(.plain, model: model, slots: 8, contextCapacity: 1 << 24)
+            try DecoderCatalog.makeBatch(model: model, tokenizer: try RealModel.get().tokenizer, slots: 8, contextCapacity: 1 << 24)
         }
     }
 

@@ -24,7 +24,7 @@ final class OracleTreeDrafter: Drafter {
     }
 
     var observedLayers: Int? { nil }
-    func begin(prompt: [Int32], observed: FloatMatrix?, round: DraftRound) throws {}
+    func begin(prompt: [Int32], round: DraftRound) throws {}
     func accept(_ outcome: RoundOutcome) {}
 
     func propose(_ round: DraftRound, sampler: inout Sampler) throws {
@@ -66,7 +66,7 @@ final class SampledTreeDrafter: Drafter {
     }
 
     var observedLayers: Int? { nil }
-    func begin(prompt: [Int32], observed: FloatMatrix?, round: DraftRound) throws {}
+    func begin(prompt: [Int32], round: DraftRound) throws {}
     func accept(_ outcome: RoundOutcome) {}
 
     /// The draft distribution over `candidates` under a node whose token is `parent`.
