@@ -13,8 +13,11 @@ struct Serve: AsyncParsableCommand {
         server-sent events ending with data: [DONE]), GET /health, GET /metrics (Prometheus). Requests \
         may carry "kangaroo": {"decoder": "plain|kangaroo|layerskip|lookup", "threshold": 0.6, "max_draft": 3, \
         "copy_ngram": 2}; \
-        responses report acceptance statistics under "kangaroo". One generation runs at a time; up to \
-        --queue requests wait, more are answered 503 with Retry-After. SIGINT/SIGTERM cancel running \
+        responses report acceptance statistics under "kangaroo". Up to --parallel requests decode together \
+        in one batch (continuous batching: a request joins at the next step, its prompt processed \
+        --prefill-chunk tokens at a time between the others' rounds, and leaves as soon as it ends), each \
+        with its own decoder and drafts, and each gets exactly the output it gets alone. Beyond them up to \
+        --queue requests wait; more are answered 503 with Retry-After. SIGINT/SIGTERM cancel running \
         generations and stop the server.
         """)
 
@@ -30,10 +33,16 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port to listen on (0: any free port; the chosen one is printed).")
     var port = 8080
 
-    @Option(help: "Context length in tokens.")
+    @Option(help: "Context length in tokens, of each sequence.")
     var context = 4096
 
-    @Option(help: "Requests that may wait while one generates; more get 503.")
+    @Option(help: "Requests decoded at once, in one batch (each holds a key-value cache of --context positions).")
+    var parallel = 4
+
+    @Option(help: "Most prompt tokens processed between two decoding rounds of the others: smaller keeps their tokens flowing while a long prompt arrives, larger processes prompts faster.")
+    var prefillChunk = 64
+
+    @Option(help: "Requests that may wait while --parallel generate; more get 503.")
     var queue = 16
 
     @Option(help: "Largest request body in bytes.")
@@ -49,6 +58,8 @@ struct Serve: AsyncParsableCommand {
         guard context >= 2 else { throw ValidationError("--context must be at least 2") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
         guard queue >= 0 else { throw ValidationError("--queue must not be negative") }
+        guard (1...256).contains(parallel) else { throw ValidationError("--parallel must be between 1 and 256") }
+        guard prefillChunk >= 1 else { throw ValidationError("--prefill-chunk must be at least 1") }
         guard maxBody >= 1 else { throw ValidationError("--max-body must be at least 1 byte") }
         guard idleTimeout > 0, idleTimeout <= 86_400 else { throw ValidationError("--idle-timeout must be above 0 and at most 86400 seconds") }
     }
@@ -65,12 +76,18 @@ struct Serve: AsyncParsableCommand {
         let service = try GenerationService(
             model: model, tokenizer: tokenizer, adapter: adapter,
             options: { speculative.options(for: $0) },
-            context: min(context, model.config.contextLength), queueLimit: queue, defaultDecoder: kind,
+            context: min(context, model.config.contextLength), parallel: parallel, prefillChunk: prefillChunk,
+            queueLimit: queue, defaultDecoder: kind,
             template: try? modelOptions.template(for: model.gguf))
         let id = modelID ?? URL(fileURLWithPath: model.gguf.path).deletingPathExtension().lastPathComponent
         let server = OpenAIServer(service: service, modelID: id, maxBodyBytes: maxBody, idleTimeout: .milliseconds(Int(idleTimeout * 1000)))
         try await server.run(host: host, port: port) { port in
-            FileHandle.standardError.write(Data("kangaroo serving \(id) on http://\(host):\(port)\n".utf8))
+            FileHandle.standardError.write(Data("""
+                kangaroo serving \(id) on http://\(host):\(port)
+                \(parallel) sequences at once, \(service.context) positions each (key-value caches: \(service.cacheBytes >> 20) MiB), \
+                \(queue) more may wait; default decoder \(kind.rawValue)
+
+                """.utf8))
         }
     }
 }

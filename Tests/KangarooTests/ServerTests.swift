@@ -40,7 +40,7 @@ struct ServerTests {
         while !banner.contains("http://"), Date() < deadline {
             banner += String(decoding: log.fileHandleForReading.availableData, as: UTF8.self)
         }
-        guard let url = banner.split(separator: " ").last(where: { $0.hasPrefix("http://") }) else {
+        guard let url = banner.split(whereSeparator: \.isWhitespace).first(where: { $0.hasPrefix("http://") }) else {
             server.terminate()
             throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "server did not start: \(banner)"])
         }

@@ -92,6 +92,32 @@ r = client.chat.completions.create(model=model, messages=[{"role": "user", "cont
                                    logprobs=True, top_logprobs=2)
 check(len(r.choices[0].logprobs.content) == 3 and len(r.choices[0].logprobs.content[0].top_logprobs) == 2, "chat logprobs")
 
+# Under load: requests sent together (more than --parallel, different decoders, one sampled with a
+# seed, one streamed) get exactly what each gets alone, and the batch decoded several at once.
+from concurrent.futures import ThreadPoolExecutor
+load = [("Why is the sky blue?", "kangaroo", 0, False), ("Name three fruits.", "plain", 0, True),
+        ("Write a haiku about the sea.", "lookup", 0, False), ("Count from one to ten.", "kangaroo", 0.8, False),
+        ("What is the capital of Italy?", "layerskip", 0, False), ("Tell me about kangaroos.", "kangaroo", 0, True)]
+def ask(item):
+    text, decoder, temperature, stream = item
+    kwargs = dict(model=model, messages=[{"role": "user", "content": text}], max_tokens=40, temperature=temperature, seed=5,
+                  extra_body={"kangaroo": {"decoder": decoder}})
+    if stream:
+        return "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **kwargs))
+    return client.chat.completions.create(**kwargs).choices[0].message.content
+def forward_sizes():
+    lines = httpx.get(base_url + "/metrics").text.splitlines()
+    return [float(l.split()[1]) for l in lines if l.startswith(("kangaroo_sequences_per_forward_sum", "kangaroo_sequences_per_forward_count"))]
+alone = [ask(item) for item in load]
+before = forward_sizes()
+with ThreadPoolExecutor(len(load)) as pool:
+    together = list(pool.map(ask, load))
+after = forward_sizes()
+for item, a, b in zip(load, alone, together):
+    check(a == b, f"sent together equals sent alone ({item[1]}, temperature {item[2]}, stream {item[3]}): {b[:40]!r}")
+mean = (after[0] - before[0]) / max(1, after[1] - before[1])
+check(mean > 1.5, f"requests sent together share forwards: {mean:.2f} sequences per forward")
+
 # Errors: OpenAI-style JSON with 4xx codes.
 def expect_error(call, status, what):
     try:
