@@ -29,13 +29,13 @@ public struct BatchGenerator {
         var results = [Result<GenerationResult, Error>?](repeating: nil, count: requests.count)
         var next = 0
         while true {
-            while next < requests.count, let slot = batch.freeSlot {
+            while next < requests.count && batch.hasFreeSlot {
                 let index = next
                 next += 1
                 batch.admit(BatchedRequest(request: requests[index], decoder: decoder) { result in
                     results[index] = result
                     onFinished(index, result)
-                }, slot: slot)
+                })
             }
             if batch.activeCount == 0 { break }
             batch.step()

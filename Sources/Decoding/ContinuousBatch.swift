@@ -75,15 +75,19 @@ public final class ContinuousBatch {
         drafters = Array(repeating: [:], count: decoder.slots)
     }
 
-    /// A slot no sequence uses, if any.
-    public var freeSlot: Int? { running.firstIndex { $0 == nil } }
+    /// Whether a request can join now.
+    public var hasFreeSlot: Bool { running.contains { $0 == nil } }
     /// Sequences in the batch (prompts being processed included).
     public var activeCount: Int { running.count { $0 != nil } }
 
-    /// Starts `request` in slot `slot` (which must be free); a request that cannot run (an unknown
-    /// decoder, bad settings, a prompt too long for the context) hears why at once.
-    public func admit(_ request: BatchedRequest, slot: Int) {
-        precondition(running[slot] == nil, "slot \(slot) is in use")
+    /// Starts `request` in a free slot (there must be one): the one whose cache already holds the
+    /// longest start of its prompt (a conversation's earlier turns), so that only the rest is
+    /// processed. A request that cannot run (an unknown decoder, bad settings, a prompt too long for
+    /// the context) hears why at once.
+    public func admit(_ request: BatchedRequest) {
+        let free = running.indices.filter { running[$0] == nil }
+        precondition(!free.isEmpty, "no free slot")
+        let slot = free.max { a, b in reusable(request, slot: a) < reusable(request, slot: b) }!
         var progress = GenerationProgress(tokenizer: tokenizer, decoder: request.decoder,
                                           promptTokens: request.request.prompt.count, options: request.request.options)
         if progress.isFinished {
@@ -102,6 +106,12 @@ public final class ContinuousBatch {
         running[slot] = Running(request: request, progress: progress, sampler: Sampler(options: request.request.options.sampling),
                                 admittedAt: clock.now)
         prefilling.append(slot)
+    }
+
+    /// Prompt tokens slot `slot` would keep for `request` (with the drafter it has for its decoder).
+    private func reusable(_ request: BatchedRequest, slot: Int) -> Int {
+        guard let made = drafters[slot][request.decoder] else { return 0 }
+        return decoder.reusablePromptTokens(slot: slot, prompt: request.request.prompt, drafter: made)
     }
 
     private func drafter(_ name: String, slot: Int) throws -> (any Drafter)? {
@@ -140,6 +150,7 @@ public final class ContinuousBatch {
                     let now = clock.now
                     running[slot]!.firstTokenAt = now
                     running[slot]!.progress.result.prefillSeconds = (now - running[slot]!.admittedAt).seconds
+                    running[slot]!.progress.result.cachedPromptTokens = decoder.cachedPromptTokens(slot: slot)
                     consume(first, slot: slot)
                 }
             } catch {

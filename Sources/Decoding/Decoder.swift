@@ -33,6 +33,9 @@ public protocol Decoder: AnyObject {
     func next(sampler: inout Sampler, limit: Int) throws -> DecodedRound
     /// Positions already committed to the context (prompt plus generated tokens fed so far).
     var committedLength: Int { get }
+    /// Prompt tokens of the current sequence kept in the cache from the previous one, not processed
+    /// again.
+    var cachedPromptTokens: Int { get }
     /// Drafting and acceptance figures of the last generation (nil for plain decoding).
     var speculativeStatistics: SpeculativeStatistics? { get }
 }

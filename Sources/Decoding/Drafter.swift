@@ -22,6 +22,11 @@ public protocol Drafter: AnyObject {
     /// The states after `observedLayers` layers of the prompt's next positions (all rows of `states`);
     /// a long prompt arrives in several chunks.
     func observe(_ states: FloatMatrix, round: DraftRound) throws
+    /// A new sequence with `prompt` whose first `kept` positions are those of the sequence this drafter
+    /// drafted for last (a conversation's next turn): they stay in the caches and are not processed
+    /// again; `observe` gets the rest. Returns false when the drafter cannot keep them (then `begin`
+    /// follows, and the whole prompt is processed).
+    func resume(prompt: [Int32], keeping kept: Int, round: DraftRound) throws -> Bool
     /// Adds this round's candidates to `round` (none: the round decodes one token, as plain decoding).
     func propose(_ round: DraftRound, sampler: inout Sampler) throws
     /// What verification committed: after `begin`, the first token; after a round, its accepted path.
@@ -31,6 +36,13 @@ public protocol Drafter: AnyObject {
 extension Drafter {
     /// A drafter that observes no layers gets no states.
     public func observe(_ states: FloatMatrix, round: DraftRound) throws {}
+
+    /// A drafter that keeps nothing between rounds but what `begin` sets up resumes by beginning.
+    public func resume(prompt: [Int32], keeping kept: Int, round: DraftRound) throws -> Bool {
+        guard observedLayers == nil else { return false }
+        try begin(prompt: prompt, round: round)
+        return true
+    }
 }
 
 /// What a round (or the prompt) committed.

@@ -93,6 +93,8 @@ public protocol ExitStateDraftModel: AnyObject {
     /// Whether it keeps a cache of the states it saw: then it must see every committed position, in
     /// order, and is rolled back like the model's caches.
     var keepsCache: Bool { get }
+    /// Positions it has seen (with `keepsCache`).
+    var length: Int { get }
     func reset()
     func truncate(to length: Int)
     /// Sees rows `rows` of `states` (the next positions) without drafting.
@@ -115,6 +117,7 @@ public final class LayerSkipHead: ExitStateDraftModel {
     public let head: DraftHead
     public var takesDeepState: Bool { false }
     public var keepsCache: Bool { false }
+    public var length: Int { 0 }
 
     /// A tree level's states, side by side.
     private let gathered: FloatMatrix
@@ -219,6 +222,19 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
         backoff = 0
         roundsWithoutDrafting = 0
         copyLookup?.reset(to: prompt, capacity: round.cache.capacity)
+    }
+
+    /// The draft model keeps the positions it saw (those still lagging are shown to it first).
+    public func resume(prompt: [Int32], keeping kept: Int, round: DraftRound) throws -> Bool {
+        if draftModel.keepsCache {
+            flushLagging(scratch: round.scratch)
+            guard draftModel.length >= kept else { return false }
+            draftModel.truncate(to: kept)
+        }
+        backoff = 0
+        roundsWithoutDrafting = 0
+        copyLookup?.reset(to: prompt, capacity: round.cache.capacity)
+        return true
     }
 
     public func observe(_ states: FloatMatrix, round: DraftRound) throws {

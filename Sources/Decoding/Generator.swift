@@ -43,6 +43,8 @@ public struct GenerationResult: Sendable {
     public var tokens: [Int32]
     public var promptTokens: Int
     public var stopReason: StopReason
+    /// Prompt tokens whose keys and values were kept from the sequence before (not processed again).
+    public var cachedPromptTokens = 0
     /// Time to process the prompt and produce the first token.
     public var prefillSeconds: Double
     /// Time to produce the remaining tokens.
@@ -82,6 +84,7 @@ public struct Generator {
         var round = try decoder.start(prompt: prompt, sampler: &sampler)
         let firstTokenAt = clock.now
         progress.result.prefillSeconds = (firstTokenAt - begin).seconds
+        progress.result.cachedPromptTokens = decoder.cachedPromptTokens
         while true {
             progress.consume(round).forEach(onText)
             if !progress.isFinished { progress.checkRoom(committed: decoder.committedLength, capacity: decoder.contextCapacity) }

@@ -45,6 +45,7 @@ public final class SpeculativeDecoder: Decoder {
     public var drafter: (any Drafter)? { sequence.drafter }
     public var statistics: SpeculativeStatistics { sequence.statistics }
     public var committedLength: Int { sequence.committedLength }
+    public var cachedPromptTokens: Int { sequence.cachedPromptTokens }
 
     /// Tokens each decoder layer processed since `start`.
     public var layerTokenCounts: [Int] { scratch.layerTokenCounts }
@@ -121,6 +122,14 @@ public final class BatchDecoder {
         try sequences[slot].begin(prompt: prompt)
     }
 
+    /// Prompt tokens of slot `slot`'s sequence kept from the one before it in the slot.
+    public func cachedPromptTokens(slot: Int) -> Int { sequences[slot].cachedPromptTokens }
+
+    /// Prompt tokens its cache would keep if slot `slot` took `prompt` next with `drafter` (nil: plain).
+    public func reusablePromptTokens(slot: Int, prompt: [Int32], drafter: (any Drafter)?) -> Int {
+        sequences[slot].reusablePromptTokens(prompt, drafter: drafter)
+    }
+
     /// Prompt tokens of slot `slot` not processed yet.
     public func promptTokensLeft(slot: Int) -> Int { sequences[slot].promptTokensLeft }
 
@@ -166,6 +175,13 @@ final class DecodingSequence {
     private(set) var draftSeconds = 0.0
     private var prompt: [Int32] = []
     private var prefilled = 0
+    /// Prompt tokens of this sequence kept from the previous one.
+    private(set) var cachedPromptTokens = 0
+    /// The tokens at the cache's positions (and the pending one), in order, and the drafter that saw
+    /// them; `cacheMatchesHistory` is false while work that may fail midway has changed the caches.
+    private var history: [Int32] = []
+    private var historyDrafter: (any Drafter)?
+    private var cacheMatchesHistory = false
 
     init(model: LlamaModel, drafter: (any Drafter)?, maxDrafts: Int, contextCapacity: Int, scratch: ForwardScratch,
          acceptance: AcceptanceRule) {
@@ -185,14 +201,16 @@ final class DecodingSequence {
 
     var committedLength: Int { cache.length(of: model.config.layerCount - 1) }
 
-    /// Forgets the previous sequence, processes `prompt` (in `states`, which must hold it) and returns
-    /// the first token.
+    /// Starts a new sequence with `prompt` (in `states`, which must hold it) and returns the first token.
     func start(prompt: [Int32], sampler: inout Sampler, states: FloatMatrix) throws -> DecodedRound {
         try begin(prompt: prompt)
         return try prefill(limit: prompt.count, sampler: &sampler, states: states)!
     }
 
-    /// Forgets the previous sequence and takes `prompt`, to be processed by `prefill`.
+    /// Starts a new sequence with `prompt`, to be processed by `prefill`. The positions it shares with
+    /// the previous sequence (decoded with the same drafter) stay in the caches: a conversation's next
+    /// turn processes only what is new. Kept keys and values are the bits processing them again would
+    /// give, so the output does not change.
     func begin(prompt: [Int32]) throws {
         precondition(!prompt.isEmpty, "the prompt must hold at least one token")
         try model.validate(prompt)
@@ -200,10 +218,28 @@ final class DecodingSequence {
             throw LlamaError.contextFull(needed: prompt.count + 1, capacity: contextCapacity)
         }
         statistics = SpeculativeStatistics()
-        cache.reset()
+        var kept = reusablePromptTokens(prompt, drafter: drafter)
+        if kept > 0, let drafter, !(try drafter.resume(prompt: prompt, keeping: kept, round: round)) { kept = 0 }
+        cacheMatchesHistory = false
+        if kept > 0 {
+            cache.truncate(to: kept)
+        } else {
+            cache.reset()
+            try drafter?.begin(prompt: prompt, round: round)
+        }
+        history = prompt
+        historyDrafter = drafter
+        cacheMatchesHistory = true
         self.prompt = prompt
-        prefilled = 0
-        try drafter?.begin(prompt: prompt, round: round)
+        prefilled = kept
+        cachedPromptTokens = kept
+    }
+
+    /// Prompt tokens `begin` would keep in the cache for `prompt` decoded with `drafter`, if it can.
+    func reusablePromptTokens(_ prompt: [Int32], drafter: (any Drafter)?) -> Int {
+        guard cacheMatchesHistory && drafter === historyDrafter else { return 0 }
+        // At least the last prompt token is processed: its logits give the first token.
+        return min(zip(history.prefix(committedLength), prompt).prefix { $0 == $1 }.count, max(0, prompt.count - 1))
     }
 
     /// Prompt tokens `begin` took that `prefill` has not processed yet.
@@ -218,15 +254,18 @@ final class DecodingSequence {
         let end = min(prompt.count, prefilled + limit)
         model.embed(prompt[prefilled..<end], into: states)
         prefilled = end
+        cacheMatchesHistory = false
         // The prompt goes through the layers the drafter observes, which it sees, then the others.
         let observed = min(drafter?.observedLayers ?? 0, layers)
         try model.forward(layers: 0..<observed, hidden: states, cache: cache, scratch: scratch)
         if observed > 0 { try drafter?.observe(states, round: round) }
         try model.forward(layers: observed..<layers, hidden: states, cache: cache, scratch: scratch)
+        cacheMatchesHistory = true
         guard prefilled == prompt.count else { return nil }
         let last = states.rows - 1
         model.logits(states, rows: last..<(last + 1), into: logits, scratch: scratch)
         pending = sampler.sample(logits.row(0), count: logits.columns)
+        history.append(pending)
         drafter?.accept(RoundOutcome(round: nil, path: [], tokens: [pending], finalState: states.row(last)))
         return DecodedRound(tokens: [pending], logits: logits)
     }
@@ -239,6 +278,7 @@ final class DecodingSequence {
 
     /// Empties the round for the next, which commits at most `limit` tokens.
     func startRound(limit: Int) {
+        cacheMatchesHistory = false
         let position = committedLength
         // Prompt and output stay within the context (the generation loop's rule): the round commits up
         // to k + 1 tokens, the last of them not fed.
@@ -336,6 +376,8 @@ final class DecodingSequence {
         let lastRow = row + (path.last.map { $0 + 1 } ?? 0)
         drafter?.accept(RoundOutcome(round: round, path: path, tokens: tokens, finalState: hidden.row(lastRow)))
         pending = next
+        history += tokens
+        cacheMatchesHistory = true
         statistics.record(accepted: path.count)
         statistics.draftSteps += round.draftSteps
         statistics.draftedNodes += round.count

@@ -142,8 +142,8 @@ public final class GenerationService: @unchecked Sendable {
     /// nothing runs.
     private func schedule() {
         while true {
-            while let slot = batch.freeSlot, let job = nextWaiting() {
-                batch.admit(batched(job), slot: slot)
+            while batch.hasFreeSlot, let job = nextWaiting() {
+                batch.admit(batched(job))
             }
             metrics.slotsInUse(batch.activeCount)
             guard batch.activeCount > 0 else {

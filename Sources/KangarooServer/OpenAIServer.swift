@@ -178,7 +178,8 @@ struct ResponseFormat {
     }
 
     func usage(_ result: GenerationResult, promptTokens: Int) -> [String: Any] {
-        ["prompt_tokens": promptTokens, "completion_tokens": result.tokens.count, "total_tokens": promptTokens + result.tokens.count]
+        ["prompt_tokens": promptTokens, "completion_tokens": result.tokens.count, "total_tokens": promptTokens + result.tokens.count,
+         "prompt_tokens_details": ["cached_tokens": result.cachedPromptTokens]]
     }
 
     func statistics(_ result: GenerationResult) -> [String: Any] {

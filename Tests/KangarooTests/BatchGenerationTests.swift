@@ -70,20 +70,20 @@ struct BatchGenerationTests {
         var texts0 = [String](repeating: "", count: requests.count)
         var cancelled = false
         func admit(_ i: Int) throws {
-            let slot = try #require(batch.freeSlot)
+            try #require(batch.hasFreeSlot)
             batch.admit(BatchedRequest(request: requests[i], decoder: decoders[i].rawValue,
-                                       isCancelled: { i == 1 && cancelled }, onText: { texts0[i] += $0.text }) { results[i] = $0 }, slot: slot)
+                                       isCancelled: { i == 1 && cancelled }, onText: { texts0[i] += $0.text }) { results[i] = $0 })
         }
         try admit(0)
         for _ in 0..<3 { batch.step() }
         try admit(1)
         try admit(2)
-        #expect(batch.freeSlot == nil)
+        #expect(!batch.hasFreeSlot)
         var steps = 0
         var next = 3
         while batch.activeCount > 0 || next < requests.count {
             if steps == 12 { cancelled = true }
-            while next < requests.count, batch.freeSlot != nil {
+            while next < requests.count, batch.hasFreeSlot {
                 try admit(next)
                 next += 1
             }
@@ -99,6 +99,36 @@ struct BatchGenerationTests {
             }
             #expect(result.tokens == alone[i].tokens && result.stopReason == alone[i].stopReason, "request \(i) (\(decoders[i]))")
             #expect(texts0[i] == result.text && result.decoder == decoders[i].rawValue)
+        }
+    }
+
+    @Test("a conversation's next turn keeps its earlier turns in the cache (alone and in a batch, for every decoder) and gets the output a fresh decoder gives")
+    func nextTurnKeepsCache() throws {
+        let real = try RealModel.get()
+        let template = try ChatTemplate(template: real.gguf.optionalString("tokenizer.chat_template"))
+        let adapter = try #require(try KangarooAdapter.shipped(for: real.model))
+        let generator = Generator(tokenizer: real.tokenizer)
+        let options = GenerationOptions(maxTokens: 24)
+        let messages = [ChatMessage(role: .user, content: "Name three fruits.")]
+        let first = real.tokenizer.encodePrompt(template.render(messages))
+        for kind in DecoderKind.allCases {
+            let decoder = try DecoderCatalog.make(kind, model: real.model, adapter: adapter, contextCapacity: 512)
+            let answer = try generator.generate(prompt: first, decoder: decoder, options: options)
+            #expect(answer.cachedPromptTokens == 0)
+            let turn = messages + [ChatMessage(role: .assistant, content: answer.text), ChatMessage(role: .user, content: "Which is the sweetest?")]
+            let second = real.tokenizer.encodePrompt(template.render(turn))
+            let resumed = try generator.generate(prompt: second, decoder: decoder, options: options)
+            let fresh = try generator.generate(prompt: second, decoder: try DecoderCatalog.make(kind, model: real.model, adapter: adapter, contextCapacity: 512),
+                                               options: options)
+            #expect(resumed.tokens == fresh.tokens, "\(kind)")
+            #expect(resumed.cachedPromptTokens > first.count / 2 && fresh.cachedPromptTokens == 0, "\(kind): \(resumed.cachedPromptTokens) of \(second.count)")
+            // In a batch, the turn goes to the slot holding the conversation.
+            let batch = try DecoderCatalog.makeBatch(model: real.model, tokenizer: real.tokenizer, slots: 2, adapter: adapter, contextCapacity: 512)
+            let other = real.tokenizer.encodePrompt(template.render([ChatMessage(role: .user, content: "Count to five.")]))
+            _ = BatchGenerator().generate([GenerationRequest(prompt: first, options: options), GenerationRequest(prompt: other, options: options)],
+                                          batch: batch, decoder: kind.rawValue)
+            let batched = try BatchGenerator().generate([GenerationRequest(prompt: second, options: options)], batch: batch, decoder: kind.rawValue)[0].get()
+            #expect(batched.tokens == fresh.tokens && batched.cachedPromptTokens == resumed.cachedPromptTokens, "\(kind) in a batch")
         }
     }
 

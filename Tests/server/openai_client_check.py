@@ -118,6 +118,21 @@ for item, a, b in zip(load, alone, together):
 mean = (after[0] - before[0]) / max(1, after[1] - before[1])
 check(mean > 1.5, f"requests sent together share forwards: {mean:.2f} sequences per forward")
 
+# A conversation's next turn: its earlier turns stay in the cache (reported as cached prompt tokens)
+# and the answer is the one a fresh start gives.
+turn1 = [{"role": "user", "content": "Name three colours."}]
+a1 = client.chat.completions.create(model=model, messages=turn1, max_tokens=16, temperature=0).choices[0].message.content
+turn2 = turn1 + [{"role": "assistant", "content": a1}, {"role": "user", "content": "Which is the darkest?"}]
+r = client.chat.completions.create(model=model, messages=turn2, max_tokens=16, temperature=0)
+cached = r.usage.prompt_tokens_details.cached_tokens if r.usage.prompt_tokens_details else 0
+check(cached > 0, f"the next turn's earlier turns come from the cache: {cached} of {r.usage.prompt_tokens} prompt tokens")
+import tempfile
+with tempfile.NamedTemporaryFile("w", suffix=".jsonl") as f:
+    f.write(json.dumps({"messages": turn2, "max_tokens": 16}) + "\n")
+    f.flush()
+    fresh = cli("--prompts-file", f.name)["text"]
+check(r.choices[0].message.content == fresh, f"the next turn equals a fresh start: {fresh!r}")
+
 # Errors: OpenAI-style JSON with 4xx codes.
 def expect_error(call, status, what):
     try:
