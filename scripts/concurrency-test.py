@@ -3,13 +3,16 @@
 
 Starts `kangaroo serve` (or llama.cpp's `llama-server` with --llama-server, on the same file), then for
 each client count (1, 2, 4, 8 by default) and each decoder, interleaved, runs that many concurrent
-streaming clients that each send --requests chat completions (Spec-Bench's first turns, a different
-one per request, greedy, --max-tokens each). Every third client disconnects after --disconnect-after
-streamed pieces. The server's queue is small (--queue) so that 8 clients also meet the intended 503s,
-which are counted, not retried. Prints, per decoder and client count: aggregate tokens/s (tokens the
-clients received over the wall time), each client's decode tokens/s against the same decoder with one
-client, p50/p95 time to first token, errors; then the server's resident memory and a check that it
-still answers.
+streaming clients that send chat completions one after the other for --seconds (Spec-Bench's first
+turns, the same ones in the same order for every decoder and client count, greedy, --max-tokens
+each; requests under way at the end finish). Every third client disconnects after
+--disconnect-after streamed pieces and asks again a second later. The server's queue is small
+(--queue) so that 8 clients also meet the intended 503s, which are counted and retried after the
+second the server's Retry-After asks.
+
+Prints, per decoder and client count: aggregate tokens/s (tokens the clients received over the wall
+time), each client's decode tokens/s against the same decoder with one client, p50/p95 time to first
+token, outcomes; then the server's resident memory and a check that it still answers.
 
   scripts/concurrency-test.sh [--decoders plain,kangaroo] [--clients 1,2,4,8] ...
 """
@@ -26,11 +29,14 @@ parser.add_argument("--parallel", type=int, default=4, help="sequences the serve
 parser.add_argument("--queue", type=int, default=2, help="server queue beyond --parallel (kangaroo only)")
 parser.add_argument("--decoders", default="plain,kangaroo")
 parser.add_argument("--clients", default="1,2,4,8")
-parser.add_argument("--requests", type=int, default=2, help="requests each client sends, one after the other")
+parser.add_argument("--seconds", type=float, default=15, help="how long each client keeps sending requests, per client count and decoder")
 parser.add_argument("--max-tokens", type=int, default=128)
 parser.add_argument("--disconnect-after", type=int, default=8, help="streamed pieces a disconnecting client reads")
 parser.add_argument("--questions", default="../shared/data/spec-bench/question.jsonl")
 parser.add_argument("--time-limit", type=float, default=1200, help="seconds; the test stops by itself after this")
+parser.add_argument("--prefill-chunk", type=int, help="the server's --prefill-chunk (kangaroo only)")
+parser.add_argument("--long-prompt", type=int, default=0, metavar="WORDS",
+                    help="instead: while 3 clients stream, a prompt of this many words arrives; print their longest pause between pieces")
 args = parser.parse_args()
 
 questions = [json.loads(line)["turns"][0] for line in open(args.questions) if line.strip()]
@@ -56,12 +62,16 @@ else:
                "--parallel", str(args.parallel), "--model-id", "load"]
     if args.model:
         command += ["--model", args.model]
+    if args.prefill_chunk:
+        command += ["--prefill-chunk", str(args.prefill_chunk)]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    lines = [server.stderr.readline(), server.stderr.readline()]
-    match = re.search(r"http://127\.0\.0\.1:\d+", lines[0])
-    if not match:
-        sys.exit(f"server did not start: {lines}")
-    print(lines[1].strip())
+    lines = []  # a first start may measure forward costs before the banner
+    while not lines or "http://" not in lines[-1]:
+        lines.append(server.stderr.readline())
+        if not lines[-1]:
+            sys.exit(f"server did not start: {lines}")
+    match = re.search(r"http://127\.0\.0\.1:\d+", lines[-1])
+    print(server.stderr.readline().strip())
     base = match.group(0)
     decoders = args.decoders.split(",")
 if not base.startswith("http://127."):
@@ -109,11 +119,14 @@ async def one(decoder, disconnect):
     except openai.APIError as e:
         return (f"client error {type(e).__name__}", None, 0, None)
 
-async def client_loop(decoder, c, results):
-    for _ in range(args.requests):
-        if time.monotonic() > deadline:
-            return
-        results.append((c,) + await one(decoder, disconnect=c % 3 == 2))
+async def client_loop(decoder, c, results, until):
+    while time.monotonic() < min(until, deadline):
+        result = await one(decoder, disconnect=c % 3 == 2)
+        results.append((c,) + result)
+        if result[0] == "HTTP 503":
+            await asyncio.sleep(1.0)  # the server's Retry-After
+        elif result[0] == "disconnected":
+            await asyncio.sleep(1.0)  # a user who left does not ask again at once
 
 memory = []
 async def sample_memory():
@@ -132,11 +145,15 @@ async def main():
         await one(decoder, disconnect=False)
     solo = {}
     rows = []
+    global next_question
+    phase_start = len(decoders)
     for n in [int(x) for x in args.clients.split(",")]:
         for decoder in decoders:
+            # Every phase and decoder draws from the same questions, in the same order.
+            next_question = phase_start
             results = []
             started = time.monotonic()
-            await asyncio.gather(*(client_loop(decoder, c, results) for c in range(n)))
+            await asyncio.gather(*(client_loop(decoder, c, results, started + args.seconds) for c in range(n)))
             wall = time.monotonic() - started
             tokens = sum(r[3] for r in results)
             speeds = {}
@@ -153,8 +170,42 @@ async def main():
     sampler.cancel()
     return solo, rows
 
+async def stall():
+    """Three clients stream; once they are under way a long prompt arrives. Their longest pause
+    between two pieces while it is processed, against their usual pause."""
+    gaps = []
+    async def streaming(c):
+        stream = await client.chat.completions.create(
+            model="load", messages=[{"role": "user", "content": questions[c]}], max_tokens=args.max_tokens, temperature=0,
+            stream=True, extra_body={"kangaroo": {"decoder": decoders[0]}} if decoders[0] != "llama.cpp" else {})
+        last = None
+        async for chunk in stream:
+            now = time.monotonic()
+            if last is not None:
+                gaps.append((last, now))
+            last = now
+    async def long_request():
+        await asyncio.sleep(1.0)
+        start = time.monotonic()
+        text = " ".join(questions[i % len(questions)].split()[0] for i in range(args.long_prompt))
+        await client.chat.completions.create(model="load", messages=[{"role": "user", "content": text}], max_tokens=1, temperature=0)
+        return start, time.monotonic()
+    results = await asyncio.gather(*(streaming(c) for c in range(3)), long_request())
+    start, end = results[-1]
+    during = [b - a for a, b in gaps if b > start and a < end]
+    before = [b - a for a, b in gaps if b <= start]
+    print(f"a {args.long_prompt}-word prompt took {end - start:.2f} s to answer; meanwhile 3 streaming clients' longest pause "
+          f"between pieces: {max(during) * 1000 if during else float('nan'):.0f} ms (before it: median "
+          f"{statistics.median(before) * 1000 if before else float('nan'):.0f} ms, longest {max(before) * 1000 if before else float('nan'):.0f} ms)")
+
+if args.long_prompt:
+    memory.append(rss_mib())
+    asyncio.run(stall())
+    server.terminate()
+    sys.exit(0)
+
 solo, rows = asyncio.run(main())
-print(f"{args.requests} requests per client, {args.max_tokens} tokens at most, every third client disconnects after "
+print(f"clients send requests for {args.seconds:.0f} s, {args.max_tokens} tokens at most, every third client disconnects after "
       f"{args.disconnect_after} pieces; server: --parallel {args.parallel}")
 print(f"{'decoder':10s} {'clients':>7s} {'aggregate tok/s':>15s} {'× 1 client':>10s} {'client tok/s (× solo)':>28s} "
       f"{'TTFT p50':>8s} {'p95':>6s}  outcomes")

@@ -108,6 +108,12 @@ public final class ContinuousBatch {
         prefilling.append(slot)
     }
 
+    /// Makes every slot's drafter for decoder `name` now rather than at its first request (a Kangaroo
+    /// drafter takes a few tenths of a second to set up its draft head).
+    public func prepareDrafters(for name: String) throws {
+        for slot in drafters.indices { _ = try drafter(name, slot: slot) }
+    }
+
     /// Prompt tokens slot `slot` would keep for `request` (with the drafter it has for its decoder).
     private func reusable(_ request: BatchedRequest, slot: Int) -> Int {
         guard let made = drafters[slot][request.decoder] else { return 0 }

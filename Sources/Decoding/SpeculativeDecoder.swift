@@ -52,6 +52,10 @@ public final class SpeculativeDecoder: Decoder {
 
     public var speculativeStatistics: SpeculativeStatistics? { drafter == nil ? nil : statistics }
 
+    /// Forgets the sequence's cache: the next `start` processes its whole prompt (benchmarks of
+    /// prompt processing).
+    public func forgetCache() { sequence.forgetCache() }
+
     public func start(prompt: [Int32], sampler: inout Sampler) throws -> DecodedRound {
         scratch.layerTokenCounts = Array(repeating: 0, count: model.config.layerCount)
         return try sequence.start(prompt: prompt, sampler: &sampler, states: states)
@@ -234,6 +238,9 @@ final class DecodingSequence {
         prefilled = kept
         cachedPromptTokens = kept
     }
+
+    /// Makes the next `begin` process its whole prompt.
+    func forgetCache() { cacheMatchesHistory = false }
 
     /// Prompt tokens `begin` would keep in the cache for `prompt` decoded with `drafter`, if it can.
     func reusablePromptTokens(_ prompt: [Int32], drafter: (any Drafter)?) -> Int {

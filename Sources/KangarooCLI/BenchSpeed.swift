@@ -142,6 +142,8 @@ struct BenchSpeed: ParsableCommand {
         let prefillPrompt = Array(long.prefix(prefillTokens))
         var sampler = Sampler(options: SamplingOptions())
         _ = try decoder.start(prompt: prefillPrompt, sampler: &sampler)
+        // The whole prompt again, not the part a new turn would keep from the last.
+        decoder.forgetCache()
         let prefillStart = ContinuousClock.now
         _ = try decoder.start(prompt: prefillPrompt, sampler: &sampler)
         let prefillSeconds = (ContinuousClock.now - prefillStart).seconds

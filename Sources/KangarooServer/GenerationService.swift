@@ -77,6 +77,8 @@ public final class GenerationService: @unchecked Sendable {
         batch = try DecoderCatalog.makeBatch(model: model, tokenizer: tokenizer, slots: parallel, options: options,
                                              adapter: adapter, contextCapacity: context, prefillChunk: prefillChunk)
         metrics = ServerMetrics(slots: parallel)
+        // Requests that name no decoder find theirs ready in every slot.
+        try batch.prepareDrafters(for: (defaultDecoder == .kangaroo && adapter == nil ? DecoderKind.plain : defaultDecoder).rawValue)
         let thread = Thread { [unowned self] in self.schedule() }
         thread.name = "kangaroo.scheduler"
         thread.stackSize = 16 << 20
