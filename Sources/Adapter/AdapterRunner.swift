@@ -27,7 +27,7 @@ public final class AdapterRunner: ExitStateDraftModel, @unchecked Sendable {
     /// The deep state as a product input, and its projection.
     private let deepInput: ActivationBatch
     private let projected: FloatMatrix
-    private let storage: [UnsafeMutableRawPointer]
+    private let weights: DraftWeights
     /// Draft trees: the current round's rows so far, each one's parent among them (nil: the round's
     /// first row), the position that row took, and the predecessors' exit states of a level.
     private var roundParents: [Int?] = []
@@ -38,18 +38,8 @@ public final class AdapterRunner: ExitStateDraftModel, @unchecked Sendable {
         self.adapter = adapter
         self.model = model
         let c = model.config
-        var storage: [UnsafeMutableRawPointer] = []
-        // The adapter's float weights are quantised to Q8_0 (a quarter of the bytes) and multiplied as
-        // the output head is (`forLogits`: int16 activations, rows repacked 16 at a time and read with
-        // software prefetch), which drafts faster than the row-at-a-time int8 kernel (docs/measurements.md).
-        // Drafts only steer speculation (the full model verifies them), so this changes speed, never output.
-        func matrix(_ values: [Float], rows: Int, columns: Int) -> WeightMatrix {
-            let bytes = quantizeQ8_0(values, columns: columns)
-            let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 64)
-            buffer.copyMemory(from: bytes, byteCount: bytes.count)
-            storage.append(buffer)
-            return WeightMatrix(type: .q8_0, rows: rows, columns: columns, data: UnsafeRawPointer(buffer)).forLogits()
-        }
+        let weights = DraftWeights()
+        func matrix(_ values: [Float], rows: Int, columns: Int) -> WeightMatrix { weights.matrix(values, rows: rows, columns: columns) }
         attention = AttentionWeights(norm: adapter.inputNorm,
                                      query: matrix(adapter.query, rows: c.querySize, columns: c.hiddenSize),
                                      key: matrix(adapter.key, rows: c.kvSize, columns: c.hiddenSize),
@@ -67,14 +57,12 @@ public final class AdapterRunner: ExitStateDraftModel, @unchecked Sendable {
         previousProjected = FloatMatrix(capacity: chunk, columns: c.hiddenSize)
         deepInput = ActivationBatch(capacity: c.hiddenSize)
         projected = FloatMatrix(capacity: 1, columns: c.hiddenSize)
-        self.storage = storage
+        self.weights = weights
         predecessors = FloatMatrix(capacity: DraftHead.maxRows, columns: c.hiddenSize)
         cache = KVCache(config: c, capacity: contextCapacity, layerCount: 1)
         states = FloatMatrix(capacity: chunk, columns: c.hiddenSize)
         head = DraftHead(model: model, normWeights: adapter.norm, vocabulary: adapter.draftVocabulary)
     }
-
-    deinit { storage.forEach { $0.deallocate() } }
 
     /// Positions the adapter has seen.
     public var length: Int { cache.length(of: 0) }

@@ -119,6 +119,9 @@ struct SpeculativeSamplingTests {
             try makeDecoder(model: model, drafter: .adapter(.random(for: model, exitLayer: 2, seed: 4)),
                                    options: SpeculativeOptions(exitLayer: 2, threshold: 0.2, maxDraft: 3, copyNgram: 1),
                                    contextCapacity: 32, acceptance: acceptance),
+            // ReDrafter: a chain drawn from its recurrent head (its beams are for greedy decoding).
+            SpeculativeDecoder(model: model, drafter: try ReDrafter(head: .random(for: model, seed: 6), model: model, beamWidth: 3, beamLength: 3),
+                               name: "redrafter", contextCapacity: 32, acceptance: acceptance),
         ]
     }
 
@@ -128,7 +131,7 @@ struct SpeculativeSamplingTests {
         SamplingOptions(temperature: 1.0, topP: 0.8),
     ]
 
-    @Test("plain, Kangaroo (also with copy drafts and with trees) and layer-skip sample the exact target distribution (T = 0.7, T = 1, T = 1 with top-p 0.8)",
+    @Test("plain, Kangaroo (also with copy drafts and with trees), layer-skip and ReDrafter sample the exact target distribution (T = 0.7, T = 1, T = 1 with top-p 0.8)",
           arguments: 0..<3)
     func exactDistribution(setting: Int) throws {
         let options = Self.settings[setting]
@@ -138,6 +141,9 @@ struct SpeculativeSamplingTests {
             let (counts, rejected, accepted, siblings) = try empirical(decoder, options)
             let p = Self.chiSquarePValue(observed: counts, expected: exact)
             #expect(p > Self.significance, "\(decoder.name) at \(options): chi-square p = \(p)")
+            if decoder.name == "redrafter" {
+                #expect(rejected > 0 && accepted > 0, "\(decoder.name): \(rejected) rounds rejected, \(accepted) accepted")
+            }
             guard let drafter = (decoder as? SpeculativeDecoder)?.exitLayerDrafter else { continue }
             if drafter.options.treeBudget > 0 {
                 // Trees had more nodes than levels: siblings were drawn, and some accepted. (With top-p
@@ -153,8 +159,7 @@ struct SpeculativeSamplingTests {
 
     @Test("the copy-draft decoder of the distribution test copies while sampling, and its drafts are accepted and rejected")
     func copyDraftsWhileSampling() throws {
-        let decoder = try #require(try decoders().last as? SpeculativeDecoder)
-        #expect(decoder.exitLayerDrafter?.options.copyNgram == 1)
+        let decoder = try #require(try decoders().compactMap { $0 as? SpeculativeDecoder }.first { $0.exitLayerDrafter?.options.copyNgram == 1 })
         var copied = 0, rejected = 0, accepted = 0
         for seed in 0..<200 {
             var sampler = Sampler(options: SamplingOptions(temperature: 1, seed: UInt64(seed)))
