@@ -1,4 +1,10 @@
-/// AdamW (decoupled weight decay) over the adapter's tensors, with global-norm gradient clipping.
+/// Trainable tensors, or their gradients, as a list in a fixed order (what `AdamW` updates).
+public protocol TensorList {
+    associatedtype Scalar
+    var tensors: [[Scalar]] { get set }
+}
+
+/// AdamW (decoupled weight decay) over a draft model's tensors, with global-norm gradient clipping.
 public struct AdamW<S: BinaryFloatingPoint & Sendable>: Sendable {
     public var beta1: S = 0.9
     public var beta2: S = 0.95
@@ -19,7 +25,7 @@ public struct AdamW<S: BinaryFloatingPoint & Sendable>: Sendable {
     /// Updates `parameters` in place with `gradients` at learning rate `rate`; returns the gradients'
     /// global norm before clipping.
     @discardableResult
-    public mutating func update(_ parameters: inout AdapterTensors<S>, gradients: AdapterTensors<S>, rate: S) -> S {
+    public mutating func update<T: TensorList>(_ parameters: inout T, gradients: T, rate: S) -> S where T.Scalar == S {
         var p = parameters.tensors
         let g = gradients.tensors
         if first.isEmpty {

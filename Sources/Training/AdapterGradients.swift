@@ -39,7 +39,7 @@ public struct AdapterShape: Sendable, Equatable {
 /// projection when it takes no deep state.
 /// Order of `tensors`: input norm, q, k, v, o, final norm, feed-forward norm, gate, up, down, deep projection,
 /// previous-state projection.
-public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equatable {
+public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: TensorList, Sendable, Equatable {
     public var inputNorm: [S]        // [d]
     public var query: [S]            // [heads·headSize × d]
     public var key: [S]              // [kvHeads·headSize × d]
@@ -108,6 +108,7 @@ public struct AdapterTensors<S: BinaryFloatingPoint & Sendable>: Sendable, Equat
 /// averaged over positions. Gradients flow to the adapter's tensors only (h and E are frozen).
 public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
     public let shape: AdapterShape
+    typealias Math = GradientMath<S>
 
     public init(shape: AdapterShape) {
         self.shape = shape
@@ -144,13 +145,13 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
         if shape.previousState {
             previous = [S](repeating: 0, count: count * d)
             for i in d..<(count * d) { previous[i] = states[i - d] }
-            let added = matmul(previous, w.previousProjection, rows: count, inner: d, out: d)
+            let added = Math.matmul(previous, w.previousProjection, rows: count, inner: d, out: d)
             for i in 0..<(count * d) { input[i] += added[i] }
         }
-        let (n1, r1) = rmsNorm(input, weight: w.inputNorm, rows: count, eps: eps)
-        var q = matmul(n1, w.query, rows: count, inner: d, out: dq)
-        var k = matmul(n1, w.key, rows: count, inner: d, out: dkv)
-        let v = matmul(n1, w.value, rows: count, inner: d, out: dkv)
+        let (n1, r1) = Math.rmsNorm(input, weight: w.inputNorm, rows: count, eps: eps)
+        var q = Math.matmul(n1, w.query, rows: count, inner: d, out: dq)
+        var k = Math.matmul(n1, w.key, rows: count, inner: d, out: dkv)
+        let v = Math.matmul(n1, w.value, rows: count, inner: d, out: dkv)
         rope(&q, heads: shape.heads, rows: count, cosines: cosines, sines: sines, inverse: false)
         rope(&k, heads: shape.kvHeads, rows: count, cosines: cosines, sines: sines, inverse: false)
         var attention = [S](repeating: 0, count: count * count * shape.heads)  // [head][i][j], j ≤ i
@@ -178,16 +179,16 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
                 }
             }
         }
-        var y = matmul(o, w.output, rows: count, inner: dq, out: d)
+        var y = Math.matmul(o, w.output, rows: count, inner: dq, out: d)
         for i in 0..<(count * d) { y[i] += input[i] }
         if let deepStates {
-            let projected = matmul(deepStates, w.deepProjection, rows: count, inner: d, out: d)
+            let projected = Math.matmul(deepStates, w.deepProjection, rows: count, inner: d, out: d)
             for i in 0..<(count * d) { y[i] += projected[i] }
         }
         let feedForward = shape.feedForward > 0 ? feedForwardForward(w, y, rows: count) : nil
         let z = feedForward?.z ?? y
-        let (n2, r2) = rmsNorm(z, weight: w.norm, rows: count, eps: eps)
-        let logits = matmul(n2, head, rows: count, inner: d, out: vocabulary)
+        let (n2, r2) = Math.rmsNorm(z, weight: w.norm, rows: count, eps: eps)
+        let logits = Math.matmul(n2, head, rows: count, inner: d, out: vocabulary)
 
         // Soft cross-entropy and its gradient with respect to the logits: (softmax − p) / T, over the T
         // positions that have a target (a row of zeros marks a context-only position).
@@ -212,12 +213,12 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
 
         // Backward.
         var g = AdapterTensors<S>(zerosFor: shape)
-        let dN2 = matmulTransposed(dLogits, head, rows: count, inner: vocabulary, out: d)
-        let dZ = rmsNormBackward(dN2, input: z, weight: w.norm, inverseRMS: r2, rows: count, weightGradient: &g.norm)
+        let dN2 = Math.matmulTransposed(dLogits, head, rows: count, inner: vocabulary, out: d)
+        let dZ = Math.rmsNormBackward(dN2, input: z, weight: w.norm, inverseRMS: r2, rows: count, weightGradient: &g.norm)
         let dY = feedForward.map { feedForwardBackward(w, $0, y, dZ: dZ, rows: count, gradients: &g) } ?? dZ
-        g.output = outerSum(dY, o, rows: count, left: d, right: dq)
-        if let deepStates { g.deepProjection = outerSum(dY, deepStates, rows: count, left: d, right: d) }
-        let dO = matmulTransposed(dY, w.output, rows: count, inner: d, out: dq)
+        g.output = Math.outerSum(dY, o, rows: count, left: d, right: dq)
+        if let deepStates { g.deepProjection = Math.outerSum(dY, deepStates, rows: count, left: d, right: d) }
+        let dO = Math.matmulTransposed(dY, w.output, rows: count, inner: d, out: dq)
         var dQ = [S](repeating: 0, count: count * dq), dK = [S](repeating: 0, count: count * dkv), dV = dK
         for h in 0..<shape.heads {
             let kvOffset = (h / group) * hs
@@ -247,19 +248,19 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
         // RoPE is a rotation: its transpose (the inverse rotation) carries the gradient back.
         rope(&dQ, heads: shape.heads, rows: count, cosines: cosines, sines: sines, inverse: true)
         rope(&dK, heads: shape.kvHeads, rows: count, cosines: cosines, sines: sines, inverse: true)
-        g.query = outerSum(dQ, n1, rows: count, left: dq, right: d)
-        g.key = outerSum(dK, n1, rows: count, left: dkv, right: d)
-        g.value = outerSum(dV, n1, rows: count, left: dkv, right: d)
-        var dN1 = matmulTransposed(dQ, w.query, rows: count, inner: dq, out: d)
-        let fromK = matmulTransposed(dK, w.key, rows: count, inner: dkv, out: d)
-        let fromV = matmulTransposed(dV, w.value, rows: count, inner: dkv, out: d)
+        g.query = Math.outerSum(dQ, n1, rows: count, left: dq, right: d)
+        g.key = Math.outerSum(dK, n1, rows: count, left: dkv, right: d)
+        g.value = Math.outerSum(dV, n1, rows: count, left: dkv, right: d)
+        var dN1 = Math.matmulTransposed(dQ, w.query, rows: count, inner: dq, out: d)
+        let fromK = Math.matmulTransposed(dK, w.key, rows: count, inner: dkv, out: d)
+        let fromV = Math.matmulTransposed(dV, w.value, rows: count, inner: dkv, out: d)
         for i in 0..<(count * d) { dN1[i] += fromK[i] + fromV[i] }
-        let dInput = rmsNormBackward(dN1, input: input, weight: w.inputNorm, inverseRMS: r1, rows: count, weightGradient: &g.inputNorm)
+        let dInput = Math.rmsNormBackward(dN1, input: input, weight: w.inputNorm, inverseRMS: r1, rows: count, weightGradient: &g.inputNorm)
         if shape.previousState {
             // The input feeds the residual and the input norm.
             var total = dY
             for i in 0..<(count * d) { total[i] += dInput[i] }
-            g.previousProjection = outerSum(total, previous, rows: count, left: d, right: d)
+            g.previousProjection = Math.outerSum(total, previous, rows: count, left: d, right: d)
         }
         return (loss, g, logits)
     }
@@ -276,12 +277,12 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
 
     func feedForwardForward(_ w: AdapterTensors<S>, _ y: [S], rows: Int) -> FeedForwardValues {
         let d = shape.hidden, f = shape.feedForward
-        let (n3, r3) = rmsNorm(y, weight: w.feedForwardNorm, rows: rows, eps: S(shape.eps))
-        let a = matmul(n3, w.gate, rows: rows, inner: d, out: f)
-        let b = matmul(n3, w.up, rows: rows, inner: d, out: f)
+        let (n3, r3) = Math.rmsNorm(y, weight: w.feedForwardNorm, rows: rows, eps: S(shape.eps))
+        let a = Math.matmul(n3, w.gate, rows: rows, inner: d, out: f)
+        let b = Math.matmul(n3, w.up, rows: rows, inner: d, out: f)
         var u = a
-        for i in u.indices { u[i] = a[i] * sigmoid(a[i]) * b[i] }
-        var z = matmul(u, w.down, rows: rows, inner: f, out: d)
+        for i in u.indices { u[i] = a[i] * Math.sigmoid(a[i]) * b[i] }
+        var z = Math.matmul(u, w.down, rows: rows, inner: f, out: d)
         for i in z.indices { z[i] += y[i] }
         return FeedForwardValues(normed: n3, inverseRMS: r3, gate: a, up: b, hidden: u, z: z)
     }
@@ -291,105 +292,23 @@ public struct AdapterLoss<S: BinaryFloatingPoint & Sendable> {
     func feedForwardBackward(_ w: AdapterTensors<S>, _ v: FeedForwardValues, _ y: [S], dZ: [S], rows: Int,
                              gradients g: inout AdapterTensors<S>) -> [S] {
         let d = shape.hidden, f = shape.feedForward
-        g.down = outerSum(dZ, v.hidden, rows: rows, left: d, right: f)
-        let dU = matmulTransposed(dZ, w.down, rows: rows, inner: d, out: f)
+        g.down = Math.outerSum(dZ, v.hidden, rows: rows, left: d, right: f)
+        let dU = Math.matmulTransposed(dZ, w.down, rows: rows, inner: d, out: f)
         var dA = dU, dB = dU
         for i in dU.indices {
-            let a = v.gate[i], sig = sigmoid(a)
+            let a = v.gate[i], sig = Math.sigmoid(a)
             dA[i] = dU[i] * v.up[i] * sig * (1 + a * (1 - sig))
             dB[i] = dU[i] * a * sig
         }
-        g.gate = outerSum(dA, v.normed, rows: rows, left: f, right: d)
-        g.up = outerSum(dB, v.normed, rows: rows, left: f, right: d)
-        var dN3 = matmulTransposed(dA, w.gate, rows: rows, inner: f, out: d)
-        let fromUp = matmulTransposed(dB, w.up, rows: rows, inner: f, out: d)
+        g.gate = Math.outerSum(dA, v.normed, rows: rows, left: f, right: d)
+        g.up = Math.outerSum(dB, v.normed, rows: rows, left: f, right: d)
+        var dN3 = Math.matmulTransposed(dA, w.gate, rows: rows, inner: f, out: d)
+        let fromUp = Math.matmulTransposed(dB, w.up, rows: rows, inner: f, out: d)
         for i in dN3.indices { dN3[i] += fromUp[i] }
-        var dY = rmsNormBackward(dN3, input: y, weight: w.feedForwardNorm, inverseRMS: v.inverseRMS, rows: rows,
+        var dY = Math.rmsNormBackward(dN3, input: y, weight: w.feedForwardNorm, inverseRMS: v.inverseRMS, rows: rows,
                                  weightGradient: &g.feedForwardNorm)
         for i in dY.indices { dY[i] += dZ[i] }
         return dY
-    }
-
-    func sigmoid(_ x: S) -> S { S(1 / (1 + exp(-Double(x)))) }
-
-    /// `x · (1/rms(x)) · g` per row; also returns the inverse RMS of each row.
-    func rmsNorm(_ x: [S], weight: [S], rows: Int, eps: S) -> ([S], [S]) {
-        let d = weight.count
-        var out = x, inverse = [S](repeating: 0, count: rows)
-        for t in 0..<rows {
-            var sum: S = 0
-            for c in 0..<d { sum += x[t * d + c] * x[t * d + c] }
-            let r = 1 / (sum / S(d) + eps).squareRoot()
-            inverse[t] = r
-            for c in 0..<d { out[t * d + c] = x[t * d + c] * r * weight[c] }
-        }
-        return (out, inverse)
-    }
-
-    /// With u = g ⊙ dn: dx = r·u − (r³/d)·x·Σ(u ⊙ x); dg += dn ⊙ x·r.
-    func rmsNormBackward(_ dn: [S], input x: [S], weight: [S], inverseRMS: [S], rows: Int, weightGradient: inout [S]) -> [S] {
-        let d = weight.count
-        var dx = [S](repeating: 0, count: rows * d)
-        for t in 0..<rows {
-            let r = inverseRMS[t]
-            var dot: S = 0
-            for c in 0..<d {
-                weightGradient[c] += dn[t * d + c] * x[t * d + c] * r
-                dot += weight[c] * dn[t * d + c] * x[t * d + c]
-            }
-            for c in 0..<d {
-                dx[t * d + c] = r * weight[c] * dn[t * d + c] - r * r * r / S(d) * x[t * d + c] * dot
-            }
-        }
-        return dx
-    }
-
-    /// `x W ᵀ`: x is `rows × inner`, W is `out × inner`.
-    func matmul(_ x: [S], _ w: [S], rows: Int, inner: Int, out: Int) -> [S] {
-        if S.self == Float.self {
-            return FloatProducts.matmul(x as! [Float], w as! [Float], rows: rows, inner: inner, out: out) as! [S]
-        }
-        var y = [S](repeating: 0, count: rows * out)
-        for t in 0..<rows {
-            for o in 0..<out {
-                var s: S = 0
-                for i in 0..<inner { s += x[t * inner + i] * w[o * inner + i] }
-                y[t * out + o] = s
-            }
-        }
-        return y
-    }
-
-    /// `dy W`: dy is `rows × inner`, W is `inner × out` (the gradient through `x Wᵀ`).
-    func matmulTransposed(_ dy: [S], _ w: [S], rows: Int, inner: Int, out: Int) -> [S] {
-        if S.self == Float.self {
-            return FloatProducts.matmulTransposed(dy as! [Float], w as! [Float], rows: rows, inner: inner, out: out) as! [S]
-        }
-        var dx = [S](repeating: 0, count: rows * out)
-        for t in 0..<rows {
-            for i in 0..<inner {
-                let g = dy[t * inner + i]
-                if g == 0 { continue }
-                for o in 0..<out { dx[t * out + o] += g * w[i * out + o] }
-            }
-        }
-        return dx
-    }
-
-    /// `Σ_t a_tᵀ b_t`: the weight gradient `left × right` of `y = x Wᵀ` from dy (`left`) and x (`right`).
-    func outerSum(_ a: [S], _ b: [S], rows: Int, left: Int, right: Int) -> [S] {
-        if S.self == Float.self {
-            return FloatProducts.outerSum(a as! [Float], b as! [Float], rows: rows, left: left, right: right) as! [S]
-        }
-        var out = [S](repeating: 0, count: left * right)
-        for t in 0..<rows {
-            for l in 0..<left {
-                let g = a[t * left + l]
-                if g == 0 { continue }
-                for r in 0..<right { out[l * right + r] += g * b[t * right + r] }
-            }
-        }
-        return out
     }
 
     /// Rotates the pairs of each head (`AdapterShape.ropePairsAdjacent`) by the position's angles (or

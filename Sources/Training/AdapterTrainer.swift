@@ -61,12 +61,8 @@ public final class AdapterTrainer {
         optimiser = AdamW(weightDecay: Float(options.weightDecay), clipNorm: Float(options.clipNorm))
         self.examples = examples
         let ids = Self.frequentTokens(examples, limit: options.draftVocabulary, vocabularySize: c.vocabularySize)
-        var rows = [Float](repeating: 0, count: ids.count * c.hiddenSize)
-        rows.withUnsafeMutableBufferPointer { buffer in
-            for (i, id) in ids.enumerated() { model.output.dequantizeRow(Int(id), into: buffer.baseAddress! + i * c.hiddenSize) }
-        }
         vocabulary = ids
-        head = rows
+        head = Self.headRows(of: model, ids: ids)
         var random = SplitMix64(seed: options.seed)
         order = Array(examples.indices).shuffled(using: &random)
     }
@@ -77,6 +73,16 @@ public final class AdapterTrainer {
                               output: adapter.output, norm: adapter.norm, feedForwardNorm: f?.norm ?? [], gate: f?.gate ?? [],
                               up: f?.up ?? [], down: f?.down ?? [], deepProjection: adapter.deepProjection ?? [],
                               previousProjection: adapter.previousProjection ?? [])
+    }
+
+    /// The frozen LM head's rows for `ids`, dequantised: `ids.count × hiddenSize` floats.
+    static func headRows(of model: LlamaModel, ids: [Int32]) -> [Float] {
+        let d = model.config.hiddenSize
+        var rows = [Float](repeating: 0, count: ids.count * d)
+        rows.withUnsafeMutableBufferPointer { buffer in
+            for (i, id) in ids.enumerated() { model.output.dequantizeRow(Int(id), into: buffer.baseAddress! + i * d) }
+        }
+        return rows
     }
 
     /// Token ids ranked by how much target probability they carry (all ids when `limit` is 0 or larger).

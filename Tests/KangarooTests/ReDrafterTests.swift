@@ -4,6 +4,7 @@ import Foundation
 import Llama
 import ModelFormats
 import Testing
+import Training
 
 /// ReDrafter's drafter: beams merged into a tree and verified by the core; its head's files.
 @Suite("ReDrafter")
@@ -56,6 +57,46 @@ struct ReDrafterTests {
         #expect(throws: AdapterError.self) { try RecurrentDraftHead.load(from: directory, for: real.model) }
         try FileManager.default.removeItem(atPath: weights)
         #expect(throws: AdapterError.self) { try RecurrentDraftHead.load(from: directory, for: real.model) }
+    }
+
+    @Test("the recurrent head's backward (through the recurrence, the blocks, the norm and the head) agrees with central finite differences (float64), also with untargeted steps",
+          arguments: [0, 1, 2])
+    func gradientCheck(blocks: Int) {
+        var random = SeededRandom(UInt64(11 + blocks))
+        func values(_ n: Int, _ scale: Double = 1) -> [Double] { (0..<n).map { _ in Double(random.float()) * scale } }
+        let d = 8, rows = 3, steps = 3, vocabulary = 7
+        let w = RecurrentHeadTensors<Double>(
+            input: values(d * d, 0.5), recurrent: values(d * d, 0.5), recurrentBias: values(d, 0.3),
+            blockWeights: (0..<blocks).map { _ in values(4 * d * d, 0.4) }, blockBiases: (0..<blocks).map { _ in values(2 * d, 0.3) },
+            projection: values(2 * d * d, 0.5), norm: values(d).map { 1 + 0.3 * $0 })
+        let finalStates = values(rows * d, 2), head = values(vocabulary * d)
+        let embeddings = (0..<steps).map { _ in values(rows * d, 1.5) }
+        var targets = (0..<steps).map { _ in values(rows * vocabulary).map { exp(2 * $0) } }
+        for j in 0..<steps {
+            for t in 0..<rows {
+                let sum = targets[j][(t * vocabulary)..<((t + 1) * vocabulary)].reduce(0, +)
+                for v in 0..<vocabulary { targets[j][t * vocabulary + v] /= sum }
+            }
+        }
+        // The last step of row 1 has no target (its draft ran past the text).
+        for v in 0..<vocabulary { targets[steps - 1][vocabulary + v] = 0 }
+        let loss = RecurrentHeadLoss<Double>(hidden: d, eps: 1e-5)
+        func value(_ w: RecurrentHeadTensors<Double>) -> Double {
+            loss.evaluate(w, finalStates: finalStates, embeddings: embeddings, targets: targets, head: head, vocabulary: vocabulary).loss
+        }
+        let analytic = loss.evaluate(w, finalStates: finalStates, embeddings: embeddings, targets: targets, head: head, vocabulary: vocabulary).gradients
+        #expect(w.tensors.count == 5 + 2 * blocks)
+        let h = 1e-6
+        for tensor in w.tensors.indices {
+            for index in stride(from: 0, to: w.tensors[tensor].count, by: max(1, w.tensors[tensor].count / 17)) {
+                var plus = w, minus = w
+                plus.tensors[tensor][index] += h
+                minus.tensors[tensor][index] -= h
+                let numeric = (value(plus) - value(minus)) / (2 * h)
+                let exact = analytic.tensors[tensor][index]
+                #expect(abs(numeric - exact) <= 1e-6 + 1e-5 * abs(numeric), "tensor \(tensor)[\(index)]: \(exact) vs \(numeric)")
+            }
+        }
     }
 
     @Test("beam settings outside their ranges are refused")
