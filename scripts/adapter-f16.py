@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Copies an adapter folder (adapter.json, adapter.safetensors) with its float tensors stored as F16,
-half the bytes, for shipping: the adapter only drafts, so rounding its weights cannot change any
-output, and loading converts them back to floats.
+"""Copies a drafter's files (adapter.json and adapter.safetensors, or with --name redrafter a ReDrafter
+head's) with its float tensors stored as F16, half the bytes, for shipping: a drafter only drafts, so
+rounding its weights cannot change any output, and loading converts them back to floats.
 
     python3 scripts/adapter-f16.py /tmp/adapter Sources/Adapter/Shipped/NAME
+    python3 scripts/adapter-f16.py --name redrafter /tmp/redrafter Sources/Adapter/Shipped/NAME
 """
 import json
 import pathlib
@@ -15,10 +16,14 @@ import numpy as np
 
 
 def main():
-    source, target = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+    args = sys.argv[1:]
+    stem = "adapter"
+    if args[:1] == ["--name"]:
+        stem, args = args[1], args[2:]
+    source, target = pathlib.Path(args[0]), pathlib.Path(args[1])
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(source / "adapter.json", target / "adapter.json")
-    raw = (source / "adapter.safetensors").read_bytes()
+    shutil.copy(source / f"{stem}.json", target / f"{stem}.json")
+    raw = (source / f"{stem}.safetensors").read_bytes()
     size = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8:8 + size])
     data = raw[8 + size:]
@@ -38,8 +43,8 @@ def main():
         offset += len(blob)
     encoded = json.dumps(out_header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
-    (target / "adapter.safetensors").write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(chunks))
-    print(f"wrote {target}: {(target / 'adapter.safetensors').stat().st_size} bytes")
+    (target / f"{stem}.safetensors").write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(chunks))
+    print(f"wrote {target}: {(target / f'{stem}.safetensors').stat().st_size} bytes")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ public enum DecoderKind: String, CaseIterable, Sendable {
     case layerskip
     /// Prompt lookup: the tokens that followed an earlier occurrence of the last n-gram are drafted.
     case lookup
+    /// ReDrafter: a trained recurrent head drafts beams from the full model's last final state.
+    case redrafter
 
     /// The settings this decoder uses unless told otherwise: `SpeculativeOptions`' defaults, except
     /// that layer skip drafts alone (no copy drafts) unless asked.
@@ -26,6 +28,7 @@ public enum DecoderKind: String, CaseIterable, Sendable {
 
 public enum DecoderCatalogError: Error, CustomStringConvertible, Equatable {
     case adapterRequired
+    case redrafterHeadRequired
     case unknownDecoder(String)
     /// The KV caches would take more than half of the machine's memory.
     case contextTooLarge(positions: Int, sequences: Int, bytes: Int, memory: Int)
@@ -33,6 +36,7 @@ public enum DecoderCatalogError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case .adapterRequired: "the kangaroo decoder needs an adapter for this model"
+        case .redrafterHeadRequired: "the redrafter decoder needs a trained head for this model (none ships for it; train one with kangaroo train-redrafter and pass --redrafter-head DIR)"
         case let .unknownDecoder(name): "there is no decoder '\(name)' (\(DecoderKind.allCases.map(\.rawValue).joined(separator: ", ")))"
         case let .contextTooLarge(positions, sequences, bytes, memory):
             "a context of \(positions) positions for \(sequences) sequence(s) needs \(bytes >> 20) MiB of KV cache, more than half of this machine's \(memory >> 20) MiB"
@@ -45,11 +49,12 @@ public enum DecoderCatalog {
     /// A decoder of `kind` for `model` with `options`; Kangaroo drafts with `adapter` (at its own exit
     /// layer) and needs one.
     public static func make(_ kind: DecoderKind, model: LlamaModel, options: SpeculativeOptions? = nil,
-                            adapter: KangarooAdapter? = nil, contextCapacity: Int? = nil,
+                            adapter: KangarooAdapter? = nil, redrafterHead: RecurrentDraftHead? = nil, contextCapacity: Int? = nil,
                             acceptance: AcceptanceRule = SpeculativeSamplingRule(), name: String? = nil) throws -> SpeculativeDecoder {
         let capacity = model.config.context(contextCapacity)
         try checkMemory(model, capacity: capacity, sequences: 1)
-        let drafter = try makeDrafter(kind, model: model, options: options, adapter: adapter, contextCapacity: capacity)
+        let drafter = try makeDrafter(kind, model: model, options: options, adapter: adapter, redrafterHead: redrafterHead,
+                                      contextCapacity: capacity)
         return SpeculativeDecoder(model: model, drafter: drafter, name: name ?? kind.rawValue, contextCapacity: capacity,
                                   acceptance: acceptance)
     }
@@ -67,7 +72,8 @@ public enum DecoderCatalog {
     /// name says with the settings `options` gives its kind (Kangaroo with `adapter`).
     public static func makeBatch(model: LlamaModel, tokenizer: Tokenizer, slots: Int,
                                  options: @escaping (DecoderKind) -> SpeculativeOptions = { $0.defaultOptions },
-                                 adapter: KangarooAdapter? = nil, contextCapacity: Int? = nil, prefillChunk: Int = 64,
+                                 adapter: KangarooAdapter? = nil, redrafterHead: RecurrentDraftHead? = nil,
+                                 contextCapacity: Int? = nil, prefillChunk: Int = 64,
                                  acceptance: AcceptanceRule = SpeculativeSamplingRule()) throws -> ContinuousBatch {
         let capacity = model.config.context(contextCapacity)
         try checkMemory(model, capacity: capacity, sequences: slots)
@@ -80,13 +86,15 @@ public enum DecoderCatalog {
             : nil
         return ContinuousBatch(decoder: decoder, tokenizer: tokenizer, prefillChunk: prefillChunk, policy: policy) { name in
             guard let kind = DecoderKind(rawValue: name) else { throw DecoderCatalogError.unknownDecoder(name) }
-            return try makeDrafter(kind, model: model, options: options(kind), adapter: adapter, contextCapacity: capacity)
+            return try makeDrafter(kind, model: model, options: options(kind), adapter: adapter, redrafterHead: redrafterHead,
+                                   contextCapacity: capacity)
         }
     }
 
-    /// The drafter of one sequence for `kind` (nil: plain decoding).
+    /// The drafter of one sequence for `kind` (nil: plain decoding). ReDrafter drafts with
+    /// `redrafterHead`, else with the head shipped for the model.
     public static func makeDrafter(_ kind: DecoderKind, model: LlamaModel, options: SpeculativeOptions?, adapter: KangarooAdapter?,
-                                   contextCapacity: Int) throws -> (any Drafter)? {
+                                   redrafterHead: RecurrentDraftHead? = nil, contextCapacity: Int) throws -> (any Drafter)? {
         var options = options ?? kind.defaultOptions
         switch kind {
         case .plain:
@@ -96,6 +104,11 @@ public enum DecoderCatalog {
         case .layerskip:
             return try ExitLayerDrafter(model: model, draftModel: LayerSkipHead(model: model), options: options,
                                         costs: try costs(for: model, options: options))
+        case .redrafter:
+            guard let head = try redrafterHead ?? RecurrentDraftHead.shipped(for: model) else {
+                throw DecoderCatalogError.redrafterHeadRequired
+            }
+            return try ReDrafter(head: head, model: model, beamWidth: options.beamWidth, beamLength: options.beamLength)
         case .kangaroo:
             guard let adapter else { throw DecoderCatalogError.adapterRequired }
             options.exitLayer = adapter.config.exitLayer

@@ -106,12 +106,9 @@ public final class ReDrafter: Drafter {
     private var nextStates: FloatMatrix
     private let processed: FloatMatrix
 
-    public static let beamWidthRange = 1...DraftHead.maxRows
-    public static let beamLengthRange = 1...16
-
     public init(head: RecurrentDraftHead, model: LlamaModel, beamWidth: Int, beamLength: Int) throws {
-        guard Self.beamWidthRange.contains(beamWidth) else { throw SpeculativeError.invalidSetting("beam width") }
-        guard Self.beamLengthRange.contains(beamLength) else { throw SpeculativeError.invalidSetting("beam length") }
+        guard SpeculativeOptions.beamWidthRange.contains(beamWidth) else { throw SpeculativeError.invalidSetting("beam width") }
+        guard SpeculativeOptions.beamLengthRange.contains(beamLength) else { throw SpeculativeError.invalidSetting("beam length") }
         self.beamWidth = beamWidth
         self.beamLength = beamLength
         runner = RecurrentHeadRunner(head, model: model)

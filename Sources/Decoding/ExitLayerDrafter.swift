@@ -33,6 +33,10 @@ public struct SpeculativeOptions: Sendable, Equatable {
     public var treeBudget: Int
     /// Draft trees: the candidates drawn under each expanded node, and the nodes expanded per level.
     public var treeWidth: Int
+    /// ReDrafter: beams kept by its beam search, and their length (greedy; sampling draws one chain of
+    /// that length).
+    public var beamWidth: Int
+    public var beamLength: Int
 
     /// The values the decoders accept.
     public static let exitLayerRange = 1...1024
@@ -42,11 +46,15 @@ public struct SpeculativeOptions: Sendable, Equatable {
     public static let copyNgramRange = 0...64
     public static let treeBudgetRange = 0...16
     public static let treeWidthRange = 1...8
+    public static let beamWidthRange = 1...16
+    public static let beamLengthRange = 1...16
 
-    /// The defaults, chosen by measurement (`kangaroo bench sweep`; see docs/measurements.md): the
-    /// paper's exit layer 2, η and policy (every draft verified, no back-off), γ 3, copy bigrams.
+    /// The defaults, chosen by measurement (`kangaroo bench sweep`, `bench suite`; see
+    /// docs/measurements.md): the paper's exit layer 2, η and policy (every draft verified, no
+    /// back-off), γ 3, copy bigrams; ReDrafter one beam of two tokens.
     public init(exitLayer: Int = 2, threshold: Float = 0.6, maxDraft: Int = 3, dropsUncertainDraft: Bool = false,
-                maxBackoff: Int = 0, copyNgram: Int = 2, treeBudget: Int = 0, treeWidth: Int = 3) {
+                maxBackoff: Int = 0, copyNgram: Int = 2, treeBudget: Int = 0, treeWidth: Int = 3, beamWidth: Int = 1,
+                beamLength: Int = 2) {
         self.exitLayer = exitLayer
         self.threshold = threshold
         self.maxDraft = maxDraft
@@ -55,6 +63,8 @@ public struct SpeculativeOptions: Sendable, Equatable {
         self.copyNgram = copyNgram
         self.treeBudget = treeBudget
         self.treeWidth = treeWidth
+        self.beamWidth = beamWidth
+        self.beamLength = beamLength
     }
 
     /// The first setting outside its range, named as the field is (callers word their own errors).
@@ -66,6 +76,8 @@ public struct SpeculativeOptions: Sendable, Equatable {
         if !Self.copyNgramRange.contains(copyNgram) { return "copy n-gram" }
         if !Self.treeBudgetRange.contains(treeBudget) { return "tree budget" }
         if !Self.treeWidthRange.contains(treeWidth) { return "tree width" }
+        if !Self.beamWidthRange.contains(beamWidth) { return "beam width" }
+        if !Self.beamLengthRange.contains(beamLength) { return "beam length" }
         return nil
     }
 }

@@ -67,7 +67,8 @@ struct BenchSuite: ParsableCommand {
         let template = try modelOptions.template(for: model.gguf)
         let variants = try decoderVariants()
         let adapter = variants.contains { $0.kind == .kangaroo } ? try speculative.resolveAdapter(for: model) : nil
-        let decoders = try variants.map { try $0.make(model: model, context: 4096, adapter: adapter) }
+        let head = try speculative.loadRedrafterHead(for: model)
+        let decoders = try variants.map { try $0.make(model: model, context: 4096, adapter: adapter, redrafterHead: head) }
         let generator = Generator(tokenizer: tokenizer)
         let options = GenerationOptions(maxTokens: maxTokens, sampling: SamplingOptions(temperature: temperature, seed: seed))
 
@@ -209,7 +210,7 @@ struct DecoderVariant {
     init(_ spec: String, base: SpeculativeSettings) throws {
         let parts = spec.split(separator: ":").map(String.init)
         guard let first = parts.first, let kind = DecoderKind(rawValue: first) else {
-            throw ValidationError("--decoders takes plain, kangaroo, layerskip and lookup (with :key=value settings): '\(spec)'")
+            throw ValidationError("--decoders takes plain, kangaroo, layerskip, lookup and redrafter (with :key=value settings): '\(spec)'")
         }
         var options = base.options(for: kind)
         for setting in parts.dropFirst() {
@@ -221,7 +222,9 @@ struct DecoderVariant {
             case "threshold": options.threshold = Float(value)
             case "draft": options.maxDraft = Int(value)
             case "copy": options.copyNgram = Int(value)
-            default: throw ValidationError("unknown setting '\(pair[0])' in '\(spec)' (tree, width, threshold, draft, copy)")
+            case "beams": options.beamWidth = Int(value)
+            case "length": options.beamLength = Int(value)
+            default: throw ValidationError("unknown setting '\(pair[0])' in '\(spec)' (tree, width, threshold, draft, copy, beams, length)")
             }
         }
         if let invalid = options.invalidSetting { throw ValidationError("'\(spec)': \(SpeculativeSettings.flagError(invalid))") }
@@ -230,7 +233,8 @@ struct DecoderVariant {
         self.options = options
     }
 
-    func make(model: LlamaModel, context: Int, adapter: KangarooAdapter?) throws -> SpeculativeDecoder {
-        try DecoderCatalog.make(kind, model: model, options: options, adapter: adapter, contextCapacity: context, name: name)
+    func make(model: LlamaModel, context: Int, adapter: KangarooAdapter?, redrafterHead: RecurrentDraftHead?) throws -> SpeculativeDecoder {
+        try DecoderCatalog.make(kind, model: model, options: options, adapter: adapter, redrafterHead: redrafterHead, contextCapacity: context,
+                                name: name)
     }
 }

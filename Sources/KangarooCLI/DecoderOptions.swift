@@ -8,7 +8,7 @@ extension DecoderKind: ExpressibleByArgument {}
 
 /// `--decoder` and the speculative settings of `generate`.
 struct DecoderOptions: ParsableArguments {
-    @Option(help: "Decoding method: kangaroo (shallow layers + adapter draft, full model verifies), lookup (prompt lookup: tokens that followed an earlier occurrence of the last n-gram), layerskip (shallow layers + the model's head draft) or plain (no speculation). Default: kangaroo when an adapter fits the model (--adapter, or one shipped for it), else lookup. Every one gives plain decoding's output.")
+    @Option(help: "Decoding method: kangaroo (shallow layers + adapter draft, full model verifies), lookup (prompt lookup: tokens that followed an earlier occurrence of the last n-gram), layerskip (shallow layers + the model's head draft), redrafter (a trained recurrent head drafts beams from the full model's last state; needs a head: --redrafter-head, or one shipped for the model) or plain (no speculation). Default: kangaroo when an adapter fits the model (--adapter, or one shipped for it), else lookup. Every one gives plain decoding's output.")
     var decoder: DecoderKind?
 
     @OptionGroup var speculative: SpeculativeSettings
@@ -53,6 +53,20 @@ struct SpeculativeSettings: ParsableArguments {
     @Option(help: "Kangaroo/layer-skip draft trees: candidates drawn under each expanded node, and nodes expanded per level. Default: \(defaults.treeWidth).")
     var treeWidth: Int?
 
+    @Option(help: "ReDrafter: beams its beam search keeps (greedy; they are verified together as a tree). Default: \(defaults.beamWidth).")
+    var beamWidth: Int?
+
+    @Option(help: "ReDrafter: tokens each beam drafts (sampling: the one chain's length). Default: \(defaults.beamLength).")
+    var beamLength: Int?
+
+    @Option(help: "ReDrafter: head folder (redrafter.json + redrafter.safetensors, from train-redrafter). Default: the head shipped for the model, if any.")
+    var redrafterHead: String?
+
+    /// The head --redrafter-head names (nil: the catalog uses the one shipped for the model).
+    func loadRedrafterHead(for model: LlamaModel) throws -> RecurrentDraftHead? {
+        try redrafterHead.map { try RecurrentDraftHead.load(from: $0, for: model) }
+    }
+
     /// The settings for `kind`: its defaults, with what was given on the command line.
     func options(for kind: DecoderKind) -> SpeculativeOptions {
         var options = kind.defaultOptions
@@ -64,6 +78,8 @@ struct SpeculativeSettings: ParsableArguments {
         if let copyNgram { options.copyNgram = copyNgram }
         if let treeBudget { options.treeBudget = treeBudget }
         if let treeWidth { options.treeWidth = treeWidth }
+        if let beamWidth { options.beamWidth = beamWidth }
+        if let beamLength { options.beamLength = beamLength }
         return options
     }
 
@@ -81,6 +97,8 @@ struct SpeculativeSettings: ParsableArguments {
         case "max draft": "--max-draft must be between \(SpeculativeOptions.maxDraftRange.lowerBound) and \(SpeculativeOptions.maxDraftRange.upperBound)"
         case "max back-off": "--max-backoff must be between \(SpeculativeOptions.maxBackoffRange.lowerBound) and \(SpeculativeOptions.maxBackoffRange.upperBound)"
         case "tree budget": "--tree-budget must be between \(SpeculativeOptions.treeBudgetRange.lowerBound) and \(SpeculativeOptions.treeBudgetRange.upperBound)"
+        case "beam width": "--beam-width must be between \(SpeculativeOptions.beamWidthRange.lowerBound) and \(SpeculativeOptions.beamWidthRange.upperBound)"
+        case "beam length": "--beam-length must be between \(SpeculativeOptions.beamLengthRange.lowerBound) and \(SpeculativeOptions.beamLengthRange.upperBound)"
         case "tree width": "--tree-width must be between \(SpeculativeOptions.treeWidthRange.lowerBound) and \(SpeculativeOptions.treeWidthRange.upperBound)"
         case "copy n-gram": "--copy-ngram must be between \(SpeculativeOptions.copyNgramRange.lowerBound) and \(SpeculativeOptions.copyNgramRange.upperBound) (the lookup decoder: at least 1)"
         default: "invalid \(setting)"
@@ -94,7 +112,8 @@ struct SpeculativeSettings: ParsableArguments {
     func makeDecoder(_ kind: DecoderKind, model: LlamaModel, context: Int?, trained: KangarooAdapter? = nil) throws -> SpeculativeDecoder {
         let adapter = kind == .kangaroo ? try trained ?? resolveAdapter(for: model) : nil
         do {
-            return try DecoderCatalog.make(kind, model: model, options: options(for: kind), adapter: adapter, contextCapacity: context)
+            return try DecoderCatalog.make(kind, model: model, options: options(for: kind), adapter: adapter,
+                                           redrafterHead: kind == .redrafter ? loadRedrafterHead(for: model) : nil, contextCapacity: context)
         } catch let SpeculativeError.invalidSetting(name) {
             throw ValidationError(Self.flagError(name))
         }

@@ -48,6 +48,12 @@ struct EvalAdapter: ParsableCommand {
         """)
     var taskPrompts = 0
 
+    @Option(help: "Also score this ReDrafter head folder (or 'shipped': the head shipped for the model) on the same held-out text: top-1 and top-3 agreement at each of its first --depth draft tokens.")
+    var redrafterHead: String?
+
+    @Option(help: "Draft tokens of the ReDrafter head to score.")
+    var depth = 4
+
     @Option(help: "Spec-Bench question file; omit to skip the decoding part.")
     var suite: String?
 
@@ -74,6 +80,7 @@ struct EvalAdapter: ParsableCommand {
 
     func validate() throws {
         if taskPrompts > 0 && selfDistill == 0 { throw ValidationError("--task-prompts scores the model's answers: add --self-distill N") }
+        guard (1...16).contains(depth) else { throw ValidationError("--depth must be between 1 and 16") }
     }
 
     func run() throws {
@@ -101,6 +108,14 @@ struct EvalAdapter: ParsableCommand {
         let evaluator = AdapterEvaluator(model: model, adapter: weights)
         try report(evaluator, on: sequences, firstScored: selfDistill > 0 ? firstScored : nil,
                    title: selfDistill > 0 ? "held-out (model's own answers)" : "held-out")
+        if let redrafterHead {
+            let head = try redrafterHead == "shipped" ? RecurrentDraftHead.shipped(for: model) : RecurrentDraftHead.load(from: redrafterHead, for: model)
+            guard let head else { throw ValidationError("no ReDrafter head ships for this model") }
+            let agreement = try RecurrentHeadAgreement(head: head, model: model, sequences: sequences,
+                                                       firstScored: selfDistill > 0 ? firstScored : nil, depth: depth)
+            writeOut("ReDrafter head (\(head.config.origin)), \(agreement.positions) drafts: top-1 / top-3 agreement at draft tokens 1…\(depth): "
+                     + zip(agreement.top1, agreement.top3).map { String(format: "%.3f / %.3f", $0, $1) }.joined(separator: ", ") + "\n")
+        }
         if taskPrompts > 0 {
             let prompts = distillation.taskPrompts(from: heldOut, count: taskPrompts)
             FileHandle.standardError.write(Data("generating the model's answers to \(prompts.count) held-out task prompts …\n".utf8))

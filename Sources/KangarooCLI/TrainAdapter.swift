@@ -122,7 +122,9 @@ struct TrainAdapter: ParsableCommand {
         let data = try ShareGPTFile.file.ensure()
         let candidates = try ShareGPT.read(path: data.path, limit: conversations * 3).filter { !$0.isValidation }
         let sequences = selfDistill > 0
-            ? try selfDistilledSequences(candidates, model: model, tokenizer: tokenizer, template: template)
+            ? try selfDistilledSequences(candidates, model: model, tokenizer: tokenizer, template: template, folder: output,
+                                         conversations: conversations, maxNewTokens: selfDistill, maxTokens: tokensPerConversation,
+                                         taskPrompts: taskPrompts)
             : candidates.prefix(conversations)
                 .map { (tokens: ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation), firstTarget: 0) }
                 .filter { $0.tokens.count > 8 }
@@ -167,33 +169,5 @@ struct TrainAdapter: ParsableCommand {
             if done % checkpointEvery == 0 || done == steps { try trainer.checkpoint(to: output, origin: origin) }
         }
         writeOut(String(format: "wrote %@ (%@) in %.0f s\n", output, origin, Date().timeIntervalSince(began)))
-    }
-
-    /// The model's own answers to the first `conversations` prompts that fit, generated once and kept
-    /// in --output/self-distill.jsonl. Targets start at the answer: the prompt is context only.
-    private func selfDistilledSequences(_ candidates: [Conversation], model: LlamaModel, tokenizer: Tokenizer,
-                                        template: ChatTemplate) throws -> [(tokens: [Int32], firstTarget: Int)] {
-        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-        let distillation = SelfDistillation(model: model, tokenizer: tokenizer, template: template,
-                                            maxNewTokens: selfDistill, maxTokens: tokensPerConversation)
-        var store = try SelfDistilledStore(path: output + "/self-distill.jsonl")
-        var prompts: [(id: String, tokens: [Int32])] = []
-        for conversation in candidates where prompts.count < conversations {
-            if let prompt = distillation.prompt(for: conversation) { prompts.append((conversation.id, prompt)) }
-        }
-        // Task prompts from the other end of the list, so their passages are not the answers above.
-        prompts += distillation.taskPrompts(from: candidates.reversed(), count: taskPrompts)
-        let missing = prompts.filter { store.sequences[$0.id] == nil }
-        if !missing.isEmpty {
-            FileHandle.standardError.write(Data("generating the model's answers to \(missing.count) prompts (≤\(selfDistill) tokens each) …\n".utf8))
-            let bar = ProgressBar(total: missing.count)
-            for prompt in missing {
-                try store.append(id: prompt.id, tokens: try distillation.sequence(prompt: prompt.tokens))
-                bar.advance()
-            }
-            bar.finish()
-        }
-        return prompts.compactMap { prompt in store.sequences[prompt.id].map { ($0, prompt.tokens.count - 1) } }
-            .filter { $0.tokens.count > $0.firstTarget + 8 }
     }
 }

@@ -51,6 +51,7 @@ public final class GenerationService: @unchecked Sendable {
     /// Each decoder kind's settings, which requests may change (η, γ, the copy n-gram).
     private let defaults: [DecoderKind: SpeculativeOptions]
     private let hasAdapter: Bool
+    private let hasRedrafterHead: Bool
     private let tokenizing = DispatchQueue(label: "kangaroo.tokenizing")
     /// Requests not yet in the batch, oldest first, and every request not finished (to cancel them all).
     private let jobs = Mutex<(waiting: [Job], active: [ObjectIdentifier: Job])>(([], [:]))
@@ -61,7 +62,7 @@ public final class GenerationService: @unchecked Sendable {
 
     /// `options` gives each decoder kind its settings; `template` the chat format (default: the one the
     /// model's template is recognised as, if any). The scheduler thread starts at once.
-    public init(model: LlamaModel, tokenizer: Tokenizer, adapter: KangarooAdapter?,
+    public init(model: LlamaModel, tokenizer: Tokenizer, adapter: KangarooAdapter?, redrafterHead: RecurrentDraftHead? = nil,
                 options: @escaping (DecoderKind) -> SpeculativeOptions = { $0.defaultOptions },
                 context: Int, parallel: Int = 4, prefillChunk: Int = 64, queueLimit: Int, defaultDecoder: DecoderKind = .plain,
                 template: ChatTemplate? = nil) throws {
@@ -73,12 +74,14 @@ public final class GenerationService: @unchecked Sendable {
         self.queueLimit = queueLimit
         self.parallel = parallel
         hasAdapter = adapter != nil
+        hasRedrafterHead = redrafterHead != nil
         defaults = Dictionary(uniqueKeysWithValues: DecoderKind.allCases.map { ($0, options($0)) })
         batch = try DecoderCatalog.makeBatch(model: model, tokenizer: tokenizer, slots: parallel, options: options,
-                                             adapter: adapter, contextCapacity: context, prefillChunk: prefillChunk)
+                                             adapter: adapter, redrafterHead: redrafterHead, contextCapacity: context,
+                                             prefillChunk: prefillChunk)
         metrics = ServerMetrics(slots: parallel)
         // Requests that name no decoder find theirs ready in every slot.
-        try batch.prepareDrafters(for: (defaultDecoder == .kangaroo && adapter == nil ? DecoderKind.plain : defaultDecoder).rawValue)
+        try batch.prepareDrafters(for: available(defaultDecoder).rawValue)
         let thread = Thread { [unowned self] in self.schedule() }
         thread.name = "kangaroo.scheduler"
         thread.stackSize = 16 << 20
@@ -180,12 +183,19 @@ public final class GenerationService: @unchecked Sendable {
         }
     }
 
-    /// The job as a request of the batch, with the decoder it asked for (Kangaroo without an adapter:
-    /// plain) and its settings.
+    /// `kind`, or plain decoding when it needs a trained drafter this server lacks (Kangaroo without
+    /// an adapter, ReDrafter without a head).
+    private func available(_ kind: DecoderKind) -> DecoderKind {
+        switch kind {
+        case .kangaroo where !hasAdapter, .redrafter where !hasRedrafterHead: .plain
+        default: kind
+        }
+    }
+
+    /// The job as a request of the batch, with the decoder it asked for (if available) and its settings.
     private func batched(_ job: Job) -> BatchedRequest {
         let request = job.request
-        var kind = request.decoder.flatMap(DecoderKind.init(rawValue:)) ?? defaultDecoder
-        if kind == .kangaroo && !hasAdapter { kind = .plain }
+        let kind = available(request.decoder.flatMap(DecoderKind.init(rawValue:)) ?? defaultDecoder)
         let settings = defaults[kind]!
         let options = GenerationOptions(maxTokens: min(request.maxTokens, context - job.prompt.count - 1),
                                         sampling: request.sampling, stopStrings: request.stop,

@@ -1,10 +1,11 @@
-import Adapter
+@testable import Adapter
 import Decoding
 import Foundation
 import Llama
 import ModelFormats
+import Tensor
 import Testing
-import Training
+@testable import Training
 
 /// ReDrafter's drafter: beams merged into a tree and verified by the core; its head's files.
 @Suite("ReDrafter")
@@ -29,6 +30,33 @@ struct ReDrafterTests {
                 #expect(stats.draftedNodes >= stats.rounds - 1 && stats.draftedNodes <= stats.rounds * width * length, "\(stats)")
                 if width > 1 { #expect(stats.draftedNodes > stats.rounds * length, "\(decoder.name): \(stats)") }
             }
+        }
+    }
+
+    @Test("the head shipped for the default model is found for its file, gives plain decoding's tokens, and drafts better than a random one")
+    func shippedHead() throws {
+        let real = try RealModel.get(), golden = try Golden.load()
+        let shipped = try #require(try RecurrentDraftHead.shipped(for: real.model))
+        let generator = Generator(tokenizer: real.tokenizer)
+        let options = GenerationOptions(maxTokens: 48, ignoreEOS: true)
+        var accepted: [Double] = []
+        for head in [shipped, .random(for: real.model, seed: 5)] {
+            var rounds = 0, tokens = 0
+            for prompt in golden.prompts.prefix(4) {
+                let decoder = try DecoderCatalog.make(.redrafter, model: real.model, redrafterHead: head, contextCapacity: 256)
+                let plain = try generator.generate(prompt: prompt.ids, decoder: SpeculativeDecoder.plain(model: real.model, contextCapacity: 256),
+                                                   options: options)
+                let result = try generator.generate(prompt: prompt.ids, decoder: decoder, options: options)
+                #expect(result.tokens == plain.tokens)
+                rounds += result.speculative?.rounds ?? 0
+                tokens += result.tokens.count - 1
+            }
+            accepted.append(Double(tokens) / Double(max(rounds, 1)))
+        }
+        #expect(accepted[0] > accepted[1] + 0.1, "tokens a round: shipped \(accepted[0]), random \(accepted[1])")
+        // Without a head, the decoder says what it needs.
+        #expect(throws: DecoderCatalogError.redrafterHeadRequired) {
+            try DecoderCatalog.make(.redrafter, model: try TinyModel.make())
         }
     }
 
@@ -97,6 +125,74 @@ struct ReDrafterTests {
                 #expect(abs(numeric - exact) <= 1e-6 + 1e-5 * abs(numeric), "tensor \(tensor)[\(index)]: \(exact) vs \(numeric)")
             }
         }
+    }
+
+    @Test("the training forward computes the logits the drafter drafts from (its products run on Q8_0 weights: close, same top token)")
+    func trainingMatchesInference() throws {
+        let real = try RealModel.get()
+        let model = real.model, d = model.config.hiddenSize
+        let vocabulary = (0..<Int32(2048)).map { $0 * 7 % Int32(model.config.vocabularySize) }.sorted()
+        let head = RecurrentDraftHead.random(for: model, blocks: 1, seed: 21, draftVocabulary: vocabulary)
+        let runner = RecurrentHeadRunner(head, model: model)
+        // h: the normalised final state after a short prompt.
+        let prompt: [Int32] = real.tokenizer.encode("The quick brown fox jumps over the lazy dog")
+        let hidden = FloatMatrix(capacity: prompt.count, columns: d)
+        model.embed(prompt, into: hidden)
+        try model.forward(layers: 0..<model.config.layerCount, hidden: hidden, cache: KVCache(config: model.config, capacity: 64),
+                          scratch: ForwardScratch(config: model.config, contextCapacity: 64))
+        let h = FloatMatrix(capacity: 1, columns: d)
+        model.normalizeOutput(hidden.row(prompt.count - 1), into: h.pointer)
+        let tokens: [Int32] = [prompt.last!, 1000, 2000]
+        var states = [FloatMatrix(capacity: 16, columns: d), FloatMatrix(capacity: 16, columns: d)]
+        var inference: [[Float]] = []
+        for (j, token) in tokens.enumerated() {
+            runner.step(tokens: [token], previous: j == 0 ? nil : states[0], h: h.pointer, into: states[1], pool: .shared)
+            states.swapAt(0, 1)
+            inference.append(Array(UnsafeBufferPointer(start: runner.head.logits.pointer, count: vocabulary.count)))
+        }
+        let embedded = FloatMatrix(capacity: 1, columns: d)
+        let embeddings = tokens.map { token -> [Float] in
+            model.embed([token], into: embedded)
+            return Array(UnsafeBufferPointer(start: embedded.pointer, count: d))
+        }
+        let weights = RecurrentHeadTensors(input: head.input, recurrent: head.recurrent, recurrentBias: head.recurrentBias,
+                                           blockWeights: head.blockWeights, blockBiases: head.blockBiases, projection: head.projection,
+                                           norm: head.norm)
+        let training = RecurrentHeadLoss<Float>(hidden: d, eps: model.config.rmsNormEpsilon).evaluate(
+            weights, finalStates: Array(UnsafeBufferPointer(start: h.pointer, count: d)), embeddings: embeddings,
+            targets: tokens.map { _ in [Float](repeating: 0, count: vocabulary.count) },
+            head: AdapterTrainer.headRows(of: model, ids: vocabulary), vocabulary: vocabulary.count).logits
+        for j in tokens.indices {
+            let a = inference[j], b = training[j]
+            let difference = zip(a, b).map { ($0 - $1) * ($0 - $1) }.reduce(0, +).squareRoot()
+            let norm = b.map { $0 * $0 }.reduce(0, +).squareRoot()
+            #expect(difference < 0.05 * norm, "step \(j): ‖inference − training‖ = \(difference), ‖training‖ = \(norm)")
+            #expect(a.indices.max { a[$0] < a[$1] } == b.indices.max { b[$0] < b[$1] }, "step \(j): top token")
+        }
+    }
+
+    @Test("a few dozen training steps on the model's own text lower the loss")
+    func trainingLowersLoss() throws {
+        let real = try RealModel.get(), golden = try Golden.load()
+        let generator = Generator(tokenizer: real.tokenizer)
+        let plain = SpeculativeDecoder.plain(model: real.model, contextCapacity: 256)
+        let sequences = try golden.prompts.prefix(3).map { prompt in
+            prompt.ids + (try generator.generate(prompt: prompt.ids, decoder: plain, options: GenerationOptions(maxTokens: 48, ignoreEOS: true)).tokens)
+        }
+        let forcing = TeacherForcing(model: real.model, exitLayer: 1, keepsDeepStates: true)
+        let examples = try sequences.map { try forcing.run($0, firstTarget: $0.count - 48) }
+        var options = RecurrentHeadTrainingOptions()
+        (options.steps, options.batch, options.depth, options.learningRate, options.warmup, options.draftVocabulary) = (40, 8, 3, 3e-3, 5, 512)
+        let trainer = RecurrentHeadTrainer(model: real.model, start: .random(for: real.model, seed: 2), tokens: sequences,
+                                           examples: examples, options: options)
+        // Drafts start from the prompt's last position (whose next token is the answer's first) to the
+        // last one that leaves 3 tokens: 45 per sequence.
+        #expect(trainer.startCount == 3 * 45)
+        let losses = (0..<40).map { _ in trainer.step().loss }
+        let first = losses.prefix(5).reduce(0, +) / 5, last = losses.suffix(5).reduce(0, +) / 5
+        #expect(last < 0.8 * first, "loss \(first) → \(last)")
+        let head = trainer.draftHead(origin: "test")
+        #expect(head.draftVocabulary?.count == 512 && head.config.origin == "test")
     }
 
     @Test("beam settings outside their ranges are refused")
