@@ -114,7 +114,10 @@ struct BenchSpeed: ParsableCommand {
     }
 
     /// --sizes parsed, or nil when it is not a list of counts in 1…64.
-    var forwardSizes: [Int]? { Self.counts(sizes, in: 1...64) }
+    var forwardSizes: [Int]? { Self.counts(sizes, in: 1...64).map(Self.withBaseline) }
+
+    /// `counts` with 1 first: every ratio printed is to one token (or sequence), whatever was listed.
+    static func withBaseline(_ counts: [Int]) -> [Int] { [1] + counts.filter { $0 != 1 } }
 
     /// A comma-separated list of counts in `range`, or nil.
     static func counts(_ list: String, in range: ClosedRange<Int>) -> [Int]? {
@@ -183,7 +186,7 @@ struct BenchSpeed: ParsableCommand {
                                ratioToChain: times[1].ratioToOne))
         }
         let batchSteps = try Self.batchStepTimes(model, text: Array(long), context: context,
-                                                 sequences: Self.counts(sequences, in: 1...16)!, repeats: repeats, pool: pool)
+                                                 sequences: Self.withBaseline(Self.counts(sequences, in: 1...16)!), repeats: repeats, pool: pool)
 
         let matrix = model.attentionWeights(layer: 0).query
         let kernel = Self.kernelTimes(matrix, sizes: forwardSizes ?? [], repeats: repeats)
