@@ -47,13 +47,14 @@ public final class ContinuousBatch {
     private struct Running {
         let request: BatchedRequest
         var progress: GenerationProgress
-        var sampler: Sampler
         let admittedAt: ContinuousClock.Instant
         /// Nil while the prompt is being processed.
         var firstTokenAt: ContinuousClock.Instant?
     }
 
     private var running: [Running?]
+    /// Each slot's sampler (its request's, seeded), by slot as `BatchDecoder.next` takes them.
+    private var samplers: [Sampler]
     /// Slots whose prompts are being processed, oldest first.
     private var prefilling: [Int] = []
     /// Each slot's drafters by decoder name, made when first needed (a drafter keeps per-sequence state).
@@ -72,6 +73,7 @@ public final class ContinuousBatch {
         self.prefillChunk = prefillChunk
         self.makeDrafter = makeDrafter
         running = Array(repeating: nil, count: decoder.slots)
+        samplers = Array(repeating: Sampler(options: SamplingOptions()), count: decoder.slots)
         drafters = Array(repeating: [:], count: decoder.slots)
     }
 
@@ -103,7 +105,8 @@ public final class ContinuousBatch {
             request.onFinished(.failure(error))
             return
         }
-        running[slot] = Running(request: request, progress: progress, sampler: Sampler(options: request.request.options.sampling),
+        samplers[slot] = Sampler(options: request.request.options.sampling)
+        running[slot] = Running(request: request, progress: progress,
                                 admittedAt: clock.now)
         prefilling.append(slot)
     }
@@ -151,7 +154,7 @@ public final class ContinuousBatch {
             let chunk = min(prefillChunk - step.promptTokens, decoder.promptTokensLeft(slot: slot))
             step.promptTokens += chunk
             do {
-                if let first = try decoder.prefill(slot: slot, limit: chunk, sampler: &running[slot]!.sampler) {
+                if let first = try decoder.prefill(slot: slot, limit: chunk, sampler: &samplers[slot]) {
                     prefilling.removeAll { $0 == slot }
                     let now = clock.now
                     running[slot]!.firstTokenAt = now
@@ -172,17 +175,14 @@ public final class ContinuousBatch {
         // seeded generator, so it drafts as it would alone to give the same samples whatever the batch.
         let cappedLimit = step.draftCap.map { $0 + 1 } ?? Int.max
         let limits = decoding.map { slot in
-            let entry = running[slot]!
-            return min(entry.progress.tokensWanted, entry.sampler.options.isGreedy ? cappedLimit : Int.max)
+            min(running[slot]!.progress.tokensWanted, samplers[slot].options.isGreedy ? cappedLimit : Int.max)
         }
-        var samplers = running.map { $0?.sampler ?? Sampler(options: SamplingOptions()) }
         do {
             let rounds = try decoder.next(slots: decoding, limits: limits, samplers: &samplers)
             for (slot, round) in zip(decoding, rounds) {
                 if decoder.drafts(slot: slot), let maxDraft = policy?.maxDraft {
                     policy!.record(cap: step.draftCap ?? maxDraft, nodes: round.nodes, accepted: round.drafted)
                 }
-                running[slot]!.sampler = samplers[slot]
                 consume(round, slot: slot)
             }
         } catch {

@@ -150,24 +150,8 @@ struct TrainAdapter: ParsableCommand {
         let source = selfDistill > 0 ? "self-distilled answers (≤\(selfDistill) tokens) to " : ""
         let tasks = taskPrompts > 0 ? " (\(taskPrompts) of them task prompts)" : ""
         let origin = "trained: exit layer \(exitLayer), \(source)\(examples.count) ShareGPT conversations\(tasks) × ≤\(tokensPerConversation) tokens, \(steps) steps, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), \(startFrom.map { "started from \($0)" } ?? randomInit.map { "random init \($0)" } ?? "init from layer \(exitLayer)")\(feedForward ? ", with a feed-forward block" : "")\(takesDeepState ? ", deep state (dropout \(deepStateDropout))" : "")\(takesPreviousState ? ", previous exit state" : "")"
-        let trainingStart = Date()
-        var recentLoss: [Double] = [], recentAgreement: [Double] = []
-        var done = trainer.optimiser.step
-        while done < steps {
-            let p = trainer.step()
-            done = p.step
-            recentLoss = Array((recentLoss + [p.loss]).suffix(20))
-            recentAgreement = Array((recentAgreement + [p.agreement]).suffix(20))
-            if done % 10 == 0 || done == steps {
-                let elapsed = Date().timeIntervalSince(trainingStart)
-                let eta = elapsed / Double(max(done - (resume ? 0 : 0), 1)) * Double(steps - done)
-                let line = String(format: "step %d/%d  loss %.3f  agreement %.3f  lr %.2e  elapsed %.0fs  ETA %.0fs\n", done, steps,
-                                  recentLoss.reduce(0, +) / Double(recentLoss.count),
-                                  recentAgreement.reduce(0, +) / Double(recentAgreement.count), p.learningRate, elapsed, eta)
-                FileHandle.standardError.write(Data(line.utf8))
-            }
-            if done % checkpointEvery == 0 || done == steps { try trainer.checkpoint(to: output, origin: origin) }
-        }
+        try runTrainingSteps(from: trainer.optimiser.step, to: steps, checkpointEvery: checkpointEvery, agreement: "agreement",
+                             step: trainer.step) { try trainer.checkpoint(to: output, origin: origin) }
         writeOut(String(format: "wrote %@ (%@) in %.0f s\n", output, origin, Date().timeIntervalSince(began)))
     }
 }

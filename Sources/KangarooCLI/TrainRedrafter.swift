@@ -116,25 +116,8 @@ struct TrainRedrafter: ParsableCommand {
         if resume { try trainer.resume(from: output) }
         let texts = conversationTexts > 0 ? " and the text of \(conversationTexts) more" : ""
         let origin = "trained: self-distilled answers (≤\(answerTokens) tokens) to \(conversations) ShareGPT prompts\(texts), depth \(depth), \(blocks) block(s), \(steps) steps × \(batch) drafts, lr \(learningRate), draft vocabulary \(trainer.vocabulary.count), seed \(seed)"
-        let trainingStart = Date()
-        var recentLoss: [Double] = [], recentAgreement: [Double] = []
-        var done = trainer.optimiser.step
-        let first = done
-        while done < steps {
-            let p = trainer.step()
-            done = p.step
-            recentLoss = Array((recentLoss + [p.loss]).suffix(20))
-            recentAgreement = Array((recentAgreement + [p.agreement]).suffix(20))
-            if done % 10 == 0 || done == steps {
-                let elapsed = Date().timeIntervalSince(trainingStart)
-                let eta = elapsed / Double(max(done - first, 1)) * Double(steps - done)
-                let line = String(format: "step %d/%d  loss %.3f  first-token agreement %.3f  lr %.2e  elapsed %.0fs  ETA %.0fs\n", done, steps,
-                                  recentLoss.reduce(0, +) / Double(recentLoss.count),
-                                  recentAgreement.reduce(0, +) / Double(recentAgreement.count), p.learningRate, elapsed, eta)
-                FileHandle.standardError.write(Data(line.utf8))
-            }
-            if done % checkpointEvery == 0 || done == steps { try trainer.checkpoint(to: output, origin: origin) }
-        }
+        try runTrainingSteps(from: trainer.optimiser.step, to: steps, checkpointEvery: checkpointEvery,
+                             agreement: "first-token agreement", step: trainer.step) { try trainer.checkpoint(to: output, origin: origin) }
         writeOut(String(format: "wrote %@ (%@) in %.0f s\n", output, origin, Date().timeIntervalSince(began)))
     }
 }

@@ -1,3 +1,5 @@
+import ModelFormats
+
 /// Trainable tensors, or their gradients, as a list in a fixed order (what `AdamW` updates).
 public protocol TensorList {
     associatedtype Scalar
@@ -55,6 +57,25 @@ public struct AdamW<S: BinaryFloatingPoint & Sendable>: Sendable {
         var result: S = 1
         for _ in 0..<exponent { result *= base }
         return result
+    }
+}
+
+extension AdamW where S == Float {
+    /// Saves the moments and the step count as `folder`/optimizer.safetensors (a checkpoint's half
+    /// beside the weights).
+    public func save(to folder: String) throws {
+        var tensors: [String: SafeTensors.Tensor] = [:]
+        for (i, m) in first.enumerated() { tensors["first.\(i)"] = .init(floats: m, shape: [m.count]) }
+        for (i, v) in second.enumerated() { tensors["second.\(i)"] = .init(floats: v, shape: [v.count]) }
+        try SafeTensors.write(SafeTensors.File(tensors: tensors, metadata: ["step": String(step)]), to: folder + "/optimizer.safetensors")
+    }
+
+    /// Restores what `save` wrote, for `tensors` tensors.
+    public mutating func restore(from folder: String, tensors: Int) throws {
+        let state = try SafeTensors.read(path: folder + "/optimizer.safetensors")
+        first = (0..<tensors).map { state.tensors["first.\($0)"]?.floats() ?? [] }
+        second = (0..<tensors).map { state.tensors["second.\($0)"]?.floats() ?? [] }
+        step = Int(state.metadata["step"] ?? "0") ?? 0
     }
 }
 

@@ -173,21 +173,12 @@ public final class AdapterTrainer {
     /// Saves the adapter and the optimiser's state into `folder`.
     public func checkpoint(to folder: String, origin: String) throws {
         try adapter(origin: origin).save(to: folder)
-        var tensors: [String: SafeTensors.Tensor] = [:]
-        for (i, m) in optimiser.first.enumerated() { tensors["first.\(i)"] = .init(floats: m, shape: [m.count]) }
-        for (i, v) in optimiser.second.enumerated() { tensors["second.\(i)"] = .init(floats: v, shape: [v.count]) }
-        try SafeTensors.write(SafeTensors.File(tensors: tensors, metadata: ["step": String(optimiser.step)]),
-                              to: folder + "/optimizer.safetensors")
+        try optimiser.save(to: folder)
     }
 
     /// Continues from a checkpoint written by `checkpoint` (same data and options).
     public func resume(from folder: String) throws {
-        let saved = try KangarooAdapter.load(from: folder, for: model)
-        weights = Self.tensors(of: saved)
-        let state = try SafeTensors.read(path: folder + "/optimizer.safetensors")
-        let count = weights.tensors.count
-        optimiser.first = (0..<count).map { state.tensors["first.\($0)"]?.floats() ?? [] }
-        optimiser.second = (0..<count).map { state.tensors["second.\($0)"]?.floats() ?? [] }
-        optimiser.step = Int(state.metadata["step"] ?? "0") ?? 0
+        weights = Self.tensors(of: try KangarooAdapter.load(from: folder, for: model))
+        try optimiser.restore(from: folder, tensors: weights.tensors.count)
     }
 }

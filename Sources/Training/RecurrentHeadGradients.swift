@@ -1,3 +1,4 @@
+import Adapter
 import Foundation
 
 /// The trainable tensors of a ReDrafter head (`RecurrentDraftHead`), or their gradients, row-major.
@@ -18,6 +19,12 @@ public struct RecurrentHeadTensors<S: BinaryFloatingPoint & Sendable>: TensorLis
         self.blockBiases = blockBiases
         self.projection = projection
         self.norm = norm
+    }
+
+    /// The tensors of a head, as training updates them.
+    public init(_ head: RecurrentDraftHead) where S == Float {
+        self.init(input: head.input, recurrent: head.recurrent, recurrentBias: head.recurrentBias, blockWeights: head.blockWeights,
+                  blockBiases: head.blockBiases, projection: head.projection, norm: head.norm)
     }
 
     /// All zeros, shaped like `other`.

@@ -48,9 +48,7 @@ public final class RecurrentHeadTrainer {
         self.model = model
         self.options = options
         base = start
-        weights = RecurrentHeadTensors(input: start.input, recurrent: start.recurrent, recurrentBias: start.recurrentBias,
-                                       blockWeights: start.blockWeights, blockBiases: start.blockBiases, projection: start.projection,
-                                       norm: start.norm)
+        weights = RecurrentHeadTensors(start)
         optimiser = AdamW(weightDecay: Float(options.weightDecay), clipNorm: Float(options.clipNorm))
         vocabulary = start.draftVocabulary
             ?? AdapterTrainer.frequentTokens(examples, limit: options.draftVocabulary, vocabularySize: model.config.vocabularySize)
@@ -135,24 +133,13 @@ public final class RecurrentHeadTrainer {
     /// Saves the head and the optimiser's state into `folder`.
     public func checkpoint(to folder: String, origin: String) throws {
         try draftHead(origin: origin).save(to: folder)
-        var tensors: [String: SafeTensors.Tensor] = [:]
-        for (i, m) in optimiser.first.enumerated() { tensors["first.\(i)"] = .init(floats: m, shape: [m.count]) }
-        for (i, v) in optimiser.second.enumerated() { tensors["second.\(i)"] = .init(floats: v, shape: [v.count]) }
-        try SafeTensors.write(SafeTensors.File(tensors: tensors, metadata: ["step": String(optimiser.step)]),
-                              to: folder + "/optimizer.safetensors")
+        try optimiser.save(to: folder)
     }
 
     /// Continues from a checkpoint written by `checkpoint` (same data and options).
     public func resume(from folder: String) throws {
-        let saved = try RecurrentDraftHead.load(from: folder, for: model)
-        weights = RecurrentHeadTensors(input: saved.input, recurrent: saved.recurrent, recurrentBias: saved.recurrentBias,
-                                       blockWeights: saved.blockWeights, blockBiases: saved.blockBiases, projection: saved.projection,
-                                       norm: saved.norm)
-        let state = try SafeTensors.read(path: folder + "/optimizer.safetensors")
-        let count = weights.tensors.count
-        optimiser.first = (0..<count).map { state.tensors["first.\($0)"]?.floats() ?? [] }
-        optimiser.second = (0..<count).map { state.tensors["second.\($0)"]?.floats() ?? [] }
-        optimiser.step = Int(state.metadata["step"] ?? "0") ?? 0
+        weights = RecurrentHeadTensors(try RecurrentDraftHead.load(from: folder, for: model))
+        try optimiser.restore(from: folder, tensors: weights.tensors.count)
         for _ in 0..<(optimiser.step * options.batch) { _ = random.next() }
     }
 }
@@ -171,9 +158,7 @@ public struct RecurrentHeadAgreement: Sendable {
         let d = model.config.hiddenSize
         let vocabulary = head.draftVocabulary ?? (0..<Int32(model.config.vocabularySize)).map { $0 }
         let rows = AdapterTrainer.headRows(of: model, ids: vocabulary)
-        let weights = RecurrentHeadTensors(input: head.input, recurrent: head.recurrent, recurrentBias: head.recurrentBias,
-                                           blockWeights: head.blockWeights, blockBiases: head.blockBiases, projection: head.projection,
-                                           norm: head.norm)
+        let weights = RecurrentHeadTensors(head)
         let loss = RecurrentHeadLoss<Float>(hidden: d, eps: model.config.rmsNormEpsilon)
         let forcing = TeacherForcing(model: model, exitLayer: 1, keepsDeepStates: true)
         let embedded = FloatMatrix(capacity: 64, columns: d)

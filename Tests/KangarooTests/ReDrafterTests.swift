@@ -155,9 +155,7 @@ struct ReDrafterTests {
             model.embed([token], into: embedded)
             return Array(UnsafeBufferPointer(start: embedded.pointer, count: d))
         }
-        let weights = RecurrentHeadTensors(input: head.input, recurrent: head.recurrent, recurrentBias: head.recurrentBias,
-                                           blockWeights: head.blockWeights, blockBiases: head.blockBiases, projection: head.projection,
-                                           norm: head.norm)
+        let weights = RecurrentHeadTensors(head)
         let training = RecurrentHeadLoss<Float>(hidden: d, eps: model.config.rmsNormEpsilon).evaluate(
             weights, finalStates: Array(UnsafeBufferPointer(start: h.pointer, count: d)), embeddings: embeddings,
             targets: tokens.map { _ in [Float](repeating: 0, count: vocabulary.count) },
