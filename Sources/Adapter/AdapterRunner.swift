@@ -33,6 +33,10 @@ public final class AdapterRunner: ExitStateDraftModel, @unchecked Sendable {
     private var roundParents: [Int?] = []
     private var roundBase = 0
     private let predecessors: FloatMatrix
+    /// Block drafters: the block queries, and a block's rows (the newest position's, then the queries').
+    private let blockQueries: FloatMatrix?
+    private let blockRows: FloatMatrix
+    private let blockFeedForward: FeedForwardWeights?
 
     public init(adapter: KangarooAdapter, model: LlamaModel, contextCapacity: Int, chunk: Int) {
         self.adapter = adapter
@@ -59,6 +63,18 @@ public final class AdapterRunner: ExitStateDraftModel, @unchecked Sendable {
         projected = FloatMatrix(capacity: 1, columns: c.hiddenSize)
         self.weights = weights
         predecessors = FloatMatrix(capacity: DraftHead.maxRows, columns: c.hiddenSize)
+        blockQueries = adapter.blockQueries.map { queries in
+            let matrix = FloatMatrix(capacity: adapter.blockSize, columns: c.hiddenSize)
+            queries.withUnsafeBufferPointer { matrix.pointer.update(from: $0.baseAddress!, count: queries.count) }
+            matrix.rows = adapter.blockSize
+            return matrix
+        }
+        blockRows = FloatMatrix(capacity: adapter.blockSize + 1, columns: c.hiddenSize)
+        blockFeedForward = adapter.blockFeedForward.map { f in
+            FeedForwardWeights(norm: f.norm, gate: matrix(f.gate, rows: f.size, columns: c.hiddenSize),
+                               up: matrix(f.up, rows: f.size, columns: c.hiddenSize),
+                               down: matrix(f.down, rows: c.hiddenSize, columns: f.size))
+        }
         cache = KVCache(config: c, capacity: contextCapacity, layerCount: 1)
         states = FloatMatrix(capacity: chunk, columns: c.hiddenSize)
         head = DraftHead(model: model, normWeights: adapter.norm, vocabulary: adapter.draftVocabulary)
@@ -116,6 +132,39 @@ public final class AdapterRunner: ExitStateDraftModel, @unchecked Sendable {
         }
         if let feedForward { model.feedForwardBlock(feedForward, states: last, count: 1, scratch: scratch) }
         head.evaluate(last, pool: scratch.pool)
+    }
+
+    /// SpecDec: feeds row `row` of `exitStates` (the newest position, p) and evaluates the draft head on
+    /// it and on the block queries, which take positions p + 1 … p + k with that exit state plus their
+    /// query vectors as inputs, and see the cache and the queries
+    /// before them, as training placed them: `head.logits` row 0 drafts position p + 1, row j position
+    /// p + 1 + j. The queries' keys and values are dropped afterwards. `deepState` goes to every row
+    /// (the queries have nothing else from the deep layers), the block feed-forward block to the
+    /// queries' rows.
+    public func evaluateBlock(_ exitStates: FloatMatrix, row: Int, deepState: UnsafePointer<Float>?, scratch: ForwardScratch) {
+        guard let blockQueries else { preconditionFailure("the adapter has no block queries") }
+        let k = blockQueries.rows, d = states.columns
+        feed(exitStates, rows: row..<(row + 1), scratch: scratch)
+        blockRows.copyRow(from: states, row: 0, to: 0)
+        let position = length
+        // Each query's input: the newest position's exit state plus the query vector.
+        for j in 0..<k {
+            states.copyRow(from: blockQueries, row: j, to: j)
+            VectorOps.add(states.row(j), exitStates.row(row), count: d)
+        }
+        states.rows = k
+        model.attentionBlock(attention, states: states.pointer, count: k, position: position, cache: cache, cacheLayer: 0, scratch: scratch)
+        cache.truncate(to: position)
+        for j in 0..<k { blockRows.copyRow(from: states, row: j, to: j + 1) }
+        blockRows.rows = k + 1
+        if let deepProjection, let deepState {
+            deepInput.set(deepState, count: 1, columns: d)
+            deepProjection.multiply(deepInput, into: projected.pointer, pool: scratch.pool)
+            for j in 0...k { VectorOps.add(blockRows.row(j), projected.pointer, count: d) }
+        }
+        if let feedForward { model.feedForwardBlock(feedForward, states: blockRows.pointer, count: k + 1, scratch: scratch) }
+        if let blockFeedForward { model.feedForwardBlock(blockFeedForward, states: blockRows.row(1), count: k, scratch: scratch) }
+        head.evaluate(blockRows.pointer, count: k + 1, pool: scratch.pool)
     }
 
     public func evaluateTree(_ exitStates: FloatMatrix, rows: [Int], parents: [Int?], deepState: UnsafePointer<Float>?,

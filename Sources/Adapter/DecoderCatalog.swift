@@ -16,12 +16,22 @@ public enum DecoderKind: String, CaseIterable, Sendable {
     case lookup
     /// ReDrafter: a trained recurrent head drafts beams from the full model's last final state.
     case redrafter
+    /// SpecDec: a block drafter (the adapter with learned block queries) drafts several positions in
+    /// one pass from the shallow layers' states.
+    case specdec
 
     /// The settings this decoder uses unless told otherwise: `SpeculativeOptions`' defaults, except
-    /// that layer skip drafts alone (no copy drafts) unless asked.
+    /// that layer skip drafts alone (no copy drafts) unless asked, and that SpecDec drafts its whole
+    /// block (γ 5 = the shipped drafter's 4 queries + 1) down to η 0.5 (by `bench suite`; see
+    /// docs/measurements.md).
     public var defaultOptions: SpeculativeOptions {
         var options = SpeculativeOptions()
         if self == .layerskip { options.copyNgram = 0 }
+        if self == .specdec {
+            options.copyNgram = 0
+            options.maxDraft = 5
+            options.threshold = 0.5
+        }
         return options
     }
 }
@@ -29,6 +39,7 @@ public enum DecoderKind: String, CaseIterable, Sendable {
 public enum DecoderCatalogError: Error, CustomStringConvertible, Equatable {
     case adapterRequired
     case redrafterHeadRequired
+    case blockDrafterRequired
     case unknownDecoder(String)
     /// The KV caches would take more than half of the machine's memory.
     case contextTooLarge(positions: Int, sequences: Int, bytes: Int, memory: Int)
@@ -37,6 +48,7 @@ public enum DecoderCatalogError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .adapterRequired: "the kangaroo decoder needs an adapter for this model"
         case .redrafterHeadRequired: "the redrafter decoder needs a trained head for this model (none ships for it; train one with kangaroo train-redrafter and pass --redrafter-head DIR)"
+        case .blockDrafterRequired: "the specdec decoder needs a trained block drafter for this model (none ships for it; train one with kangaroo train-specdec and pass --specdec-drafter DIR)"
         case let .unknownDecoder(name): "there is no decoder '\(name)' (\(DecoderKind.allCases.map(\.rawValue).joined(separator: ", ")))"
         case let .contextTooLarge(positions, sequences, bytes, memory):
             "a context of \(positions) positions for \(sequences) sequence(s) needs \(bytes >> 20) MiB of KV cache, more than half of this machine's \(memory >> 20) MiB"
@@ -49,12 +61,13 @@ public enum DecoderCatalog {
     /// A decoder of `kind` for `model` with `options`; Kangaroo drafts with `adapter` (at its own exit
     /// layer) and needs one.
     public static func make(_ kind: DecoderKind, model: LlamaModel, options: SpeculativeOptions? = nil,
-                            adapter: KangarooAdapter? = nil, redrafterHead: RecurrentDraftHead? = nil, contextCapacity: Int? = nil,
+                            adapter: KangarooAdapter? = nil, redrafterHead: RecurrentDraftHead? = nil,
+                            blockDrafter: KangarooAdapter? = nil, contextCapacity: Int? = nil,
                             acceptance: AcceptanceRule = SpeculativeSamplingRule(), name: String? = nil) throws -> SpeculativeDecoder {
         let capacity = model.config.context(contextCapacity)
         try checkMemory(model, capacity: capacity, sequences: 1)
         let drafter = try makeDrafter(kind, model: model, options: options, adapter: adapter, redrafterHead: redrafterHead,
-                                      contextCapacity: capacity)
+                                      blockDrafter: blockDrafter, contextCapacity: capacity)
         return SpeculativeDecoder(model: model, drafter: drafter, name: name ?? kind.rawValue, contextCapacity: capacity,
                                   acceptance: acceptance)
     }
@@ -73,7 +86,7 @@ public enum DecoderCatalog {
     public static func makeBatch(model: LlamaModel, tokenizer: Tokenizer, slots: Int,
                                  options: @escaping (DecoderKind) -> SpeculativeOptions = { $0.defaultOptions },
                                  adapter: KangarooAdapter? = nil, redrafterHead: RecurrentDraftHead? = nil,
-                                 contextCapacity: Int? = nil, prefillChunk: Int = 64,
+                                 blockDrafter: KangarooAdapter? = nil, contextCapacity: Int? = nil, prefillChunk: Int = 64,
                                  acceptance: AcceptanceRule = SpeculativeSamplingRule()) throws -> ContinuousBatch {
         let capacity = model.config.context(contextCapacity)
         try checkMemory(model, capacity: capacity, sequences: slots)
@@ -87,14 +100,15 @@ public enum DecoderCatalog {
         return ContinuousBatch(decoder: decoder, tokenizer: tokenizer, prefillChunk: prefillChunk, policy: policy) { name in
             guard let kind = DecoderKind(rawValue: name) else { throw DecoderCatalogError.unknownDecoder(name) }
             return try makeDrafter(kind, model: model, options: options(kind), adapter: adapter, redrafterHead: redrafterHead,
-                                   contextCapacity: capacity)
+                                   blockDrafter: blockDrafter, contextCapacity: capacity)
         }
     }
 
     /// The drafter of one sequence for `kind` (nil: plain decoding). ReDrafter drafts with
-    /// `redrafterHead`, else with the head shipped for the model.
+    /// `redrafterHead`, SpecDec with `blockDrafter`, else with the one shipped for the model.
     public static func makeDrafter(_ kind: DecoderKind, model: LlamaModel, options: SpeculativeOptions?, adapter: KangarooAdapter?,
-                                   redrafterHead: RecurrentDraftHead? = nil, contextCapacity: Int) throws -> (any Drafter)? {
+                                   redrafterHead: RecurrentDraftHead? = nil, blockDrafter: KangarooAdapter? = nil,
+                                   contextCapacity: Int) throws -> (any Drafter)? {
         var options = options ?? kind.defaultOptions
         switch kind {
         case .plain:
@@ -109,6 +123,12 @@ public enum DecoderCatalog {
                 throw DecoderCatalogError.redrafterHeadRequired
             }
             return try ReDrafter(head: head, model: model, beamWidth: options.beamWidth, beamLength: options.beamLength)
+        case .specdec:
+            guard let drafter = try blockDrafter ?? KangarooAdapter.shipped(for: model, name: KangarooAdapter.blockDrafterName),
+                  drafter.blockSize > 0 else {
+                throw DecoderCatalogError.blockDrafterRequired
+            }
+            return try BlockDrafter(drafter: drafter, model: model, options: options, contextCapacity: contextCapacity)
         case .kangaroo:
             guard let adapter else { throw DecoderCatalogError.adapterRequired }
             options.exitLayer = adapter.config.exitLayer

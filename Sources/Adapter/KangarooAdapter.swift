@@ -63,6 +63,12 @@ public enum AdapterError: Error, CustomStringConvertible {
 /// also `layers.0.post_attention_layernorm.weight` and `layers.0.mlp.{gate,up,down}_proj.weight`;
 /// with a deep state `deep_proj.weight` (d × d); with the previous exit state `prev_proj.weight`
 /// (d × d); optionally `draft_vocab` (int32 token ids) restricting the draft head to a sub-vocabulary.
+///
+/// SpecDec's block drafter is such an adapter with `block_queries` (k × d): learned vectors that, added
+/// to the newest position's exit state, take the k positions after it and draft them all in one pass (`AdapterRunner.
+/// evaluateBlock`), and optionally a feed-forward block their rows alone go through (`block_mlp.norm.weight`,
+/// `block_mlp.{gate,up,down}_proj.weight`). It is stored as `specdec.json` / `specdec.safetensors`,
+/// beside the adapter.
 public final class KangarooAdapter: @unchecked Sendable {
     public let config: AdapterConfig
     public private(set) var inputNorm: [Float]
@@ -75,6 +81,10 @@ public final class KangarooAdapter: @unchecked Sendable {
     public let previousProjection: [Float]?
     /// Token ids the draft head scores (nil: the whole vocabulary).
     public let draftVocabulary: [Int32]?
+    /// `[k × d]`: SpecDec's block queries (nil: none).
+    public let blockQueries: [Float]?
+    /// The feed-forward block of the block queries' rows (nil: none).
+    public let blockFeedForward: FeedForward?
 
     /// The optional feed-forward block: `down · (silu(gate · n) ⊙ (up · n))` with `n = RMSNorm(x; norm)`.
     public struct FeedForward: Sendable {
@@ -90,12 +100,13 @@ public final class KangarooAdapter: @unchecked Sendable {
         public var size: Int { gate.count / max(norm.count, 1) }
     }
 
-    public static let weightsFile = "adapter.safetensors"
-    public static let configFile = "adapter.json"
+    /// The stem of an adapter's files, and of a block drafter's.
+    public static let adapterName = "adapter"
+    public static let blockDrafterName = "specdec"
 
     public init(config: AdapterConfig, inputNorm: [Float], query: [Float], key: [Float], value: [Float], output: [Float],
                 norm: [Float], feedForward: FeedForward? = nil, deepProjection: [Float]? = nil, previousProjection: [Float]? = nil,
-                draftVocabulary: [Int32]? = nil) {
+                draftVocabulary: [Int32]? = nil, blockQueries: [Float]? = nil, blockFeedForward: FeedForward? = nil) {
         let d = config.hiddenSize, qs = config.headCount * config.headSize, kv = config.kvHeadCount * config.headSize
         precondition(inputNorm.count == d && norm.count == d && query.count == qs * d && key.count == kv * d
                      && value.count == kv * d && output.count == d * qs, "adapter weights do not match the config")
@@ -106,6 +117,11 @@ public final class KangarooAdapter: @unchecked Sendable {
         }
         precondition(deepProjection.map { $0.count == d * d } ?? true, "the deep projection must be d × d")
         precondition(previousProjection.map { $0.count == d * d } ?? true, "the previous-state projection must be d × d")
+        precondition(blockQueries.map { !$0.isEmpty && $0.count % d == 0 } ?? true, "block queries must be k × d")
+        if let f = blockFeedForward {
+            precondition(blockQueries != nil && f.norm.count == d && f.gate.count == f.size * d && f.up.count == f.size * d
+                         && f.down.count == d * f.size, "block feed-forward weights do not match")
+        }
         self.config = config
         self.inputNorm = inputNorm
         self.query = query
@@ -117,6 +133,30 @@ public final class KangarooAdapter: @unchecked Sendable {
         self.deepProjection = deepProjection
         self.previousProjection = previousProjection
         self.draftVocabulary = draftVocabulary
+        self.blockQueries = blockQueries
+        self.blockFeedForward = blockFeedForward
+    }
+
+    /// k: the positions a block drafter drafts in one pass after the newest (0: not a block drafter).
+    public var blockSize: Int { (blockQueries?.count ?? 0) / config.hiddenSize }
+
+    /// This adapter with a feed-forward block for the block queries' rows only: layer `exitLayer`'s
+    /// norm, gate and up, and a zero down projection (so it starts as no block at all).
+    public func addingBlockFeedForward(of model: LlamaModel) -> KangarooAdapter {
+        guard blockFeedForward == nil else { return self }
+        let copy = Self.copyingLayer(of: model, exitLayer: config.exitLayer, feedForward: true).feedForward!
+        return KangarooAdapter(config: config, inputNorm: inputNorm, query: query, key: key, value: value, output: output, norm: norm,
+                               feedForward: feedForward, deepProjection: deepProjection, previousProjection: previousProjection,
+                               draftVocabulary: draftVocabulary, blockQueries: blockQueries,
+                               blockFeedForward: FeedForward(norm: copy.norm, gate: copy.gate, up: copy.up,
+                                                             down: Array(repeating: 0, count: copy.down.count)))
+    }
+
+    /// This adapter with `queries` (k × d) as its block queries: a block drafter.
+    public func withBlockQueries(_ queries: [Float]) -> KangarooAdapter {
+        KangarooAdapter(config: config, inputNorm: inputNorm, query: query, key: key, value: value, output: output, norm: norm,
+                        feedForward: feedForward, deepProjection: deepProjection, previousProjection: previousProjection,
+                        draftVocabulary: draftVocabulary, blockQueries: queries, blockFeedForward: blockFeedForward)
     }
 
     /// This adapter also taking the deep state and/or the previous exit state, each through a zero
@@ -127,7 +167,7 @@ public final class KangarooAdapter: @unchecked Sendable {
                                norm: norm, feedForward: feedForward,
                                deepProjection: deepProjection ?? (deepState ? zero : nil),
                                previousProjection: previousProjection ?? (previousState ? zero : nil),
-                               draftVocabulary: draftVocabulary)
+                               draftVocabulary: draftVocabulary, blockQueries: blockQueries, blockFeedForward: blockFeedForward)
     }
 
     static func config(for model: LlamaModel, exitLayer: Int, origin: String, feedForwardSize: Int? = nil) -> AdapterConfig {
@@ -186,7 +226,8 @@ public final class KangarooAdapter: @unchecked Sendable {
 
     // MARK: Storage
 
-    public func save(to directory: String) throws {
+    /// Writes `name`.json and `name`.safetensors into `directory`.
+    public func save(to directory: String, name: String = adapterName) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let c = config
         let qs = c.headCount * c.headSize, kv = c.kvHeadCount * c.headSize, d = c.hiddenSize
@@ -207,15 +248,23 @@ public final class KangarooAdapter: @unchecked Sendable {
         if let deepProjection { tensors["deep_proj.weight"] = .init(floats: deepProjection, shape: [d, d]) }
         if let previousProjection { tensors["prev_proj.weight"] = .init(floats: previousProjection, shape: [d, d]) }
         if let draftVocabulary { tensors["draft_vocab"] = .init(ints: draftVocabulary, shape: [draftVocabulary.count]) }
-        try SafeTensors.write(SafeTensors.File(tensors: tensors), to: directory + "/" + Self.weightsFile)
+        if let blockQueries { tensors["block_queries"] = .init(floats: blockQueries, shape: [blockSize, d]) }
+        if let f = blockFeedForward {
+            tensors["block_mlp.norm.weight"] = .init(floats: f.norm, shape: [d])
+            tensors["block_mlp.gate_proj.weight"] = .init(floats: f.gate, shape: [f.size, d])
+            tensors["block_mlp.up_proj.weight"] = .init(floats: f.up, shape: [f.size, d])
+            tensors["block_mlp.down_proj.weight"] = .init(floats: f.down, shape: [d, f.size])
+        }
+        try SafeTensors.write(SafeTensors.File(tensors: tensors), to: directory + "/" + name + ".safetensors")
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(config).write(to: URL(fileURLWithPath: directory + "/" + Self.configFile))
+        try encoder.encode(config).write(to: URL(fileURLWithPath: directory + "/" + name + ".json"))
     }
 
-    /// Loads `adapter.json` and `adapter.safetensors` from `directory`, checking that they fit `model`.
-    public static func load(from directory: String, for model: LlamaModel) throws -> KangarooAdapter {
-        let configPath = directory + "/" + configFile, weightsPath = directory + "/" + weightsFile
+    /// Loads `name`.json and `name`.safetensors (`adapter.json`, `adapter.safetensors`) from
+    /// `directory`, checking that they fit `model`.
+    public static func load(from directory: String, for model: LlamaModel, name: String = adapterName) throws -> KangarooAdapter {
+        let configPath = directory + "/" + name + ".json", weightsPath = directory + "/" + name + ".safetensors"
         guard let configData = FileManager.default.contents(atPath: configPath) else { throw AdapterError.missingFile(configPath) }
         let config = try JSONDecoder().decode(AdapterConfig.self, from: configData)
         let c = model.config
@@ -266,6 +315,30 @@ public final class KangarooAdapter: @unchecked Sendable {
             feedForward: feedForward,
             deepProjection: file.tensors["deep_proj.weight"] == nil ? nil : try tensor("deep_proj.weight", [d, d]),
             previousProjection: file.tensors["prev_proj.weight"] == nil ? nil : try tensor("prev_proj.weight", [d, d]),
-            draftVocabulary: vocabulary)
+            draftVocabulary: vocabulary,
+            blockQueries: try blockQueries(file, hidden: d),
+            blockFeedForward: try blockFeedForward(file, hidden: d, tensor: tensor))
+    }
+
+    /// The block queries' feed-forward block (its width from the gate's shape), or nil when the file has none.
+    private static func blockFeedForward(_ file: SafeTensors.File, hidden d: Int,
+                                         tensor: (String, [Int]) throws -> [Float]) throws -> FeedForward? {
+        guard let gate = file.tensors["block_mlp.gate_proj.weight"] else { return nil }
+        guard file.tensors["block_queries"] != nil else { throw AdapterError.missingTensor("block_queries") }
+        guard gate.shape.count == 2, (1...65536).contains(gate.shape[0]) else {
+            throw AdapterError.badShape("block_mlp.gate_proj.weight", gate.shape, expected: [0, d])
+        }
+        let f = gate.shape[0]
+        return FeedForward(norm: try tensor("block_mlp.norm.weight", [d]), gate: try tensor("block_mlp.gate_proj.weight", [f, d]),
+                           up: try tensor("block_mlp.up_proj.weight", [f, d]), down: try tensor("block_mlp.down_proj.weight", [d, f]))
+    }
+
+    /// The `block_queries` tensor (k × d, k in 1…16), or nil when the file has none.
+    private static func blockQueries(_ file: SafeTensors.File, hidden d: Int) throws -> [Float]? {
+        guard let t = file.tensors["block_queries"] else { return nil }
+        guard t.shape.count == 2, (1...16).contains(t.shape[0]), t.shape[1] == d, let floats = t.floats() else {
+            throw AdapterError.badShape("block_queries", t.shape, expected: [16, d])
+        }
+        return floats
     }
 }

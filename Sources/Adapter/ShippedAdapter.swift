@@ -21,9 +21,10 @@ func shippedFolder(for model: LlamaModel, configFile: String) -> String? {
 }
 
 extension KangarooAdapter {
-    /// The trained adapter shipped with the package for `model`'s file, or nil when none ships for it.
-    public static func shipped(for model: LlamaModel) throws -> KangarooAdapter? {
-        try shippedFolder(for: model, configFile: configFile).map { try load(from: $0, for: model) }
+    /// The trained adapter (or, by `name`, the block drafter) shipped with the package for `model`'s
+    /// file, or nil when none ships for it.
+    public static func shipped(for model: LlamaModel, name: String = adapterName) throws -> KangarooAdapter? {
+        try shippedFolder(for: model, configFile: name + ".json").map { try load(from: $0, for: model, name: name) }
     }
 }
 

@@ -50,11 +50,15 @@ public struct BenchmarkRun: Codable, Sendable {
     public var settings: [String: String]
     public var decoders: [String]
     public var records: [TurnRecord]
+    /// Decoders run with a lossy option (relaxed verification): their outputs may differ from the
+    /// baseline's by design, and the report counts how often they do not.
+    public var lossyDecoders: [String]?
 
-    public init(settings: [String: String], decoders: [String], records: [TurnRecord]) {
+    public init(settings: [String: String], decoders: [String], records: [TurnRecord], lossyDecoders: [String] = []) {
         self.settings = settings
         self.decoders = decoders
         self.records = records
+        self.lossyDecoders = lossyDecoders.isEmpty ? nil : lossyDecoders
     }
 }
 
@@ -156,11 +160,20 @@ public enum BenchmarkMetrics {
     public static func mismatches(_ run: BenchmarkRun, baseline: String = "plain") -> [Mismatch] {
         var base: [String: [Int32]] = [:]
         for r in run.records where r.decoder == baseline { base["\(r.questionID)/\(r.turn)"] = r.tokenIDs }
+        let lossy = Set(run.lossyDecoders ?? [])
         return run.records.compactMap { r -> Mismatch? in
-            guard r.decoder != baseline, let expected = base["\(r.questionID)/\(r.turn)"], expected != r.tokenIDs else { return nil }
+            guard r.decoder != baseline, !lossy.contains(r.decoder), let expected = base["\(r.questionID)/\(r.turn)"], expected != r.tokenIDs else { return nil }
             let position = zip(expected, r.tokenIDs).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(expected.count, r.tokenIDs.count)
             return Mismatch(questionID: r.questionID, turn: r.turn, decoder: r.decoder, position: position)
         }
+    }
+
+    /// A lossy decoder's turns whose tokens equal the baseline's, of all its turns with a baseline.
+    public static func identicalTurns(_ run: BenchmarkRun, decoder: String, baseline: String = "plain") -> (identical: Int, turns: Int) {
+        var base: [String: [Int32]] = [:]
+        for r in run.records where r.decoder == baseline { base["\(r.questionID)/\(r.turn)"] = r.tokenIDs }
+        let compared = run.records.filter { $0.decoder == decoder }.compactMap { r in base["\(r.questionID)/\(r.turn)"].map { $0 == r.tokenIDs } }
+        return (compared.filter { $0 }.count, compared.count)
     }
 
     /// The Markdown table of `groups`.

@@ -74,6 +74,24 @@ public final class DraftHead: @unchecked Sendable {
         return (tokenID(row: best), 1 / sum)
     }
 
+    /// The draft of row `index` of the last `evaluate` and its confidence (top-1 probability): greedy,
+    /// the most likely token; sampling, a token drawn from the row's processed distribution (computed
+    /// in `buffer`, `rowCount` floats), which is kept dense in `round` as the distribution of the node
+    /// added next, which must be this draft.
+    public func draft(row index: Int = 0, sampler: inout Sampler, round: DraftRound,
+                      buffer q: UnsafeMutablePointer<Float>) -> (token: Int32, confidence: Float) {
+        if sampler.options.isGreedy { return greedyDraft(row: index) }
+        let rows = head.rows
+        sampler.process(logits.row(index), count: rows, into: q)
+        var confidence: Float = 0
+        for r in 0..<rows { confidence = max(confidence, q[r]) }
+        let drawn = Int(sampler.draw(q, count: rows))
+        let dense = round.probabilities.row(round.count)
+        dense.initialize(repeating: 0, count: round.probabilities.columns)
+        for r in 0..<rows { dense[Int(tokenID(row: r))] = q[r] }
+        return (tokenID(row: drawn), confidence)
+    }
+
     /// The `k` most likely tokens of row `index` of the last `evaluate`, most likely first, with their
     /// softmax probabilities (a draft tree's children, greedy).
     public func topDrafts(_ k: Int, row index: Int) -> [(token: Int32, probability: Float)] {

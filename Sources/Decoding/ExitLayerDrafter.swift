@@ -354,17 +354,7 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
         // Only the round's first draft has a verified predecessor, hence a deep state.
         draftModel.evaluate(round.states, rows: newest..<(newest + 1),
                             deepState: newest == 0 && draftModel.takesDeepState ? deepState.pointer : nil, scratch: round.scratch)
-        let head = draftModel.head
-        if sampler.options.isGreedy { return head.greedyDraft() }
-        let rows = head.rowCount, q = headProbabilities.pointer
-        sampler.process(head.logits.pointer, count: rows, into: q)
-        var confidence: Float = 0
-        for r in 0..<rows { confidence = max(confidence, q[r]) }
-        let row = Int(sampler.draw(q, count: rows))
-        let dense = round.probabilities.row(round.count)
-        dense.initialize(repeating: 0, count: round.probabilities.columns)
-        for r in 0..<rows { dense[Int(head.tokenID(row: r))] = q[r] }
-        return (head.tokenID(row: row), confidence)
+        return draftModel.head.draft(sampler: &sampler, round: round, buffer: headProbabilities.pointer)
     }
 }
 

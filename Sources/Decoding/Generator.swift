@@ -53,6 +53,8 @@ public struct GenerationResult: Sendable {
     public var logprobs: [(token: TokenLogProb, top: [TokenLogProb])]
     /// Drafting and acceptance figures of a speculative decoder.
     public var speculative: SpeculativeStatistics?
+    /// False when made with a lossy option (relaxed verification): the output may not be the full model's.
+    public var lossless = true
 
     /// Decode speed: tokens after the first, over the time they took.
     public var decodeTokensPerSecond: Double {
@@ -128,6 +130,7 @@ public struct GenerationProgress {
         text = TextAccumulator(stopStrings: options.stopStrings)
         result = GenerationResult(decoder: decoder, text: "", tokens: [], promptTokens: promptTokens, stopReason: .length,
                                   prefillSeconds: 0, decodeSeconds: 0, logprobs: [], speculative: nil)
+        result.lossless = options.sampling.isLossless
         isFinished = options.maxTokens == 0
     }
 

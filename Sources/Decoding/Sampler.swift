@@ -12,16 +12,24 @@ public struct SamplingOptions: Sendable, Equatable, Codable {
     /// Drop tokens whose probability is below `minP` times the top token's (0: no limit).
     public var minP: Float
     public var seed: UInt64
+    /// Greedy decoding only: SpecDec's lossy relaxed verification of drafts (nil: exact).
+    public var relaxed: RelaxedVerification?
 
-    public init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, minP: Float = 0, seed: UInt64 = 0) {
+    public init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, minP: Float = 0, seed: UInt64 = 0,
+                relaxed: RelaxedVerification? = nil) {
         self.temperature = temperature
         self.topK = topK
         self.topP = topP
         self.minP = minP
         self.seed = seed
+        self.relaxed = relaxed
     }
 
     public var isGreedy: Bool { temperature <= 0 }
+
+    /// Whether the output is the full model's own (greedy: plain decoding's token for token; sampled:
+    /// its distribution): false only with a relaxed verification that accepts more than the argmax.
+    public var isLossless: Bool { relaxed?.isLossless ?? true }
 }
 
 /// Chooses tokens: argmax when greedy, otherwise a seeded draw from the processed distribution

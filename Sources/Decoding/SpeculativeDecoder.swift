@@ -375,7 +375,7 @@ final class DecodingSequence {
             for i in 0..<rowCount { logits.copyRow(from: shared, row: row + i, to: i) }
         }
         logits.rows = rowCount
-        let (path, next) = sampler.options.isGreedy ? verifyGreedy() : verifySampled(&sampler)
+        let (path, next) = sampler.options.isGreedy ? verifyGreedy(relaxed: sampler.options.relaxed) : verifySampled(&sampler)
         let position = round.position
         cache.keepPath([0] + path.map { $0 + 1 }, base: position)
         var tokens = path.map { round.tokens[$0] }
@@ -410,13 +410,20 @@ final class DecodingSequence {
     }
 
     /// Greedy verification: from the pending token down, the child whose token is the full model's
-    /// argmax, while there is one; then the full model's token.
-    private func verifyGreedy() -> (path: [Int], next: Int32) {
+    /// argmax, while there is one; then the full model's token. With `relaxed` (lossy), a child the
+    /// relaxed rule accepts will do when none is the argmax.
+    private func verifyGreedy(relaxed: RelaxedVerification?) -> (path: [Int], next: Int32) {
         let children = children(), vocabulary = logits.columns
         var path: [Int] = [], row = 0
         while true {
-            let best = Sampler.argmax(logits.row(row), count: vocabulary)
-            guard let child = children[row].first(where: { round.tokens[$0] == best }) else { return (path, best) }
+            let scores = logits.row(row)
+            let best = Sampler.argmax(scores, count: vocabulary)
+            let exact = children[row].first { round.tokens[$0] == best }
+            let close = relaxed.flatMap { rule in
+                children[row].filter { rule.accepts(round.tokens[$0], logits: scores, count: vocabulary, top: best) }
+                    .max { scores[Int(round.tokens[$0])] < scores[Int(round.tokens[$1])] }
+            }
+            guard let child = exact ?? close else { return (path, best) }
             path.append(child)
             row = child + 1
         }

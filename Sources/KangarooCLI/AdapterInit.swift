@@ -28,6 +28,6 @@ struct AdapterInit: ParsableCommand {
         let adapter = random.map { KangarooAdapter.random(for: model, exitLayer: exitLayer, seed: $0) }
             ?? KangarooAdapter.copyingLayer(of: model, exitLayer: exitLayer)
         try adapter.save(to: output)
-        writeOut("wrote \(output)/\(KangarooAdapter.weightsFile) (\(adapter.config.origin))\n")
+        writeOut("wrote \(output)/\(KangarooAdapter.adapterName).safetensors (\(adapter.config.origin))\n")
     }
 }

@@ -68,7 +68,8 @@ struct BenchSuite: ParsableCommand {
         let variants = try decoderVariants()
         let adapter = variants.contains { $0.kind == .kangaroo } ? try speculative.resolveAdapter(for: model) : nil
         let head = try speculative.loadRedrafterHead(for: model)
-        let decoders = try variants.map { try $0.make(model: model, context: 4096, adapter: adapter, redrafterHead: head) }
+        let blockDrafter = try speculative.loadBlockDrafter(for: model)
+        let decoders = try variants.map { try $0.make(model: model, context: 4096, adapter: adapter, redrafterHead: head, blockDrafter: blockDrafter) }
         let generator = Generator(tokenizer: tokenizer)
         let options = GenerationOptions(maxTokens: maxTokens, sampling: SamplingOptions(temperature: temperature, seed: seed))
 
@@ -76,7 +77,8 @@ struct BenchSuite: ParsableCommand {
         let warmPrompt = tokenizer.encodePrompt(template.render([ChatMessage(role: .user, content: "Hello!")]))
         for decoder in decoders { _ = try generator.generate(prompt: warmPrompt, decoder: decoder, options: GenerationOptions(maxTokens: 16)) }
 
-        let records = try runSuite(questions, decoders: decoders, generator: generator, template: template, options: options)
+        let records = try runSuite(questions, decoders: decoders, generator: generator, template: template, options: options,
+                                   relaxed: variants.map(\.relaxed))
 
         let o = speculative.options(for: .kangaroo)
         let settings = [
@@ -88,7 +90,8 @@ struct BenchSuite: ParsableCommand {
             "threads": String(modelOptions.threads ?? 0), "model": model.gguf.path,
             "temperature": String(temperature), "seed": String(seed),
         ]
-        let run = BenchmarkRun(settings: settings, decoders: decoders.map(\.name), records: records)
+        let run = BenchmarkRun(settings: settings, decoders: decoders.map(\.name), records: records,
+                               lossyDecoders: variants.filter { !($0.relaxed?.isLossless ?? true) }.map(\.name))
         try BenchReport.write(run, to: output)
         let mismatches = temperature > 0 ? [] : BenchmarkMetrics.mismatches(run, baseline: decoders[0].name)
         if !mismatches.isEmpty {
@@ -100,12 +103,15 @@ struct BenchSuite: ParsableCommand {
 
 /// Runs every decoder on every turn of every question, interleaved question by question (a second turn
 /// continues the conversation with the decoder's own first answer); each turn is timed with its prefill.
+/// `relaxed[i]`, when given, is decoder i's relaxed verification.
 func runSuite(_ questions: [SpecBenchQuestion], decoders: [Decoder], generator: Generator, template: ChatTemplate,
-              options: GenerationOptions) throws -> [TurnRecord] {
+              options: GenerationOptions, relaxed: [RelaxedVerification?] = []) throws -> [TurnRecord] {
     var records: [TurnRecord] = []
     let progress = ProgressBar(total: questions.count)
     for question in questions {
-        for decoder in decoders {
+        for (index, decoder) in decoders.enumerated() {
+            var options = options
+            if index < relaxed.count { options.sampling.relaxed = relaxed[index] }
             var messages: [ChatMessage] = []
             for (turn, text) in question.turns.enumerated() {
                 messages.append(ChatMessage(role: .user, content: text))
@@ -162,13 +168,18 @@ struct BenchReport: ParsableCommand {
         report += sampled
             ? "Sampled outputs differ between decoders by design; the distribution's exactness is checked by the test suite.\n"
             : mismatches.isEmpty
-            ? "Losslessness: every speculative output equals the \(baseline) output.\n"
+            ? "Losslessness: every speculative output equals the \(baseline) output" + (run.lossyDecoders == nil ? ".\n" : ", except the lossy ones below.\n")
             : "**Losslessness check failed:**\n" + mismatches.map { "- \($0)" }.joined(separator: "\n") + "\n"
+        let lossy = (run.lossyDecoders ?? []).map { decoder in
+            let (identical, turns) = BenchmarkMetrics.identicalTurns(run, decoder: decoder, baseline: baseline)
+            return "Lossy (relaxed verification): \(decoder): \(identical) of \(turns) turns identical to \(baseline) decoding.\n"
+        }.joined()
+        report += lossy
         let charts = BenchmarkMetrics.charts(run, baseline: baseline)
         for (name, svg) in charts { try svg.write(toFile: folder + "/" + name, atomically: true, encoding: .utf8) }
         report += "\n" + charts.keys.sorted().map { "![\($0)](\($0))" }.joined(separator: "\n") + "\n"
         try report.write(toFile: folder + "/report.md", atomically: true, encoding: .utf8)
-        writeOut(table)
+        writeOut(table + lossy)
         writeOut("report: \(folder)/report.md\n")
     }
 }
@@ -206,13 +217,16 @@ struct DecoderVariant {
     let name: String
     let kind: DecoderKind
     let options: SpeculativeOptions
+    /// SpecDec's lossy relaxed verification (`beta=`, `tau=`), nil: exact.
+    let relaxed: RelaxedVerification?
 
     init(_ spec: String, base: SpeculativeSettings) throws {
         let parts = spec.split(separator: ":").map(String.init)
         guard let first = parts.first, let kind = DecoderKind(rawValue: first) else {
-            throw ValidationError("--decoders takes plain, kangaroo, layerskip, lookup and redrafter (with :key=value settings): '\(spec)'")
+            throw ValidationError("--decoders takes plain, kangaroo, layerskip, lookup, redrafter and specdec (with :key=value settings): '\(spec)'")
         }
         var options = base.options(for: kind)
+        var beta: Int?, tau: Float?
         for setting in parts.dropFirst() {
             let pair = setting.split(separator: "=", maxSplits: 1).map(String.init)
             guard pair.count == 2, let value = Double(pair[1]) else { throw ValidationError("'\(setting)' in '\(spec)' is not key=number") }
@@ -224,8 +238,15 @@ struct DecoderVariant {
             case "copy": options.copyNgram = Int(value)
             case "beams": options.beamWidth = Int(value)
             case "length": options.beamLength = Int(value)
-            default: throw ValidationError("unknown setting '\(pair[0])' in '\(spec)' (tree, width, threshold, draft, copy, beams, length)")
+            case "beta": beta = Int(value)
+            case "tau": tau = Float(value)
+            default: throw ValidationError("unknown setting '\(pair[0])' in '\(spec)' (tree, width, threshold, draft, copy, beams, length, beta, tau)")
             }
+        }
+        do {
+            relaxed = beta != nil || tau != nil ? try RelaxedVerification(beta: beta ?? 1, tau: tau ?? 0) : nil
+        } catch {
+            throw ValidationError("'\(spec)': beta must be in \(RelaxedVerification.betaRange), tau in \(RelaxedVerification.tauRange)")
         }
         if let invalid = options.invalidSetting { throw ValidationError("'\(spec)': \(SpeculativeSettings.flagError(invalid))") }
         name = spec
@@ -233,8 +254,9 @@ struct DecoderVariant {
         self.options = options
     }
 
-    func make(model: LlamaModel, context: Int, adapter: KangarooAdapter?, redrafterHead: RecurrentDraftHead?) throws -> SpeculativeDecoder {
-        try DecoderCatalog.make(kind, model: model, options: options, adapter: adapter, redrafterHead: redrafterHead, contextCapacity: context,
-                                name: name)
+    func make(model: LlamaModel, context: Int, adapter: KangarooAdapter?, redrafterHead: RecurrentDraftHead?,
+              blockDrafter: KangarooAdapter?) throws -> SpeculativeDecoder {
+        try DecoderCatalog.make(kind, model: model, options: options, adapter: adapter, redrafterHead: redrafterHead,
+                                blockDrafter: blockDrafter, contextCapacity: context, name: name)
     }
 }

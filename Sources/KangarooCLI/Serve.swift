@@ -11,7 +11,7 @@ struct Serve: AsyncParsableCommand {
         discussion: """
         Endpoints: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (stream: true gives \
         server-sent events ending with data: [DONE]), GET /health, GET /metrics (Prometheus). Requests \
-        may carry "kangaroo": {"decoder": "plain|kangaroo|layerskip|lookup|redrafter", "threshold": 0.6, "max_draft": 3, \
+        may carry "kangaroo": {"decoder": "plain|kangaroo|layerskip|lookup|redrafter|specdec", "threshold": 0.6, "max_draft": 3, \
         "copy_ngram": 2}; \
         responses report acceptance statistics under "kangaroo". Up to --parallel requests decode together \
         in one batch (continuous batching: a request joins at the next step, its prompt processed \
@@ -76,6 +76,8 @@ struct Serve: AsyncParsableCommand {
         let service = try GenerationService(
             model: model, tokenizer: tokenizer, adapter: adapter,
             redrafterHead: try speculative.loadRedrafterHead(for: model) ?? RecurrentDraftHead.shipped(for: model),
+            blockDrafter: try speculative.loadBlockDrafter(for: model)
+                ?? KangarooAdapter.shipped(for: model, name: KangarooAdapter.blockDrafterName),
             options: { speculative.options(for: $0) },
             context: min(context, model.config.contextLength), parallel: parallel, prefillChunk: prefillChunk,
             queueLimit: queue, defaultDecoder: kind,

@@ -128,15 +128,8 @@ struct TrainAdapter: ParsableCommand {
             : candidates.prefix(conversations)
                 .map { (tokens: ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation), firstTarget: 0) }
                 .filter { $0.tokens.count > 8 }
-        FileHandle.standardError.write(Data("teacher forcing \(sequences.count) conversations (\(sequences.reduce(0) { $0 + $1.tokens.count }) tokens) …\n".utf8))
         let forcing = TeacherForcing(model: model, exitLayer: exitLayer, keepsDeepStates: takesDeepState)
-        let bar = ProgressBar(total: sequences.count)
-        var examples: [TeacherForcedSequence] = []
-        for sequence in sequences {
-            examples.append(try forcing.run(sequence.tokens, firstTarget: sequence.firstTarget))
-            bar.advance()
-        }
-        bar.finish()
+        let examples = try teacherForced(sequences, by: forcing, what: "conversations")
 
         var options = TrainingOptions()
         options.steps = steps

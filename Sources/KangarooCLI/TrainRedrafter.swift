@@ -93,15 +93,7 @@ struct TrainRedrafter: ParsableCommand {
         sequences += candidates.reversed().prefix(conversationTexts)
             .map { (tokens: ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation), firstTarget: 0) }
             .filter { $0.tokens.count > 16 }
-        FileHandle.standardError.write(Data("teacher forcing \(sequences.count) answers (\(sequences.reduce(0) { $0 + $1.tokens.count }) tokens) …\n".utf8))
-        let forcing = TeacherForcing(model: model, exitLayer: 1, keepsDeepStates: true)
-        let bar = ProgressBar(total: sequences.count)
-        var examples: [TeacherForcedSequence] = []
-        for sequence in sequences {
-            examples.append(try forcing.run(sequence.tokens, firstTarget: sequence.firstTarget))
-            bar.advance()
-        }
-        bar.finish()
+        let examples = try teacherForced(sequences, by: TeacherForcing(model: model, exitLayer: 1, keepsDeepStates: true), what: "answers")
 
         var options = RecurrentHeadTrainingOptions()
         options.steps = steps

@@ -52,6 +52,7 @@ public final class GenerationService: @unchecked Sendable {
     private let defaults: [DecoderKind: SpeculativeOptions]
     private let hasAdapter: Bool
     private let hasRedrafterHead: Bool
+    private let hasBlockDrafter: Bool
     private let tokenizing = DispatchQueue(label: "kangaroo.tokenizing")
     /// Requests not yet in the batch, oldest first, and every request not finished (to cancel them all).
     private let jobs = Mutex<(waiting: [Job], active: [ObjectIdentifier: Job])>(([], [:]))
@@ -63,6 +64,7 @@ public final class GenerationService: @unchecked Sendable {
     /// `options` gives each decoder kind its settings; `template` the chat format (default: the one the
     /// model's template is recognised as, if any). The scheduler thread starts at once.
     public init(model: LlamaModel, tokenizer: Tokenizer, adapter: KangarooAdapter?, redrafterHead: RecurrentDraftHead? = nil,
+                blockDrafter: KangarooAdapter? = nil,
                 options: @escaping (DecoderKind) -> SpeculativeOptions = { $0.defaultOptions },
                 context: Int, parallel: Int = 4, prefillChunk: Int = 64, queueLimit: Int, defaultDecoder: DecoderKind = .plain,
                 template: ChatTemplate? = nil) throws {
@@ -75,9 +77,11 @@ public final class GenerationService: @unchecked Sendable {
         self.parallel = parallel
         hasAdapter = adapter != nil
         hasRedrafterHead = redrafterHead != nil
+        hasBlockDrafter = blockDrafter != nil
         defaults = Dictionary(uniqueKeysWithValues: DecoderKind.allCases.map { ($0, options($0)) })
         batch = try DecoderCatalog.makeBatch(model: model, tokenizer: tokenizer, slots: parallel, options: options,
-                                             adapter: adapter, redrafterHead: redrafterHead, contextCapacity: context,
+                                             adapter: adapter, redrafterHead: redrafterHead, blockDrafter: blockDrafter,
+                                             contextCapacity: context,
                                              prefillChunk: prefillChunk)
         metrics = ServerMetrics(slots: parallel)
         // Requests that name no decoder find theirs ready in every slot.
@@ -184,10 +188,10 @@ public final class GenerationService: @unchecked Sendable {
     }
 
     /// `kind`, or plain decoding when it needs a trained drafter this server lacks (Kangaroo without
-    /// an adapter, ReDrafter without a head).
+    /// an adapter, ReDrafter without a head, SpecDec without a block drafter).
     private func available(_ kind: DecoderKind) -> DecoderKind {
         switch kind {
-        case .kangaroo where !hasAdapter, .redrafter where !hasRedrafterHead: .plain
+        case .kangaroo where !hasAdapter, .redrafter where !hasRedrafterHead, .specdec where !hasBlockDrafter: .plain
         default: kind
         }
     }

@@ -92,7 +92,7 @@ struct OpenAIRequest: Sendable {
             logprobs = n
         }
 
-        var decoder: String?, threshold: Float?, maxDraft: Int?, copyNgram: Int?
+        var decoder: String?, threshold: Float?, maxDraft: Int?, copyNgram: Int?, relaxed: RelaxedVerification?
         if let raw = json["kangaroo"], !raw.isNull {
             guard case let .object(settings) = raw else {
                 throw APIError.invalid("'kangaroo' must be an object", param: "kangaroo")
@@ -118,9 +118,22 @@ struct OpenAIRequest: Sendable {
                 throw APIError.invalid("'kangaroo.copy_ngram' must be between 0 and \(SpeculativeOptions.copyNgramRange.upperBound)",
                                       param: "kangaroo.copy_ngram")
             }
+            // SpecDec's lossy relaxed verification: {"beta": B, "tau": T}; the response says "lossless": false.
+            if let raw = settings["relaxed_verification"], !raw.isNull {
+                let param = "kangaroo.relaxed_verification"
+                guard case let .object(rule) = raw else { throw APIError.invalid("'\(param)' must be an object", param: param) }
+                let r = Fields(rule, prefix: param + ".")
+                guard temperature == 0 else { throw APIError.invalid("'\(param)' applies to greedy decoding only (temperature 0)", param: param) }
+                guard let beta = try r.int("beta"), let tau = try r.number("tau"),
+                      let rule = try? RelaxedVerification(beta: beta, tau: Float(tau)) else {
+                    throw APIError.invalid("'\(param)' needs beta in \(RelaxedVerification.betaRange) and tau in \(RelaxedVerification.tauRange)", param: param)
+                }
+                relaxed = rule
+            }
         }
         return OpenAIRequest(model: model, input: input, maxTokens: maxTokens,
-                             sampling: SamplingOptions(temperature: Float(temperature), topP: Float(topP), seed: UInt64(abs(seed))),
+                             sampling: SamplingOptions(temperature: Float(temperature), topP: Float(topP), seed: UInt64(abs(seed)),
+                                                       relaxed: relaxed),
                              stop: stop, stream: stream, logprobs: logprobs, decoder: decoder, threshold: threshold, maxDraft: maxDraft,
                              copyNgram: copyNgram)
     }

@@ -183,7 +183,7 @@ struct ResponseFormat {
     }
 
     func statistics(_ result: GenerationResult) -> [String: Any] {
-        var out: [String: Any] = ["decoder": result.decoder, "tokens_per_second": result.decodeTokensPerSecond,
+        var out: [String: Any] = ["decoder": result.decoder, "lossless": result.lossless, "tokens_per_second": result.decodeTokensPerSecond,
                                   "prefill_ms": result.prefillSeconds * 1000, "decode_ms": result.decodeSeconds * 1000]
         if let s = result.speculative {
             out["rounds"] = s.rounds

@@ -24,10 +24,10 @@ public struct AdamW<S: BinaryFloatingPoint & Sendable>: Sendable {
         self.clipNorm = clipNorm
     }
 
-    /// Updates `parameters` in place with `gradients` at learning rate `rate`; returns the gradients'
-    /// global norm before clipping.
+    /// Updates `parameters` in place with `gradients` at learning rate `rate` (times `rateScales[t]`
+    /// for tensor t, when given); returns the gradients' global norm before clipping.
     @discardableResult
-    public mutating func update<T: TensorList>(_ parameters: inout T, gradients: T, rate: S) -> S where T.Scalar == S {
+    public mutating func update<T: TensorList>(_ parameters: inout T, gradients: T, rate: S, rateScales: [S]? = nil) -> S where T.Scalar == S {
         var p = parameters.tensors
         let g = gradients.tensors
         if first.isEmpty {
@@ -41,6 +41,7 @@ public struct AdamW<S: BinaryFloatingPoint & Sendable>: Sendable {
         step += 1
         let correction1 = 1 - pow(beta1, step), correction2 = 1 - pow(beta2, step)
         for t in p.indices {
+            let rate = rate * (rateScales?[t] ?? 1)
             for i in p[t].indices {
                 let grad = g[t][i] * clip
                 first[t][i] = beta1 * first[t][i] + (1 - beta1) * grad

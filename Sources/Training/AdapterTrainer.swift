@@ -18,6 +18,15 @@ public struct TrainingOptions: Sendable {
     /// Adapters with a deep state: the share of positions trained without it, as drafts after a round's
     /// first are made at inference.
     public var deepStateDropout = 0.25
+    /// Block drafters: the positions per step after which the block queries draft (drawn at random
+    /// among those whose block lies within the answer).
+    public var blockAnchors = 48
+    /// Block drafters: the block queries' learning rate, as a multiple of the others' (they are a few
+    /// vectors at the scale of exit states, which a rate fit for the weights would move too slowly).
+    public var blockQueryRateScale = 10.0
+    /// Block drafters: whether the adapter's own tensors train too (false: only the block's, so that a
+    /// round's first draft stays the adapter's).
+    public var trainsAdapter = false
 
     public init() {}
 }
@@ -56,6 +65,8 @@ public final class AdapterTrainer {
         shape = AdapterShape(hidden: c.hiddenSize, heads: c.headCount, kvHeads: c.kvHeadCount, headSize: c.headSize,
                              ropeBase: Double(c.ropeBase), eps: Double(c.rmsNormEpsilon), feedForward: start.feedForward?.size ?? 0,
                              deepState: start.deepProjection != nil, previousState: start.previousProjection != nil)
+        shape.blockSize = start.blockSize
+        shape.blockFeedForward = start.blockFeedForward?.size ?? 0
         shape.ropePairsAdjacent = c.architecture.ropeStyle == .adjacentPairs
         weights = Self.tensors(of: start)
         optimiser = AdamW(weightDecay: Float(options.weightDecay), clipNorm: Float(options.clipNorm))
@@ -72,7 +83,31 @@ public final class AdapterTrainer {
         return AdapterTensors(inputNorm: adapter.inputNorm, query: adapter.query, key: adapter.key, value: adapter.value,
                               output: adapter.output, norm: adapter.norm, feedForwardNorm: f?.norm ?? [], gate: f?.gate ?? [],
                               up: f?.up ?? [], down: f?.down ?? [], deepProjection: adapter.deepProjection ?? [],
-                              previousProjection: adapter.previousProjection ?? [])
+                              previousProjection: adapter.previousProjection ?? [], blockQueries: adapter.blockQueries ?? [],
+                              blockFeedForwardNorm: adapter.blockFeedForward?.norm ?? [], blockGate: adapter.blockFeedForward?.gate ?? [],
+                              blockUp: adapter.blockFeedForward?.up ?? [], blockDown: adapter.blockFeedForward?.down ?? [])
+    }
+
+    /// Starting block queries for `k` positions (added to the newest exit state): seeded noise of a
+    /// tenth of the exit states' RMS, so that they differ.
+    public static func initialBlockQueries(k: Int, examples: [TeacherForcedSequence], hidden d: Int, seed: UInt64) -> [Float] {
+        var squares = 0.0, count = 0
+        for e in examples {
+            for x in e.states.prefix(e.count * d) { squares += Double(x) * Double(x) }
+            count += e.count * d
+        }
+        let rms = (squares / Double(max(count, 1))).squareRoot()
+        var random = SplitMix64(seed: seed)
+        return (0..<(k * d)).map { _ in Float(0.1 * rms * (random.nextUnit() * 2 - 1)) }
+    }
+
+    /// Block drafters: `count` positions of `example` after which a whole block has targets, seeded by `step`.
+    func anchors(_ example: TeacherForcedSequence, step: Int) -> [Int] {
+        guard shape.blockSize > 0 else { return [] }
+        let first = max(example.firstTarget - 1, 0), last = example.count - 1 - shape.blockSize
+        guard last >= first else { return [] }
+        var random = SplitMix64(seed: options.seed &* 0xD1B5_4A32_D192_ED03 &+ UInt64(step))
+        return Array(Array(first...last).shuffled(using: &random).prefix(options.blockAnchors)).sorted()
     }
 
     /// The frozen LM head's rows for `ids`, dequantised: `ids.count × hiddenSize` floats.
@@ -135,22 +170,40 @@ public final class AdapterTrainer {
         let example = examples[index]
         let target = targets(example)
         let loss = AdapterLoss<Float>(shape: shape)
+        let anchors = anchors(example, step: optimiser.step)
+        // A block's rows get the deep state its anchor's row sees (the final state before it), never withheld.
+        let d = shape.hidden
+        let anchorDeepStates = shape.deepState && !anchors.isEmpty
+            ? anchors.flatMap { a in a == 0 ? [Float](repeating: 0, count: d) : Array(example.deepStates[((a - 1) * d)..<(a * d)]) }
+            : nil
         let (value, gradients, logits) = loss.evaluate(weights, states: example.states, start: 0, targets: target, head: head,
                                                        vocabulary: vocabulary.count,
-                                                       deepStates: deepStates(example, step: optimiser.step))
+                                                       deepStates: deepStates(example, step: optimiser.step), anchors: anchors,
+                                                       anchorDeepStates: anchorDeepStates,
+                                                       contextLoss: shape.blockSize == 0 || options.trainsAdapter)
         let schedule = LearningRateSchedule(peak: options.learningRate, warmup: options.warmup, total: options.steps)
         let rate = schedule.rate(at: optimiser.step)
-        optimiser.update(&weights, gradients: gradients, rate: Float(rate))
+        let scales = AdapterTensors<Float>.tensorNames.map { name -> Float in
+            if name == "block queries" { return Float(options.blockQueryRateScale) }
+            return shape.blockSize > 0 && !options.trainsAdapter && !AdapterTensors<Float>.blockTensorNames.contains(name) ? 0 : 1
+        }
+        optimiser.update(&weights, gradients: gradients, rate: Float(rate), rateScales: scales)
+        // Agreement of the sequence's rows (an adapter), or of the block rows (a block drafter): logits
+        // row r against target row `targetRows[r]`.
+        let k = shape.blockSize
+        let rows: [(logits: Int, target: Int)] = k == 0
+            ? (example.firstTarget..<example.count).map { ($0, $0) }
+            : anchors.enumerated().flatMap { n, a in (1...k).map { j in (example.count + n * k + j - 1, a + j) } }
         var agree = 0
         let v = vocabulary.count
         logits.withUnsafeBufferPointer { l in
             target.withUnsafeBufferPointer { p in
-                for t in example.firstTarget..<example.count where VectorOps.argmax(l.baseAddress! + t * v, count: v) == VectorOps.argmax(p.baseAddress! + t * v, count: v) {
+                for row in rows where VectorOps.argmax(l.baseAddress! + row.logits * v, count: v) == VectorOps.argmax(p.baseAddress! + row.target * v, count: v) {
                     agree += 1
                 }
             }
         }
-        return TrainingProgress(step: optimiser.step, loss: Double(value), agreement: Double(agree) / Double(max(example.count - example.firstTarget, 1)),
+        return TrainingProgress(step: optimiser.step, loss: Double(value), agreement: Double(agree) / Double(max(rows.count, 1)),
                                 learningRate: rate)
     }
 
@@ -165,20 +218,27 @@ public final class AdapterTrainer {
                                output: w.output, norm: w.norm, feedForward: feedForward,
                                deepProjection: shape.deepState ? w.deepProjection : nil,
                                previousProjection: shape.previousState ? w.previousProjection : nil,
-                               draftVocabulary: vocabulary.count < model.config.vocabularySize ? vocabulary : nil)
+                               draftVocabulary: vocabulary.count < model.config.vocabularySize ? vocabulary : nil,
+                               blockQueries: shape.blockSize > 0 ? w.blockQueries : nil,
+                               blockFeedForward: shape.blockFeedForward > 0
+                                   ? KangarooAdapter.FeedForward(norm: w.blockFeedForwardNorm, gate: w.blockGate, up: w.blockUp, down: w.blockDown)
+                                   : nil)
     }
+
+    /// The files' stem: the adapter's, or the block drafter's.
+    var fileName: String { shape.blockSize > 0 ? KangarooAdapter.blockDrafterName : KangarooAdapter.adapterName }
 
     // MARK: Checkpoints
 
     /// Saves the adapter and the optimiser's state into `folder`.
     public func checkpoint(to folder: String, origin: String) throws {
-        try adapter(origin: origin).save(to: folder)
+        try adapter(origin: origin).save(to: folder, name: fileName)
         try optimiser.save(to: folder)
     }
 
     /// Continues from a checkpoint written by `checkpoint` (same data and options).
     public func resume(from folder: String) throws {
-        weights = Self.tensors(of: try KangarooAdapter.load(from: folder, for: model))
+        weights = Self.tensors(of: try KangarooAdapter.load(from: folder, for: model, name: fileName))
         try optimiser.restore(from: folder, tensors: weights.tensors.count)
     }
 }

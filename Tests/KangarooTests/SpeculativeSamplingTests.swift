@@ -122,6 +122,10 @@ struct SpeculativeSamplingTests {
             // ReDrafter: a chain drawn from its recurrent head (its beams are for greedy decoding).
             SpeculativeDecoder(model: model, drafter: try ReDrafter(head: .random(for: model, seed: 6), model: model, beamWidth: 3, beamLength: 3),
                                name: "redrafter", contextCapacity: 32, acceptance: acceptance),
+            // SpecDec: a block of three drafts, each drawn from its own position's distribution.
+            try DecoderCatalog.make(.specdec, model: model, options: SpeculativeOptions(threshold: 0, maxDraft: 3, copyNgram: 0),
+                                    blockDrafter: SpecDecTests.randomBlockDrafter(.random(for: model, exitLayer: 2, seed: 4), k: 2, seed: 5),
+                                    contextCapacity: 32, acceptance: acceptance, name: "specdec"),
         ]
     }
 
@@ -131,7 +135,7 @@ struct SpeculativeSamplingTests {
         SamplingOptions(temperature: 1.0, topP: 0.8),
     ]
 
-    @Test("plain, Kangaroo (also with copy drafts and with trees), layer-skip and ReDrafter sample the exact target distribution (T = 0.7, T = 1, T = 1 with top-p 0.8)",
+    @Test("plain, Kangaroo (also with copy drafts and with trees), layer-skip, ReDrafter and SpecDec sample the exact target distribution (T = 0.7, T = 1, T = 1 with top-p 0.8)",
           arguments: 0..<3)
     func exactDistribution(setting: Int) throws {
         let options = Self.settings[setting]
@@ -141,7 +145,7 @@ struct SpeculativeSamplingTests {
             let (counts, rejected, accepted, siblings) = try empirical(decoder, options)
             let p = Self.chiSquarePValue(observed: counts, expected: exact)
             #expect(p > Self.significance, "\(decoder.name) at \(options): chi-square p = \(p)")
-            if decoder.name == "redrafter" {
+            if decoder.name == "redrafter" || decoder.name == "specdec" {
                 #expect(rejected > 0 && accepted > 0, "\(decoder.name): \(rejected) rounds rejected, \(accepted) accepted")
             }
             guard let drafter = (decoder as? SpeculativeDecoder)?.exitLayerDrafter else { continue }

@@ -100,6 +100,47 @@ struct TrainingTests {
         }
     }
 
+    @Test("SpecDec's block queries and their feed-forward block: gradients (and the others' through the blocks) agree with central finite differences, with and without the sequence's own rows in the loss",
+          arguments: [(0, true), (5, true), (5, false)])
+    func gradientCheckBlockQueries(blockFeedForward: Int, contextLoss: Bool) {
+        var shape = Self.shape(feedForward: 6, deepState: true, previousState: true)
+        shape.blockSize = 2
+        shape.blockFeedForward = blockFeedForward
+        let loss = AdapterLoss<Double>(shape: shape)
+        var p = Self.problem(seed: 6, feedForward: 6, deepState: true, previousState: true)
+        var random = SeededRandom(7)
+        let d = shape.hidden, f = blockFeedForward
+        func values(_ n: Int, _ scale: Double) -> [Double] { (0..<n).map { _ in Double(random.float()) * scale } }
+        p.weights.blockQueries = values(2 * d, 2)
+        p.weights.blockFeedForwardNorm = values(f > 0 ? d : 0, 0.3).map { 1 + $0 }
+        (p.weights.blockGate, p.weights.blockUp, p.weights.blockDown) = (values(f * d, 0.8), values(f * d, 0.8), values(d * f, 0.6))
+        for i in 0..<Self.vocabulary { p.targets[i] = 0 }  // position 0 is context only
+        let anchors = [0, 2, 1]
+        let anchorDeep = values(anchors.count * d, 1.5)
+        func value(_ w: AdapterTensors<Double>) -> Double {
+            loss.evaluate(w, states: p.states, start: 3, targets: p.targets, head: p.head, vocabulary: Self.vocabulary,
+                          deepStates: p.deepStates, anchors: anchors, anchorDeepStates: anchorDeep, contextLoss: contextLoss).loss
+        }
+        let result = loss.evaluate(p.weights, states: p.states, start: 3, targets: p.targets, head: p.head,
+                                   vocabulary: Self.vocabulary, deepStates: p.deepStates, anchors: anchors, anchorDeepStates: anchorDeep,
+                                   contextLoss: contextLoss)
+        #expect(result.logits.count == (Self.count + 2 * anchors.count) * Self.vocabulary)
+        // The blocks change the loss: it is not the sequence's alone.
+        #expect(abs(result.loss - loss.evaluate(p.weights, states: p.states, start: 3, targets: p.targets, head: p.head,
+                                                vocabulary: Self.vocabulary, deepStates: p.deepStates).loss) > 1e-6)
+        let h = 1e-6, names = AdapterTensors<Double>.tensorNames
+        #expect(p.weights.tensors.filter { !$0.isEmpty }.count == (f > 0 ? 17 : 13))
+        for tensor in names.indices {
+            for index in stride(from: 0, to: p.weights.tensors[tensor].count, by: max(1, p.weights.tensors[tensor].count / 13)) {
+                var plus = p.weights, minus = p.weights
+                plus.tensors[tensor][index] += h
+                minus.tensors[tensor][index] -= h
+                let numeric = (value(plus) - value(minus)) / (2 * h), exact = result.gradients.tensors[tensor][index]
+                #expect(abs(numeric - exact) <= 1e-6 + 1e-5 * abs(numeric), "\(names[tensor])[\(index)]: \(exact) vs \(numeric)")
+            }
+        }
+    }
+
     @Test("a few AdamW steps on a tiny problem reduce the loss")
     func trainingReducesLoss() {
         let loss = AdapterLoss<Double>(shape: Self.shape())

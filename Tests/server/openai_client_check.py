@@ -32,15 +32,24 @@ check(ids == [model], f"models.list names the model: {ids}")
 # Completions, plain and streamed, equal `kangaroo generate` for the same greedy request.
 prompt = "The capital of France is"
 expected = cli("--prompt", prompt, "--max-tokens", "20")["text"]
-for decoder in ["plain", "kangaroo", "layerskip"]:
+for decoder in ["plain", "kangaroo", "layerskip", "specdec"]:
     r = client.completions.create(model=model, prompt=prompt, max_tokens=20, temperature=0,
                                   extra_body={"kangaroo": {"decoder": decoder, "threshold": 0.3, "max_draft": 4}})
     check(r.choices[0].text == expected, f"completion ({decoder}) equals kangaroo generate: {r.choices[0].text!r}")
     check(r.usage.completion_tokens > 0 and r.usage.prompt_tokens == 5, f"usage block ({decoder}): {r.usage}")
     stats = (r.model_extra or {}).get("kangaroo", {})
     check(stats.get("decoder") == decoder, f"statistics name the decoder ({decoder}): {stats.get('decoder')}")
+    check(stats.get("lossless") is True, f"exact decoding says lossless ({decoder}): {stats.get('lossless')}")
     if decoder != "plain":
         check(stats.get("rounds", 0) > 0 and stats.get("mean_accepted_tokens", 0) >= 1, f"acceptance statistics ({decoder})")
+
+# SpecDec's relaxed verification is lossy and says so; it needs greedy decoding and valid β, τ.
+relaxed = {"decoder": "specdec", "relaxed_verification": {"beta": 5, "tau": 3}}
+expected_relaxed = cli("--prompt", prompt, "--max-tokens", "20", "--decoder", "specdec", "--relaxed-verification", "--beta", "5", "--tau", "3")
+check(expected_relaxed["lossless"] is False, "generate --relaxed-verification reports lossless false")
+r = client.completions.create(model=model, prompt=prompt, max_tokens=20, temperature=0, extra_body={"kangaroo": relaxed})
+check(r.choices[0].text == expected_relaxed["text"], f"relaxed completion equals kangaroo generate --relaxed-verification: {r.choices[0].text!r}")
+check((r.model_extra or {}).get("kangaroo", {}).get("lossless") is False, "a relaxed response says lossless false")
 
 pieces = []
 finish = None
@@ -150,6 +159,12 @@ expect_error(lambda: client.chat.completions.create(model=model, messages=[], ma
 expect_error(lambda: client.completions.create(model=model, prompt="x", max_tokens=2, extra_body={"temperature": "hot"}), 400, "wrong type")
 expect_error(lambda: client.completions.create(model=model, prompt="x", max_tokens=2, extra_body={"kangaroo": {"copy_ngram": 99}}), 400,
              "copy_ngram out of range")
+expect_error(lambda: client.completions.create(model=model, prompt="x", max_tokens=2, temperature=0.7,
+                                               extra_body={"kangaroo": {"relaxed_verification": {"beta": 5, "tau": 3}}}), 400,
+             "relaxed verification while sampling")
+expect_error(lambda: client.completions.create(model=model, prompt="x", max_tokens=2, temperature=0,
+                                               extra_body={"kangaroo": {"relaxed_verification": {"beta": 0, "tau": 3}}}), 400,
+             "relaxed verification with beta 0")
 expect_error(lambda: client.completions.create(model=model, prompt="x", max_tokens=2, extra_body={"kangaroo": {"threshold": 1.5}}), 400,
              "threshold out of range")
 for stream in [False, True]:
