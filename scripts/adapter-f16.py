@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Copies a drafter's files (adapter.json and adapter.safetensors, or with --name redrafter a ReDrafter
-head's) with its float tensors stored as F16, half the bytes, for shipping: a drafter only drafts, so
-rounding its weights cannot change any output, and loading converts them back to floats.
+"""Copies a drafter's files (adapter.json and adapter.safetensors; with --name redrafter a ReDrafter
+head's, with --name specdec a SpecDec block drafter's) with its float tensors stored as F16, half the
+bytes, for shipping: a drafter only drafts, so rounding its weights cannot change any output, and
+loading converts them back to floats.
 
     python3 scripts/adapter-f16.py /tmp/adapter Sources/Adapter/Shipped/NAME
     python3 scripts/adapter-f16.py --name redrafter /tmp/redrafter Sources/Adapter/Shipped/NAME
+    python3 scripts/adapter-f16.py --name specdec /tmp/specdec Sources/Adapter/Shipped/NAME
 """
 import json
 import pathlib
