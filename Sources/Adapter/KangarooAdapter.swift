@@ -67,8 +67,8 @@ public enum AdapterError: Error, CustomStringConvertible {
 /// SpecDec's block drafter is such an adapter with `block_queries` (k × d): learned vectors that, added
 /// to the newest position's exit state, take the k positions after it and draft them all in one pass (`AdapterRunner.
 /// evaluateBlock`), and optionally a feed-forward block their rows alone go through (`block_mlp.norm.weight`,
-/// `block_mlp.{gate,up,down}_proj.weight`). It is stored as `specdec.json` / `specdec.safetensors`,
-/// beside the adapter.
+/// `block_mlp.{gate,up,down}_proj.weight`). It is stored as `specdec.json` / `specdec.safetensors`
+/// beside the adapter it extends: that file holds only the block's tensors (and the draft vocabulary).
 public final class KangarooAdapter: @unchecked Sendable {
     public let config: AdapterConfig
     public private(set) var inputNorm: [Float]
@@ -226,27 +226,36 @@ public final class KangarooAdapter: @unchecked Sendable {
 
     // MARK: Storage
 
-    /// Writes `name`.json and `name`.safetensors into `directory`.
+    /// Writes `name`.json and `name`.safetensors into `directory`. A block drafter (`name`
+    /// `blockDrafterName`) writes its adapter as `adapter.*` too, and only its block into its own file.
     public func save(to directory: String, name: String = adapterName) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let c = config
         let qs = c.headCount * c.headSize, kv = c.kvHeadCount * c.headSize, d = c.hiddenSize
-        var tensors: [String: SafeTensors.Tensor] = [
-            "layers.0.input_layernorm.weight": .init(floats: inputNorm, shape: [d]),
-            "layers.0.self_attn.q_proj.weight": .init(floats: query, shape: [qs, d]),
-            "layers.0.self_attn.k_proj.weight": .init(floats: key, shape: [kv, d]),
-            "layers.0.self_attn.v_proj.weight": .init(floats: value, shape: [kv, d]),
-            "layers.0.self_attn.o_proj.weight": .init(floats: output, shape: [d, qs]),
-            "norm.weight": .init(floats: norm, shape: [d]),
-        ]
-        if let f = feedForward {
-            tensors["layers.0.post_attention_layernorm.weight"] = .init(floats: f.norm, shape: [d])
-            tensors["layers.0.mlp.gate_proj.weight"] = .init(floats: f.gate, shape: [f.size, d])
-            tensors["layers.0.mlp.up_proj.weight"] = .init(floats: f.up, shape: [f.size, d])
-            tensors["layers.0.mlp.down_proj.weight"] = .init(floats: f.down, shape: [d, f.size])
+        var tensors: [String: SafeTensors.Tensor] = [:]
+        if name == Self.blockDrafterName {
+            precondition(blockQueries != nil, "only a block drafter is saved as one")
+            try KangarooAdapter(config: config, inputNorm: inputNorm, query: query, key: key, value: value, output: output, norm: norm,
+                                feedForward: feedForward, deepProjection: deepProjection, previousProjection: previousProjection,
+                                draftVocabulary: draftVocabulary).save(to: directory)
+        } else {
+            tensors = [
+                "layers.0.input_layernorm.weight": .init(floats: inputNorm, shape: [d]),
+                "layers.0.self_attn.q_proj.weight": .init(floats: query, shape: [qs, d]),
+                "layers.0.self_attn.k_proj.weight": .init(floats: key, shape: [kv, d]),
+                "layers.0.self_attn.v_proj.weight": .init(floats: value, shape: [kv, d]),
+                "layers.0.self_attn.o_proj.weight": .init(floats: output, shape: [d, qs]),
+                "norm.weight": .init(floats: norm, shape: [d]),
+            ]
+            if let f = feedForward {
+                tensors["layers.0.post_attention_layernorm.weight"] = .init(floats: f.norm, shape: [d])
+                tensors["layers.0.mlp.gate_proj.weight"] = .init(floats: f.gate, shape: [f.size, d])
+                tensors["layers.0.mlp.up_proj.weight"] = .init(floats: f.up, shape: [f.size, d])
+                tensors["layers.0.mlp.down_proj.weight"] = .init(floats: f.down, shape: [d, f.size])
+            }
+            if let deepProjection { tensors["deep_proj.weight"] = .init(floats: deepProjection, shape: [d, d]) }
+            if let previousProjection { tensors["prev_proj.weight"] = .init(floats: previousProjection, shape: [d, d]) }
         }
-        if let deepProjection { tensors["deep_proj.weight"] = .init(floats: deepProjection, shape: [d, d]) }
-        if let previousProjection { tensors["prev_proj.weight"] = .init(floats: previousProjection, shape: [d, d]) }
         if let draftVocabulary { tensors["draft_vocab"] = .init(ints: draftVocabulary, shape: [draftVocabulary.count]) }
         if let blockQueries { tensors["block_queries"] = .init(floats: blockQueries, shape: [blockSize, d]) }
         if let f = blockFeedForward {
@@ -262,7 +271,8 @@ public final class KangarooAdapter: @unchecked Sendable {
     }
 
     /// Loads `name`.json and `name`.safetensors (`adapter.json`, `adapter.safetensors`) from
-    /// `directory`, checking that they fit `model`.
+    /// `directory`, checking that they fit `model`; a block drafter (`blockDrafterName`) with the
+    /// adapter beside it.
     public static func load(from directory: String, for model: LlamaModel, name: String = adapterName) throws -> KangarooAdapter {
         let configPath = directory + "/" + name + ".json", weightsPath = directory + "/" + name + ".safetensors"
         guard let configData = FileManager.default.contents(atPath: configPath) else { throw AdapterError.missingFile(configPath) }
@@ -282,17 +292,16 @@ public final class KangarooAdapter: @unchecked Sendable {
         guard FileManager.default.fileExists(atPath: weightsPath) else { throw AdapterError.missingFile(weightsPath) }
         let file = try SafeTensors.read(path: weightsPath)
         let d = c.hiddenSize
-        func tensor(_ name: String, _ shape: [Int]) throws -> [Float] {
-            guard let t = file.tensors[name] else { throw AdapterError.missingTensor(name) }
-            guard t.shape == shape, let floats = t.floats() else { throw AdapterError.badShape(name, t.shape, expected: shape) }
-            return floats
-        }
-        var vocabulary: [Int32]?
-        if let t = file.tensors["draft_vocab"] {
-            guard let ids = t.ints(), ids.allSatisfy({ $0 >= 0 && Int($0) < c.vocabularySize }), !ids.isEmpty else {
-                throw AdapterError.mismatch("draft_vocab must hold token ids of this model")
-            }
-            vocabulary = ids
+        let tensor = file.drafterTensor
+        let vocabulary = try file.draftVocabulary(vocabularySize: c.vocabularySize)
+        if name == blockDrafterName {
+            let base = try load(from: directory, for: model)
+            guard let queries = try blockQueries(file, hidden: d) else { throw AdapterError.missingTensor("block_queries") }
+            return KangarooAdapter(config: config, inputNorm: base.inputNorm, query: base.query, key: base.key, value: base.value,
+                                   output: base.output, norm: base.norm, feedForward: base.feedForward,
+                                   deepProjection: base.deepProjection, previousProjection: base.previousProjection,
+                                   draftVocabulary: vocabulary ?? base.draftVocabulary, blockQueries: queries,
+                                   blockFeedForward: try blockFeedForward(file, hidden: d))
         }
         var feedForward: FeedForward?
         if let f = config.feedForwardSize {
@@ -315,16 +324,13 @@ public final class KangarooAdapter: @unchecked Sendable {
             feedForward: feedForward,
             deepProjection: file.tensors["deep_proj.weight"] == nil ? nil : try tensor("deep_proj.weight", [d, d]),
             previousProjection: file.tensors["prev_proj.weight"] == nil ? nil : try tensor("prev_proj.weight", [d, d]),
-            draftVocabulary: vocabulary,
-            blockQueries: try blockQueries(file, hidden: d),
-            blockFeedForward: try blockFeedForward(file, hidden: d, tensor: tensor))
+            draftVocabulary: vocabulary)
     }
 
     /// The block queries' feed-forward block (its width from the gate's shape), or nil when the file has none.
-    private static func blockFeedForward(_ file: SafeTensors.File, hidden d: Int,
-                                         tensor: (String, [Int]) throws -> [Float]) throws -> FeedForward? {
+    private static func blockFeedForward(_ file: SafeTensors.File, hidden d: Int) throws -> FeedForward? {
+        let tensor = file.drafterTensor
         guard let gate = file.tensors["block_mlp.gate_proj.weight"] else { return nil }
-        guard file.tensors["block_queries"] != nil else { throw AdapterError.missingTensor("block_queries") }
         guard gate.shape.count == 2, (1...65536).contains(gate.shape[0]) else {
             throw AdapterError.badShape("block_mlp.gate_proj.weight", gate.shape, expected: [0, d])
         }

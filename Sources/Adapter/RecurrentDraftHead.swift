@@ -124,18 +124,11 @@ public struct RecurrentDraftHead: Sendable {
         let file = try SafeTensors.read(path: weightsPath)
         let d = c.hiddenSize
         func tensor(_ name: String, _ shape: [Int]) throws -> [Float] {
-            guard let t = file.tensors[name] else { throw AdapterError.missingTensor(name) }
-            guard t.shape == shape, let floats = t.floats() else { throw AdapterError.badShape(name, t.shape, expected: shape) }
+            let floats = try file.drafterTensor(name, shape)
             guard floats.allSatisfy(\.isFinite) else { throw AdapterError.mismatch("tensor '\(name)' holds values that are not finite") }
             return floats
         }
-        var vocabulary: [Int32]?
-        if let t = file.tensors["draft_vocab"] {
-            guard let ids = t.ints(), !ids.isEmpty, ids.allSatisfy({ $0 >= 0 && Int($0) < c.vocabularySize }) else {
-                throw AdapterError.mismatch("draft_vocab must hold token ids of this model")
-            }
-            vocabulary = ids
-        }
+        let vocabulary = try file.draftVocabulary(vocabularySize: c.vocabularySize)
         return RecurrentDraftHead(
             config: config, input: try tensor("rnn.input.weight", [d, d]), recurrent: try tensor("rnn.recurrent.weight", [d, d]),
             recurrentBias: try tensor("rnn.bias", [d]),

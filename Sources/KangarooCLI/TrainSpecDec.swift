@@ -19,7 +19,8 @@ struct TrainSpecDec: ParsableCommand {
         --output/self-distill.jsonl and shared with train-adapter and train-redrafter): each step, the \
         sequence's positions learn the next token as the adapter does, and the queries placed after \
         --anchors random positions of the answer learn the k tokens after each. Writes specdec.json and \
-        specdec.safetensors to --output; checkpoints every --checkpoint-every steps, --resume continues.
+        specdec.safetensors (the block) and the adapter it extends (adapter.json, adapter.safetensors) to \
+        --output; checkpoints every --checkpoint-every steps, --resume continues.
         """)
 
     @OptionGroup var modelOptions: ModelOptions

@@ -149,7 +149,7 @@ struct SpecDecTests {
         #expect(spread > 0.5, "the block's rows differ from the anchor's: \(spread)")
     }
 
-    @Test("a block drafter round-trips through its files beside the adapter's, and bad block queries are refused")
+    @Test("a block drafter round-trips through its files beside the adapter's (its own holding only the block), and bad block queries or a missing adapter are refused")
     func files() throws {
         let model = try TinyModel.make()
         var random = SeededRandom(8)
@@ -162,14 +162,21 @@ struct SpecDecTests {
                 && FileManager.default.fileExists(atPath: directory + "/specdec.safetensors"))
         let loaded = try KangarooAdapter.load(from: directory, for: model, name: KangarooAdapter.blockDrafterName)
         #expect(loaded.blockQueries == drafter.blockQueries && loaded.blockSize == 2 && loaded.query == drafter.query)
-        // There is no adapter.json there: loading an adapter says which file is missing.
-        #expect(throws: AdapterError.self) { try KangarooAdapter.load(from: directory, for: model) }
+        // Its own file holds the block, not the adapter again; the adapter beside it loads alone.
+        let own = try SafeTensors.read(path: directory + "/specdec.safetensors")
+        #expect(own.tensors["layers.0.self_attn.q_proj.weight"] == nil && own.tensors["block_queries"] != nil)
+        #expect(try KangarooAdapter.load(from: directory, for: model).blockQueries == nil)
         // Queries of the wrong width are refused with the tensor's name.
         var file = try SafeTensors.read(path: directory + "/specdec.safetensors")
         file.tensors["block_queries"] = .init(floats: [Float](repeating: 0, count: 10), shape: [2, 5])
         try SafeTensors.write(file, to: directory + "/specdec.safetensors")
         #expect { try KangarooAdapter.load(from: directory, for: model, name: KangarooAdapter.blockDrafterName) } throws: { error in
             "\(error)".contains("block_queries")
+        }
+        // Without the adapter beside it, loading says which file is missing.
+        try FileManager.default.removeItem(atPath: directory + "/adapter.json")
+        #expect { try KangarooAdapter.load(from: directory, for: model, name: KangarooAdapter.blockDrafterName) } throws: { error in
+            "\(error)".contains("adapter.json")
         }
     }
 
