@@ -96,10 +96,8 @@ struct EvalAdapter: ParsableCommand {
         if selfDistill > 0 {
             let prompts = Array(heldOut.lazy.compactMap { distillation.prompt(for: $0) }.prefix(conversations))
             FileHandle.standardError.write(Data("generating the model's answers to \(prompts.count) held-out prompts …\n".utf8))
-            for prompt in prompts {
-                sequences.append(try distillation.sequence(prompt: prompt))
-                firstScored.append(prompt.count - 1)  // score the answer only
-            }
+            sequences = try distillation.sequences(prompts: prompts)
+            firstScored = prompts.map { $0.count - 1 }  // score the answer only
         } else {
             sequences = heldOut.prefix(conversations)
                 .map { ShareGPT.tokens($0, template: template, tokenizer: tokenizer, maxTokens: tokensPerConversation) }
@@ -119,7 +117,7 @@ struct EvalAdapter: ParsableCommand {
         if taskPrompts > 0 {
             let prompts = distillation.taskPrompts(from: heldOut, count: taskPrompts)
             FileHandle.standardError.write(Data("generating the model's answers to \(prompts.count) held-out task prompts …\n".utf8))
-            let answers = try prompts.map { try distillation.sequence(prompt: $0.tokens) }
+            let answers = try distillation.sequences(prompts: prompts.map(\.tokens))
             try report(evaluator, on: answers, firstScored: prompts.map { $0.tokens.count - 1 }, title: "held-out task prompts (model's own answers)")
         }
 

@@ -23,8 +23,8 @@ func selfDistilledSequences(_ candidates: [Conversation], model: LlamaModel, tok
     if !missing.isEmpty {
         FileHandle.standardError.write(Data("generating the model's answers to \(missing.count) prompts (≤\(maxNewTokens) tokens each) …\n".utf8))
         let bar = ProgressBar(total: missing.count)
-        for prompt in missing {
-            try store.append(id: prompt.id, tokens: try distillation.sequence(prompt: prompt.tokens))
+        _ = try distillation.sequences(prompts: missing.map(\.tokens)) { index, sequence in
+            try store.append(id: missing[index].id, tokens: sequence)
             bar.advance()
         }
         bar.finish()

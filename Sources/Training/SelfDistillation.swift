@@ -10,18 +10,20 @@ import Tokenizer
 public final class SelfDistillation {
     let tokenizer: Tokenizer
     let template: ChatTemplate
-    let decoder: SpeculativeDecoder
-    let generator: Generator
+    /// Answers are decoded this many at a time: a batch row gives the bits it gets alone, so they are
+    /// the answers decoding one by one gives, and a step over several rows costs little more than one.
+    let batch: ContinuousBatch
     /// Longest answer generated.
     public let maxNewTokens: Int
     /// Longest sequence (prompt and answer).
     public let maxTokens: Int
 
-    public init(model: LlamaModel, tokenizer: Tokenizer, template: ChatTemplate, maxNewTokens: Int, maxTokens: Int) {
+    public init(model: LlamaModel, tokenizer: Tokenizer, template: ChatTemplate, maxNewTokens: Int, maxTokens: Int,
+                sequencesAtOnce: Int = 8) {
         self.tokenizer = tokenizer
         self.template = template
-        decoder = SpeculativeDecoder.plain(model: model, contextCapacity: maxTokens)
-        generator = Generator(tokenizer: tokenizer)
+        let decoder = BatchDecoder(model: model, slots: sequencesAtOnce, maxDrafts: 0, contextCapacity: maxTokens)
+        batch = ContinuousBatch(decoder: decoder, tokenizer: tokenizer, prefillChunk: maxTokens) { _ in nil }
         self.maxNewTokens = maxNewTokens
         self.maxTokens = maxTokens
     }
@@ -44,11 +46,30 @@ public final class SelfDistillation {
         return tokens.count <= maxTokens / 2 ? tokens : nil
     }
 
-    /// The prompt followed by the model's greedy answer (without a final end-of-turn token). Position
-    /// `prompt.count − 1` is the first whose next token is the model's own.
-    public func sequence(prompt: [Int32]) throws -> [Int32] {
-        let options = GenerationOptions(maxTokens: min(maxNewTokens, maxTokens - prompt.count))
-        return prompt + (try generator.generate(prompt: prompt, decoder: decoder, options: options).tokens)
+    /// Each prompt followed by the model's greedy answer (without a final end-of-turn token), in the
+    /// order of `prompts`. Position `prompt.count − 1` is the first whose next token is the model's own.
+    /// `onSequence` hears of each (by its index in `prompts`) as soon as it is complete; an error it
+    /// throws, or a failed generation, stops the work and is thrown.
+    public func sequences(prompts: [[Int32]], onSequence: (Int, [Int32]) throws -> Void = { _, _ in }) throws -> [[Int32]] {
+        let requests = prompts.map {
+            GenerationRequest(prompt: $0, options: GenerationOptions(maxTokens: min(maxNewTokens, maxTokens - $0.count)))
+        }
+        var sequences = [[Int32]?](repeating: nil, count: prompts.count)
+        var failure: Error?
+        withoutActuallyEscaping(onSequence) { onSequence in
+            _ = BatchGenerator().generate(requests, batch: batch, decoder: "plain") { index, result in
+                guard failure == nil else { return }
+                do {
+                    let sequence = prompts[index] + (try result.get().tokens)
+                    sequences[index] = sequence
+                    try onSequence(index, sequence)
+                } catch {
+                    failure = error
+                }
+            }
+        }
+        if let failure { throw failure }
+        return sequences.map { $0! }
     }
 }
 

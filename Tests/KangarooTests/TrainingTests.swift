@@ -1,4 +1,5 @@
 import Adapter
+import Decoding
 import Foundation
 import Llama
 import Tensor
@@ -296,6 +297,32 @@ struct TrainingDataTests {
         #expect(conversations.count == 5000)
         let validation = conversations.filter(\.isValidation).count
         #expect((40...160).contains(validation), "\(validation) validation conversations")
+    }
+
+    @Test("self-distilled answers, decoded several at a time, are the model's greedy answers decoded one by one")
+    func batchedSelfDistillation() throws {
+        let real = try RealModel.get()
+        let template = try #require(try ChatTemplate(template: real.gguf.optionalString("tokenizer.chat_template")))
+        // Three slots for five prompts of different lengths: slots are reused, sequences end apart.
+        let distillation = SelfDistillation(model: real.model, tokenizer: real.tokenizer, template: template,
+                                            maxNewTokens: 40, maxTokens: 160, sequencesAtOnce: 3)
+        let questions = ["Why is the sky blue?", "Name three rivers.", "Write a haiku about rain.",
+                         "What is 17 times 3? Explain each step of the multiplication carefully.", "Hi"]
+        let prompts = try questions.map { question in
+            try #require(distillation.prompt(for: Conversation(id: question, messages: [ChatMessage(role: .user, content: question)])))
+        }
+        var heard: [Int] = []
+        let batched = try distillation.sequences(prompts: prompts) { index, _ in heard.append(index) }
+        #expect(heard.sorted() == Array(prompts.indices))
+        let generator = Generator(tokenizer: real.tokenizer)
+        for (prompt, sequence) in zip(prompts, batched) {
+            let decoder = SpeculativeDecoder.plain(model: real.model, contextCapacity: 160)
+            let alone = try generator.generate(prompt: prompt, decoder: decoder, options: GenerationOptions(maxTokens: 40))
+            #expect(sequence == prompt + alone.tokens)
+        }
+        // An error from the caller stops the work and comes back.
+        struct Stop: Error {}
+        #expect(throws: Stop.self) { try distillation.sequences(prompts: prompts) { _, _ in throw Stop() } }
     }
 
     @Test("an adapter that drafts exactly the full model agrees everywhere; a random one rarely")
