@@ -28,7 +28,7 @@ struct BenchSuite: ParsableCommand {
     @Option(help: "Spec-Bench question file (JSON lines with question_id, category, turns).")
     var suite: String
 
-    @Option(help: "Comma-separated decoders to run; the first is the baseline for speedups. A decoder may carry its own settings after colons, over the flags': tree=N (--tree-budget), width=N, threshold=X, draft=N (--max-draft), copy=N (--copy-ngram); e.g. plain,kangaroo:tree=0,kangaroo:tree=10.")
+    @Option(help: "Comma-separated decoders to run; the first is the baseline for speedups. A decoder may carry its own settings after colons, over the flags': tree=N (--tree-budget), width=N, threshold=X, draft=N (--max-draft), copy=N (--copy-ngram), beams=N and length=N (ReDrafter), beta=N and tau=X (relaxed verification, lossy), adapter=DIR (Kangaroo: another adapter folder, to compare adapters in one run); e.g. plain,kangaroo:tree=0,kangaroo:tree=10,kangaroo:adapter=/tmp/run.")
     var decoders = "plain,kangaroo"
 
     @Option(help: "At most N questions per task group (mixing the group's categories).")
@@ -69,7 +69,10 @@ struct BenchSuite: ParsableCommand {
         let adapter = variants.contains { $0.kind == .kangaroo } ? try speculative.resolveAdapter(for: model) : nil
         let head = try speculative.loadRedrafterHead(for: model)
         let blockDrafter = try speculative.loadBlockDrafter(for: model)
-        let decoders = try variants.map { try $0.make(model: model, context: 4096, adapter: adapter, redrafterHead: head, blockDrafter: blockDrafter) }
+        let decoders = try variants.map { variant in
+            let ownAdapter = try variant.adapterFolder.map { try KangarooAdapter.load(from: $0, for: model) }
+            return try variant.make(model: model, context: 4096, adapter: ownAdapter ?? adapter, redrafterHead: head, blockDrafter: blockDrafter)
+        }
         let generator = Generator(tokenizer: tokenizer)
         let options = GenerationOptions(maxTokens: maxTokens, sampling: SamplingOptions(temperature: temperature, seed: seed))
 
@@ -219,6 +222,8 @@ struct DecoderVariant {
     let options: SpeculativeOptions
     /// SpecDec's lossy relaxed verification (`beta=`, `tau=`), nil: exact.
     let relaxed: RelaxedVerification?
+    /// Kangaroo's adapter folder (`adapter=`), to compare adapters in one run; nil: the run's adapter.
+    let adapterFolder: String?
 
     init(_ spec: String, base: SpeculativeSettings) throws {
         let parts = spec.split(separator: ":").map(String.init)
@@ -226,9 +231,14 @@ struct DecoderVariant {
             throw ValidationError("--decoders takes plain, kangaroo, layerskip, lookup, redrafter and specdec (with :key=value settings): '\(spec)'")
         }
         var options = base.options(for: kind)
-        var beta: Int?, tau: Float?
+        var beta: Int?, tau: Float?, adapterFolder: String?
         for setting in parts.dropFirst() {
             let pair = setting.split(separator: "=", maxSplits: 1).map(String.init)
+            if pair.count == 2 && pair[0] == "adapter" {
+                guard kind == .kangaroo else { throw ValidationError("'\(spec)': only kangaroo takes an adapter") }
+                adapterFolder = pair[1]
+                continue
+            }
             guard pair.count == 2, let value = Double(pair[1]) else { throw ValidationError("'\(setting)' in '\(spec)' is not key=number") }
             switch pair[0] {
             case "tree": options.treeBudget = Int(value)
@@ -240,7 +250,7 @@ struct DecoderVariant {
             case "length": options.beamLength = Int(value)
             case "beta": beta = Int(value)
             case "tau": tau = Float(value)
-            default: throw ValidationError("unknown setting '\(pair[0])' in '\(spec)' (tree, width, threshold, draft, copy, beams, length, beta, tau)")
+            default: throw ValidationError("unknown setting '\(pair[0])' in '\(spec)' (tree, width, threshold, draft, copy, beams, length, beta, tau, adapter)")
             }
         }
         do {
@@ -250,6 +260,7 @@ struct DecoderVariant {
         }
         if let invalid = options.invalidSetting { throw ValidationError("'\(spec)': \(SpeculativeSettings.flagError(invalid))") }
         name = spec
+        self.adapterFolder = adapterFolder
         self.kind = kind
         self.options = options
     }
