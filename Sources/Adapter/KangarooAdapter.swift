@@ -26,7 +26,7 @@ public struct AdapterConfig: Codable, Sendable, Equatable {
     }
 }
 
-public enum AdapterError: Error, CustomStringConvertible {
+public enum AdapterError: Error, Equatable, CustomStringConvertible {
     case missingFile(String)
     case missingTensor(String)
     case badShape(String, [Int], expected: [Int])

@@ -4,9 +4,15 @@ import Foundation
 /// `{"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {…}}`, then the data.
 public enum SafeTensors {
     public enum DType: String, Sendable {
-        case f32 = "F32", f16 = "F16", bf16 = "BF16", i32 = "I32"
+        case f32 = "F32", f16 = "F16", bf16 = "BF16", i32 = "I32", i8 = "I8"
 
-        var size: Int { self == .f16 || self == .bf16 ? 2 : 4 }
+        var size: Int {
+            switch self {
+            case .f32, .i32: 4
+            case .f16, .bf16: 2
+            case .i8: 1
+            }
+        }
     }
 
     public struct Tensor: Sendable {
@@ -34,12 +40,16 @@ public enum SafeTensors {
             case .f32: return data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
             case .f16: return data.withUnsafeBytes { $0.bindMemory(to: UInt16.self).map { Float(Float16(bitPattern: $0)) } }
             case .bf16: return data.withUnsafeBytes { $0.bindMemory(to: UInt16.self).map { Float(bitPattern: UInt32($0) << 16) } }
-            case .i32: return nil
+            case .i32, .i8: return nil
             }
         }
 
         public func ints() -> [Int32]? {
             dtype == .i32 ? data.withUnsafeBytes { Array($0.bindMemory(to: Int32.self)) } : nil
+        }
+
+        public func int8s() -> [Int8]? {
+            dtype == .i8 ? data.map { Int8(bitPattern: $0) } : nil
         }
     }
 

@@ -289,6 +289,44 @@ struct SpeculativeTests {
         #expect(throws: AdapterError.self) { try KangarooAdapter.load(from: "/nonexistent", for: real.model) }
     }
 
+    @Test("an adapter whose matrices are stored as I8 with a scale per row loads within half a step and drafts losslessly; a missing scale is a clear error")
+    func int8Adapter() throws {
+        let adapter = KangarooAdapter.random(for: real.model, exitLayer: 2, seed: 13, deepState: true)
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("adapter-\(UUID().uuidString)").path
+        try adapter.save(to: folder)
+        let weights = folder + "/adapter.safetensors"
+        var file = try SafeTensors.read(path: weights)
+        var steps: [String: [Float]] = [:]
+        for (name, tensor) in file.tensors where tensor.shape.count == 2 && tensor.dtype == .f32 {
+            let values = try #require(tensor.floats()), columns = tensor.shape[1]
+            let scales = (0..<tensor.shape[0]).map { r in
+                max(values[(r * columns)..<((r + 1) * columns)].map(abs).max()! / 127, .leastNormalMagnitude)
+            }
+            let quantised = values.indices.map { UInt8(bitPattern: Int8((values[$0] / scales[$0 / columns]).rounded())) }
+            file.tensors[name] = SafeTensors.Tensor(dtype: .i8, shape: tensor.shape, data: quantised)
+            file.tensors[name + "_scale"] = SafeTensors.Tensor(floats: scales, shape: [tensor.shape[0]])
+            steps[name] = scales
+        }
+        #expect(steps.count == 5)  // q, k, v, o and the deep projection
+        try SafeTensors.write(file, to: weights)
+        let loaded = try KangarooAdapter.load(from: folder, for: real.model)
+        let columns = real.model.config.hiddenSize
+        for (original, stored, name) in [(adapter.query, loaded.query, "layers.0.self_attn.q_proj.weight"),
+                                         (adapter.deepProjection!, loaded.deepProjection!, "deep_proj.weight")] {
+            let scales = try #require(steps[name])
+            #expect(original.indices.allSatisfy { abs(original[$0] - stored[$0]) <= scales[$0 / columns] * 0.5001 }, "\(name)")
+            #expect(original != stored, "\(name) was not rounded")
+        }
+        let prompt = prompts[0]
+        let expected = try plain(prompt, maxTokens: 30).tokens
+        let decoder = try kangaroo(loaded, SpeculativeOptions(exitLayer: 2, threshold: 0, maxDraft: 4, copyNgram: 0))
+        #expect(try generate(decoder, prompt, maxTokens: 30).tokens == expected)
+
+        file.tensors["deep_proj.weight_scale"] = nil
+        try SafeTensors.write(file, to: weights)
+        #expect(throws: AdapterError.missingTensor("deep_proj.weight_scale")) { try KangarooAdapter.load(from: folder, for: real.model) }
+    }
+
     @Test("an adapter with a feed-forward block round-trips through safetensors and drafts losslessly")
     func feedForwardAdapter() throws {
         let adapter = KangarooAdapter.copyingLayer(of: real.model, exitLayer: 2, feedForward: true)
