@@ -5,8 +5,10 @@ Starts `kangaroo serve` (or llama.cpp's `llama-server` with --llama-server, on t
 each client count (1, 2, 4, 8 by default) and each decoder, interleaved, runs that many concurrent
 streaming clients that send chat completions one after the other for --seconds (Spec-Bench's first
 turns, the same ones in the same order for every decoder and client count, greedy, --max-tokens
-each; requests under way at the end finish). Every third client disconnects after
---disconnect-after streamed pieces and asks again a second later. The server's queue is small
+each; requests under way at the end finish). Every third client disconnects mid-stream (after
+--disconnect-after streamed pieces, half of --max-tokens by default) and asks again at once, so that
+N clients keep N requests under way (--pause-after-leaving: a second first, as a user who left
+might). The server's queue is small
 (--queue) so that 8 clients also meet the intended 503s, which are counted and retried after the
 second the server's Retry-After asks.
 
@@ -31,13 +33,16 @@ parser.add_argument("--decoders", default="plain,kangaroo")
 parser.add_argument("--clients", default="1,2,4,8")
 parser.add_argument("--seconds", type=float, default=15, help="how long each client keeps sending requests, per client count and decoder")
 parser.add_argument("--max-tokens", type=int, default=128)
-parser.add_argument("--disconnect-after", type=int, default=8, help="streamed pieces a disconnecting client reads")
+parser.add_argument("--disconnect-after", type=int, help="streamed pieces a disconnecting client reads (default: half of --max-tokens)")
+parser.add_argument("--pause-after-leaving", type=float, default=0, help="seconds a client that disconnected waits before asking again")
 parser.add_argument("--questions", default="../shared/data/spec-bench/question.jsonl")
 parser.add_argument("--time-limit", type=float, default=1200, help="seconds; the test stops by itself after this")
 parser.add_argument("--prefill-chunk", type=int, help="the server's --prefill-chunk (kangaroo only)")
 parser.add_argument("--long-prompt", type=int, default=0, metavar="WORDS",
                     help="instead: while 3 clients stream, a prompt of this many words arrives; print their longest pause between pieces")
 args = parser.parse_args()
+if args.disconnect_after is None:
+    args.disconnect_after = max(1, args.max_tokens // 2)
 
 questions = [json.loads(line)["turns"][0] for line in open(args.questions) if line.strip()]
 deadline = time.monotonic() + args.time_limit
@@ -126,7 +131,7 @@ async def client_loop(decoder, c, results, until):
         if result[0] == "HTTP 503":
             await asyncio.sleep(1.0)  # the server's Retry-After
         elif result[0] == "disconnected":
-            await asyncio.sleep(1.0)  # a user who left does not ask again at once
+            await asyncio.sleep(args.pause_after_leaving)
 
 memory = []
 async def sample_memory():
@@ -152,9 +157,10 @@ async def main():
             # Every phase and decoder draws from the same questions, in the same order.
             next_question = phase_start
             results = []
-            started = time.monotonic()
+            started, cpu = time.monotonic(), time.process_time()
             await asyncio.gather(*(client_loop(decoder, c, results, started + args.seconds) for c in range(n)))
             wall = time.monotonic() - started
+            client_cpu = (time.process_time() - cpu) / wall
             tokens = sum(r[3] for r in results)
             speeds = {}
             for c, outcome, ttft, got, speed in results:
@@ -166,7 +172,7 @@ async def main():
             kinds = {}
             for r in results:
                 kinds[r[1]] = kinds.get(r[1], 0) + 1
-            rows.append((decoder, n, tokens / wall, per_client, [r[2] for r in results if r[2] is not None], kinds, wall))
+            rows.append((decoder, n, tokens / wall, per_client, [r[2] for r in results if r[2] is not None], kinds, client_cpu))
     sampler.cancel()
     return solo, rows
 
@@ -206,17 +212,18 @@ if args.long_prompt:
 
 solo, rows = asyncio.run(main())
 print(f"clients send requests for {args.seconds:.0f} s, {args.max_tokens} tokens at most, every third client disconnects after "
-      f"{args.disconnect_after} pieces; server: --parallel {args.parallel}")
+      f"{args.disconnect_after} pieces and asks again after {args.pause_after_leaving:g} s; server: --parallel {args.parallel}; "
+      f"client CPU: the share of one core this Python process used (it runs on the server's cores)")
 print(f"{'decoder':10s} {'clients':>7s} {'aggregate tok/s':>15s} {'× 1 client':>10s} {'client tok/s (× solo)':>28s} "
-      f"{'TTFT p50':>8s} {'p95':>6s}  outcomes")
+      f"{'TTFT p50':>8s} {'p95':>6s} {'client CPU':>10s}  outcomes")
 aggregate_one = {d: a for d, n, a, *_ in rows if n == 1}
-for decoder, n, aggregate, per_client, ttfts, kinds, wall in rows:
+for decoder, n, aggregate, per_client, ttfts, kinds, client_cpu in rows:
     ratio = aggregate / aggregate_one[decoder] if aggregate_one.get(decoder) else float("nan")
     clients = ", ".join(f"{s:.0f}" for s in per_client)
     worst = min(per_client) / solo[decoder] if per_client and decoder in solo else float("nan")
     outcomes = " ".join(f"{k}:{v}" for k, v in sorted(kinds.items()))
     print(f"{decoder:10s} {n:7d} {aggregate:15.1f} {ratio:10.2f} {clients + f' (min {worst:.2f})':>28s} "
-          f"{pct(ttfts, 50):8.2f} {pct(ttfts, 95):6.2f}  {outcomes}")
+          f"{pct(ttfts, 50):8.2f} {pct(ttfts, 95):6.2f} {client_cpu:10.2f}  {outcomes}")
 print(f"server RSS: start {memory[0]:.0f} MiB, peak {max(memory):.0f} MiB, end {memory[-1]:.0f} MiB")
 after = httpx.post(base + "/v1/chat/completions", json={"model": "load", "max_tokens": 8, "temperature": 0,
                                                           "messages": [{"role": "user", "content": "Say hi."}]}, timeout=60)
