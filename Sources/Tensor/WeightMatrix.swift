@@ -54,10 +54,10 @@ public struct WeightMatrix: @unchecked Sendable {
     }
 
     /// The matrix set up as the output head: logits decide tokens, so a Q8_0 head multiplies int16
-    /// activations (repacked rows; int8 ones moved the golden log-probabilities by up to 0.29 instead of
-    /// 0.23, and swapped a near-tie top token). Other quantised heads (Q6_K in most K-quant files)
-    /// multiply int8 activations, as llama.cpp does: the float path dequantises the whole vocabulary
-    /// every token (Qwen2.5-Coder-1.5B: 5 instead of 46 tokens a second). Float formats stay float.
+    /// activations (repacked rows; int8 ones moved the golden log-probabilities further and swapped a
+    /// near-tie top token). Other quantised heads (Q6_K in most K-quant files) multiply int8
+    /// activations, as llama.cpp does: the float path would dequantise the whole vocabulary every
+    /// token, several times the cost of the rest of a step (docs/measurements.md). Float formats stay float.
     /// Kangaroo's adapter sets up its Q8_0 matrices this way too (`AdapterRunner`: faster drafting).
     public func forLogits() -> WeightMatrix {
         var copy = self
