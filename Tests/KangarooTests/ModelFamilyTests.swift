@@ -124,7 +124,7 @@ struct ModelFamilyTests {
         #expect(try tokens(.kangaroo, tree) == plain)
     }
 
-    @Test("Qwen2.5-Coder-1.5B Q4_K_M (qwen2, Q4_K/Q6_K, a Q6_K output head; downloads 1.1 GB once): llama.cpp's tokens, the float reference's log-probabilities")
+    @Test("Qwen2.5-Coder-1.5B Q4_K_M (qwen2, Q4_K/Q6_K, a Q6_K output head; downloads 1.1 GB once): llama.cpp's tokens, the float reference's log-probabilities, lossless Kangaroo with its shipped adapter")
     func qwen2_5Coder1_5B() throws {
         let gguf = try GGUFFile(path: KnownModel.qwenCoder15B.file.ensure().path)
         let model = try LlamaModel(gguf: gguf), tokenizer = try Tokenizer(gguf: gguf)
@@ -136,6 +136,15 @@ struct ModelFamilyTests {
         let worst = try checkTop5(model: model, reference: try Top5Reference.load("qwen2.5-coder-1.5b-q4_k_m.float.json"),
                                           firstPosition: 0.35)
         print("Qwen2.5-Coder-1.5B: largest log-probability difference from the float reference \(worst)")
+        // The shipped adapter (I8 matrices) is found for this file, and Kangaroo gives plain decoding's tokens.
+        let adapter = try #require(try KangarooAdapter.shipped(for: model))
+        let template = try ChatTemplate(template: gguf.optionalString("tokenizer.chat_template"))
+        let prompt = tokenizer.encodePrompt(template.render([ChatMessage(role: .user, content: "Write a Python function that reverses a string.")]))
+        func tokens(_ kind: DecoderKind) throws -> [Int32] {
+            let decoder = try DecoderCatalog.make(kind, model: model, adapter: adapter, contextCapacity: 256)
+            return try Generator(tokenizer: tokenizer).generate(prompt: prompt, decoder: decoder, options: GenerationOptions(maxTokens: 48)).tokens
+        }
+        #expect(try tokens(.kangaroo) == tokens(.plain))
     }
 
     /// Tiny random models of each architecture (scripts/make-tiny-models.py), their tensors spread over
