@@ -13,32 +13,36 @@
 // libm call per value.
 
 static inline __attribute__((always_inline)) void quantize_body(const float *x, int columns, int tokens, int8_t *q,
-                                                                float *d, float *ds) {
+                                                                float *d, float *ds, int32_t *half_sums) {
     int blocks = columns / 32;
     for (int t = 0; t < tokens; t++) {
         for (int b = 0; b < blocks; b++) {
             const float *v = x + (size_t)t * columns + b * 32;
             int8_t *out = q + (size_t)t * columns + b * 32;
             float inverse, scale = block_scale(v, 127.0f, &inverse);
-            int sum = 0;
+            int sum[2] = {0, 0};
             for (int i = 0; i < 32; i++) {
                 int value = (int)nearbyintf(v[i] * inverse);
                 out[i] = (int8_t)value;
-                sum += value;
+                sum[i / 16] += value;
             }
             d[(size_t)t * blocks + b] = scale;
-            ds[(size_t)t * blocks + b] = scale * (float)sum;
+            ds[(size_t)t * blocks + b] = scale * (float)(sum[0] + sum[1]);
+            half_sums[2 * ((size_t)t * blocks + b)] = sum[0];
+            half_sums[2 * ((size_t)t * blocks + b) + 1] = sum[1];
         }
     }
 }
 
-static void quantize_portable(const float *x, int columns, int tokens, int8_t *q, float *d, float *ds) {
-    quantize_body(x, columns, tokens, q, d, ds);
+static void quantize_portable(const float *x, int columns, int tokens, int8_t *q, float *d, float *ds,
+                              int32_t *half_sums) {
+    quantize_body(x, columns, tokens, q, d, ds, half_sums);
 }
 
 #if KQ_X86
-KQ_TARGET_AVX2 static void quantize_avx2(const float *x, int columns, int tokens, int8_t *q, float *d, float *ds) {
-    quantize_body(x, columns, tokens, q, d, ds);
+KQ_TARGET_AVX2 static void quantize_avx2(const float *x, int columns, int tokens, int8_t *q, float *d, float *ds,
+                                         int32_t *half_sums) {
+    quantize_body(x, columns, tokens, q, d, ds, half_sums);
 }
 
 // The same arithmetic as quantize_body with explicit vectors: left to itself the compiler vectorised
@@ -46,7 +50,8 @@ KQ_TARGET_AVX2 static void quantize_avx2(const float *x, int columns, int tokens
 // of it on the calling thread while the worker waited. Blocks are contiguous across tokens (columns
 // is a multiple of 32). cvtps_epi32 rounds in the current mode like nearbyintf, max is
 // order-independent and the int32 sum exact, so the results equal the portable ones bit for bit.
-KQ_TARGET_VNNI static void quantize_avx512(const float *x, int columns, int tokens, int8_t *q, float *d, float *ds) {
+KQ_TARGET_VNNI static void quantize_avx512(const float *x, int columns, int tokens, int8_t *q, float *d, float *ds,
+                                           int32_t *half_sums) {
     size_t blocks = (size_t)tokens * (size_t)(columns / 32);
     const __m512 sign = _mm512_set1_ps(-0.0f);
     for (size_t i = 0; i < blocks; i++) {
@@ -57,14 +62,17 @@ KQ_TARGET_VNNI static void quantize_avx512(const float *x, int columns, int toke
         __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, factor)), qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, factor));
         _mm_storeu_si128((__m128i *)(q + 32 * i), _mm512_cvtepi32_epi8(qa));
         _mm_storeu_si128((__m128i *)(q + 32 * i + 16), _mm512_cvtepi32_epi8(qb));
+        int32_t sum_a = _mm512_reduce_add_epi32(qa), sum_b = _mm512_reduce_add_epi32(qb);
         d[i] = scale;
-        ds[i] = scale * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(qa, qb));
+        ds[i] = scale * (float)(sum_a + sum_b);
+        half_sums[2 * i] = sum_a;
+        half_sums[2 * i + 1] = sum_b;
     }
 }
 #endif
 
-void kq_quantize(const float *x, int columns, int tokens, int8_t *q, float *d, float *ds) {
-    KQ_DISPATCH(quantize, x, columns, tokens, q, d, ds)
+void kq_quantize(const float *x, int columns, int tokens, int8_t *q, float *d, float *ds, int32_t *half_sums) {
+    KQ_DISPATCH(quantize, x, columns, tokens, q, d, ds, half_sums)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 //   Q4_0, Q4_1, Q5_0, Q4_K:  acc = fma(lo + hi, s_w · d_x, acc);  acc = fma(m_w, d_x · Σx, acc)
 //       (Q4_0: s_w = d, m_w = −8·d; Q4_1: d, m; Q5_0: d, −16·d; Q4_K: d·s_j, −(dmin·m_j))
 //   Q6_K:  acc = fma(lo − 32·Σx_lo, d·s_lo · d_x, acc);  acc = fma(hi − 32·Σx_hi, d·s_hi · d_x, acc)
+//       (Σx_lo, Σx_hi: the activations' half sums from kq_quantize, so no group sums them again)
 // so a token's result is the same bits alone or in a batch, on every instruction level.
 
 enum { GROUP = 16 };
@@ -133,7 +134,8 @@ static inline void packed_factors_portable(int type, const uint8_t *base, const 
 }
 
 static void packed_portable(int type, const uint8_t *packed, int rows, int columns, int group_begin, int group_end,
-                            const int8_t *q, const float *d, const float *ds, int tokens, float *y, size_t ldy) {
+                            const int8_t *q, const float *d, const float *ds, const int32_t *half_sums, int tokens,
+                            float *y, size_t ldy) {
     int blocks = columns / 32, header = header_bytes(type), planes = plane_bytes(type);
     for (int g = group_begin; g < group_end; g++) {
         const uint8_t *group = packed + (size_t)g * group_stride(type, blocks);
@@ -145,8 +147,7 @@ static void packed_portable(int type, const uint8_t *packed, int rows, int colum
                 const uint8_t *plane = base + header, *nibbles = base + header + planes;
                 const int8_t *x = q + (size_t)t * columns + b * 32;
                 float dx = d[(size_t)t * blocks + b], dsx = ds[(size_t)t * blocks + b];
-                int32_t sum_lo = 0, sum_hi = 0;
-                for (int i = 0; i < 16; i++) { sum_lo += x[i]; sum_hi += x[16 + i]; }
+                int32_t sum_lo = half_sums[2 * ((size_t)t * blocks + b)], sum_hi = half_sums[2 * ((size_t)t * blocks + b) + 1];
                 for (int r = 0; r < GROUP; r++) {
                     int32_t lo = 0, hi = 0;
                     for (int k = 0; k < 4; k++) {
@@ -208,7 +209,7 @@ KQ_TARGET_AVX2 static inline __attribute__((always_inline)) __m256i shift_bits_2
 // stay in registers. The unpacked weights of a block (8 zmm) are shared by the tokens.
 KQ_TARGET_VNNI static inline __attribute__((always_inline)) void
 tile_vnni(const int type, const int nt, const uint8_t *group, int blocks, const int8_t *q, int columns,
-          const float *d, const float *ds, float *y, size_t ldy, int nr, const uint8_t *end) {
+          const float *d, const float *ds, const int32_t *half_sums, float *y, size_t ldy, int nr, const uint8_t *end) {
     const int header = header_bytes(type), planes = plane_bytes(type), gbytes = group_block_bytes(type);
     const __m512i mask = _mm512_set1_epi8(0x0F);
     const __m512 negative_zero = _mm512_set1_ps(-0.0f);
@@ -266,10 +267,9 @@ tile_vnni(const int type, const int nt, const uint8_t *group, int blocks, const 
             }
             __m512 dx = _mm512_set1_ps(d[(size_t)t * blocks + b]);
             if (type == 14) {
-                int32_t sum_lo = 0, sum_hi = 0;
-                for (int i = 0; i < 16; i++) { sum_lo += x[i]; sum_hi += x[16 + i]; }
-                s0 = _mm512_sub_epi32(s0, _mm512_set1_epi32(32 * sum_lo));
-                s1 = _mm512_sub_epi32(s1, _mm512_set1_epi32(32 * sum_hi));
+                const int32_t *sums = half_sums + 2 * ((size_t)t * blocks + b);
+                s0 = _mm512_sub_epi32(s0, _mm512_set1_epi32(32 * sums[0]));
+                s1 = _mm512_sub_epi32(s1, _mm512_set1_epi32(32 * sums[1]));
                 acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_mul_ps(low, dx), acc[t]);
                 acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_mul_ps(high, dx), acc[t]);
             } else {
@@ -289,7 +289,7 @@ tile_vnni(const int type, const int nt, const uint8_t *group, int blocks, const 
 // sums are exactly those of VNNI. No software prefetch here (`end` is unused).
 KQ_TARGET_AVX2 static inline __attribute__((always_inline)) void
 tile_avx2(const int type, const int nt, const uint8_t *group, int blocks, const int8_t *q, int columns,
-          const float *d, const float *ds, float *y, size_t ldy, int nr, const uint8_t *end) {
+          const float *d, const float *ds, const int32_t *half_sums, float *y, size_t ldy, int nr, const uint8_t *end) {
     const int header = header_bytes(type), planes = plane_bytes(type);
     const __m256i mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     const __m256 negative_zero = _mm256_set1_ps(-0.0f);
@@ -346,10 +346,9 @@ tile_avx2(const int type, const int nt, const uint8_t *group, int blocks, const 
                         s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_maddubs_epi16(lo[k], _mm256_set1_epi32(load_i32(x + 4 * k))), ones));
                         s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_maddubs_epi16(hi[k], _mm256_set1_epi32(load_i32(x + 16 + 4 * k))), ones));
                     }
-                    int32_t sum_lo = 0, sum_hi = 0;
-                    for (int i = 0; i < 16; i++) { sum_lo += x[i]; sum_hi += x[16 + i]; }
-                    s0 = _mm256_sub_epi32(s0, _mm256_set1_epi32(32 * sum_lo));
-                    s1 = _mm256_sub_epi32(s1, _mm256_set1_epi32(32 * sum_hi));
+                    const int32_t *sums = half_sums + 2 * ((size_t)t * blocks + b);
+                    s0 = _mm256_sub_epi32(s0, _mm256_set1_epi32(32 * sums[0]));
+                    s1 = _mm256_sub_epi32(s1, _mm256_set1_epi32(32 * sums[1]));
                     acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(low, dx), acc[t]);
                     acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(high, dx), acc[t]);
                 } else {
@@ -374,20 +373,20 @@ tile_avx2(const int type, const int nt, const uint8_t *group, int blocks, const 
 
 #define KQ_PACKED_TILES(TILE, TYPE)                                                                      \
     switch (nt) { /* constant (type, nt) pairs, so every tile is fully unrolled */                       \
-    case 1: TILE(TYPE, 1, group, blocks, qt, columns, dt, dst, yt, ldy, nr, end); break;                 \
-    case 2: TILE(TYPE, 2, group, blocks, qt, columns, dt, dst, yt, ldy, nr, end); break;                 \
-    case 3: TILE(TYPE, 3, group, blocks, qt, columns, dt, dst, yt, ldy, nr, end); break;                 \
-    case 4: TILE(TYPE, 4, group, blocks, qt, columns, dt, dst, yt, ldy, nr, end); break;                 \
-    case 5: TILE(TYPE, 5, group, blocks, qt, columns, dt, dst, yt, ldy, nr, end); break;                 \
-    case 6: TILE(TYPE, 6, group, blocks, qt, columns, dt, dst, yt, ldy, nr, end); break;                 \
-    case 7: TILE(TYPE, 7, group, blocks, qt, columns, dt, dst, yt, ldy, nr, end); break;                 \
-    default: TILE(TYPE, 8, group, blocks, qt, columns, dt, dst, yt, ldy, nr, end); break;                \
+    case 1: TILE(TYPE, 1, group, blocks, qt, columns, dt, dst, hst, yt, ldy, nr, end); break;            \
+    case 2: TILE(TYPE, 2, group, blocks, qt, columns, dt, dst, hst, yt, ldy, nr, end); break;            \
+    case 3: TILE(TYPE, 3, group, blocks, qt, columns, dt, dst, hst, yt, ldy, nr, end); break;            \
+    case 4: TILE(TYPE, 4, group, blocks, qt, columns, dt, dst, hst, yt, ldy, nr, end); break;            \
+    case 5: TILE(TYPE, 5, group, blocks, qt, columns, dt, dst, hst, yt, ldy, nr, end); break;            \
+    case 6: TILE(TYPE, 6, group, blocks, qt, columns, dt, dst, hst, yt, ldy, nr, end); break;            \
+    case 7: TILE(TYPE, 7, group, blocks, qt, columns, dt, dst, hst, yt, ldy, nr, end); break;            \
+    default: TILE(TYPE, 8, group, blocks, qt, columns, dt, dst, hst, yt, ldy, nr, end); break;           \
     }
 
 #define KQ_DEFINE_PACKED(NAME, TARGET, TILE)                                                             \
 TARGET static void NAME(int type, const uint8_t *packed, int rows, int columns, int group_begin,         \
-                        int group_end, const int8_t *q, const float *d, const float *ds, int tokens,     \
-                        float *y, size_t ldy) {                                                          \
+                        int group_end, const int8_t *q, const float *d, const float *ds,                 \
+                        const int32_t *half_sums, int tokens, float *y, size_t ldy) {                    \
     int blocks = columns / 32;                                                                           \
     size_t gstride = group_stride(type, blocks);                                                         \
     const uint8_t *end = packed + (size_t)group_end * gstride; /* one past these rows' bytes */          \
@@ -398,6 +397,7 @@ TARGET static void NAME(int type, const uint8_t *packed, int rows, int columns, 
             int nt = tokens - t0 < 8 ? tokens - t0 : 8;                                                  \
             const int8_t *qt = q + (size_t)t0 * columns;                                                 \
             const float *dt = d + (size_t)t0 * blocks, *dst = ds + (size_t)t0 * blocks;                  \
+            const int32_t *hst = half_sums + (size_t)t0 * 2 * blocks;                                    \
             float *yt = y + (size_t)t0 * ldy + (size_t)g * GROUP;                                        \
             switch (type) {                                                                              \
             case 2: KQ_PACKED_TILES(TILE, 2) break;                                                      \
@@ -415,8 +415,9 @@ KQ_DEFINE_PACKED(packed_avx2, KQ_TARGET_AVX2, tile_avx2)
 #endif
 
 void kq_matmul_packed(int type, const void *packed, int rows, int columns, int group_begin, int group_end,
-                      const int8_t *q, const float *d, const float *ds, int tokens, float *y, size_t ldy) {
-    KQ_DISPATCH(packed, type, packed, rows, columns, group_begin, group_end, q, d, ds, tokens, y, ldy)
+                      const int8_t *q, const float *d, const float *ds, const int32_t *half_sums, int tokens,
+                      float *y, size_t ldy) {
+    KQ_DISPATCH(packed, type, packed, rows, columns, group_begin, group_end, q, d, ds, half_sums, tokens, y, ldy)
 }
 
 // ---------------------------------------------------------------------------------------------

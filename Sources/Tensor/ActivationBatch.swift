@@ -8,12 +8,14 @@ public final class ActivationBatch: @unchecked Sendable {
     public private(set) var floats: UnsafePointer<Float>
     public private(set) var count = 0
     public private(set) var columns = 0
-    /// Whether `quantized`, `scales` and `scaledSums` hold the current input (`multiplySwiGLU` writes them).
+    /// Whether `quantized`, `scales`, `scaledSums` and `halfSums` hold the current input (`multiplySwiGLU`
+    /// writes them).
     fileprivate var quantizedIsCurrent = false
     private var quantized16IsCurrent = false
     let quantized: UnsafeMutablePointer<Int8>
     let scales: UnsafeMutablePointer<Float>
     let scaledSums: UnsafeMutablePointer<Float>
+    let halfSums: UnsafeMutablePointer<Int32>
     /// The int16 quantisation, for the output head (`WeightMatrix.forLogits()`).
     let quantized16: UnsafeMutablePointer<Int16>
     let scales16: UnsafeMutablePointer<Float>
@@ -27,6 +29,7 @@ public final class ActivationBatch: @unchecked Sendable {
         quantized = .allocate(capacity: capacity)
         scales = .allocate(capacity: capacity / 32 + 1)
         scaledSums = .allocate(capacity: capacity / 32 + 1)
+        halfSums = .allocate(capacity: capacity / 16 + 2)
         quantized16 = .allocate(capacity: capacity)
         scales16 = .allocate(capacity: capacity / 32 + 1)
         floats = UnsafePointer(quantized.withMemoryRebound(to: Float.self, capacity: 0) { $0 })
@@ -36,6 +39,7 @@ public final class ActivationBatch: @unchecked Sendable {
         quantized.deallocate()
         scales.deallocate()
         scaledSums.deallocate()
+        halfSums.deallocate()
         quantized16.deallocate()
         scales16.deallocate()
     }
@@ -53,14 +57,14 @@ public final class ActivationBatch: @unchecked Sendable {
     /// The current input's buffers as plain pointers, for the pool's threads (`MatrixKernel`).
     var view: ActivationView {
         ActivationView(floats: floats, count: count, columns: columns, quantized: quantized, scales: scales,
-                       scaledSums: scaledSums, quantized16: quantized16, scales16: scales16)
+                       scaledSums: scaledSums, halfSums: halfSums, quantized16: quantized16, scales16: scales16)
     }
 
     /// Quantises the floats unless already done for the current input.
     func quantize() {
         guard !quantizedIsCurrent else { return }
         precondition(columns % 32 == 0, "quantised kernels need rows of whole 32-element blocks")
-        kq_quantize(floats, Int32(columns), Int32(count), quantized, scales, scaledSums)
+        kq_quantize(floats, Int32(columns), Int32(count), quantized, scales, scaledSums, halfSums)
         quantizedIsCurrent = true
     }
 
@@ -81,6 +85,7 @@ struct ActivationView {
     let quantized: UnsafePointer<Int8>
     let scales: UnsafePointer<Float>
     let scaledSums: UnsafePointer<Float>
+    let halfSums: UnsafePointer<Int32>
     let quantized16: UnsafePointer<Int16>
     let scales16: UnsafePointer<Float>
 }
@@ -126,7 +131,7 @@ extension ActivationBatch {
         let job = swiGLUJob
         job.gate = gate.kernel(input: self, into: gateOutput)
         job.up = up.kernel(input: self, into: upOutput)
-        job.quantized = quantizes ? (next.quantized, next.scales, next.scaledSums) : nil
+        job.quantized = quantizes ? (next.quantized, next.scales, next.scaledSums, next.halfSums) : nil
         pool.run(job, count: (gate.rows + 31) / 32, grain: 1)
         if quantizes { next.quantizedIsCurrent = true }
     }

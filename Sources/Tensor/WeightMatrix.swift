@@ -138,7 +138,7 @@ struct MatrixKernel {
         case .packedInt8(let packed):
             kq_matmul_packed(Int32(type.rawValue), packed, Int32(rows), Int32(columns),
                              Int32(units.lowerBound), Int32(units.upperBound),
-                             input.quantized, input.scales, input.scaledSums, count, y, rows)
+                             input.quantized, input.scales, input.scaledSums, input.halfSums, count, y, rows)
         case .rowsInt8:
             kq_matmul(Int32(type.rawValue), data, rowBytes, Int32(columns), Int32(rowRange.lowerBound), Int32(rowRange.upperBound),
                       input.quantized, input.scales, input.scaledSums, count, y, rows)
@@ -208,11 +208,11 @@ final class PackedRows: @unchecked Sendable {
 /// `ActivationBatch.multiplySwiGLU` as the pool's threads run it. Items are blocks of 32 features (two
 /// groups of 16 rows of each matrix): for a range of them, the gate rows, the up rows, then SwiGLU of
 /// each token's features and, when `quantized` is set, their int8 blocks (`kq_quantize` per token: the
-/// layout of `ActivationBatch`, token-major, a scale and scaled sum per block).
+/// layout of `ActivationBatch`, token-major, a scale, scaled sum and two half sums per block).
 final class SwiGLUProductJob: ParallelJob {
     var gate, up: MatrixKernel?
     var quantized: (values: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>,
-                    scaledSums: UnsafeMutablePointer<Float>)?
+                    scaledSums: UnsafeMutablePointer<Float>, halfSums: UnsafeMutablePointer<Int32>)?
 
     func run(_ range: Range<Int>, part: Int) {
         guard let gate, let up else { return }
@@ -225,7 +225,7 @@ final class SwiGLUProductJob: ParallelJob {
             VectorOps.swiglu(activated, up: up.output + offset, count: width)
             if let quantized {
                 kq_quantize(activated, Int32(width), 1, quantized.values + offset, quantized.scales + offset / 32,
-                            quantized.scaledSums + offset / 32)
+                            quantized.scaledSums + offset / 32, quantized.halfSums + offset / 16)
             }
         }
     }

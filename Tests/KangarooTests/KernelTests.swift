@@ -382,7 +382,8 @@ struct VectorOpsTests {
             kq_set_instruction_level(level)
             var q = [Int8](repeating: 0, count: columns)
             var d = [Float](repeating: -1, count: blocks), ds = [Float](repeating: -1, count: blocks)
-            kq_quantize(x, Int32(columns), 1, &q, &d, &ds)
+            var halfSums = [Int32](repeating: -1, count: 2 * blocks)
+            kq_quantize(x, Int32(columns), 1, &q, &d, &ds, &halfSums)
             for b in 0..<blocks {
                 let values = x[(32 * b)..<(32 * b + 32)]
                 let scale = values.map { abs($0) }.max()! / 127
@@ -390,8 +391,11 @@ struct VectorOpsTests {
                 let expected = values.map { Int8(($0 * inverse).rounded(.toNearestOrEven)) }
                 #expect(Array(q[(32 * b)..<(32 * b + 32)]) == expected, "block \(b)")
                 #expect(d[b] == scale && ds[b] == scale * Float(expected.reduce(0) { $0 + Int($1) }), "block \(b)")
+                let halves = [expected[..<16], expected[16...]].map { $0.reduce(Int32(0)) { $0 + Int32($1) } }
+                #expect(Array(halfSums[(2 * b)..<(2 * b + 2)]) == halves, "block \(b)")
             }
-            results.append(q.map { UInt32(UInt8(bitPattern: $0)) } + d.map(\.bitPattern) + ds.map(\.bitPattern))
+            results.append(q.map { UInt32(UInt8(bitPattern: $0)) } + d.map(\.bitPattern) + ds.map(\.bitPattern)
+                           + halfSums.map { UInt32(bitPattern: $0) })
         }
         #expect(results.allSatisfy { $0 == results[0] })
     }

@@ -7,7 +7,8 @@
 /// Integer-dot kernels for 4- and 8-bit weights against int8-quantised activations.
 ///
 /// Activations are quantised per block of 32 values: q = round(x / d) with d = max|x| / 127, and the
-/// block also keeps ds = d · Σq. A block's integer dot product is computed in eight 32-bit lanes (lane i
+/// block also keeps ds = d · Σq and the integer sums of its two halves (values 0–15 and 16–31), which
+/// Q6_K's kernel subtracts 32 times (its weights are stored unsigned). A block's integer dot product is computed in eight 32-bit lanes (lane i
 /// sums bytes 4i…4i+3), converted to float and accumulated per lane; lanes are added in a fixed order at
 /// the end of a row. Every code path (AVX-512 VNNI, AVX2, portable) forms the same lanes in the same
 /// order, so results do not depend on the path, on how many tokens share a call, or on row splitting.
@@ -20,8 +21,8 @@ int kq_instruction_level(void);
 int kq_set_instruction_level(int level);
 
 /// Quantises `tokens` rows of `columns` floats (`columns` a multiple of 32).
-/// q: tokens × columns; d, ds: tokens × columns/32.
-void kq_quantize(const float *x, int columns, int tokens, int8_t *q, float *d, float *ds);
+/// q: tokens × columns; d, ds: tokens × columns/32; half_sums: tokens × columns/16 (two per block).
+void kq_quantize(const float *x, int columns, int tokens, int8_t *q, float *d, float *ds, int32_t *half_sums);
 
 /// y[t · ldy + r] = Σ_c W[r][c] · x[t][c] for rows r in [row_begin, row_end) and tokens t < tokens.
 /// `type` is the GGML type id of W: 2 (Q4_0), 3 (Q4_1), 6 (Q5_0), 7 (Q5_1), 8 (Q8_0), 11 (Q3_K),
@@ -43,7 +44,8 @@ void kq_pack(int type, const void *weights, size_t row_bytes, int rows, int colu
 /// matrix with `rows` rows, block after block in the order packed.c gives per format; the same bits on
 /// every instruction level and for every number of tokens.
 void kq_matmul_packed(int type, const void *packed, int rows, int columns, int group_begin, int group_end,
-                      const int8_t *q, const float *d, const float *ds, int tokens, float *y, size_t ldy);
+                      const int8_t *q, const float *d, const float *ds, const int32_t *half_sums, int tokens,
+                      float *y, size_t ldy);
 
 /// In-place softmax of `n` floats (exponentials within a few ulp of expf; 0 below e^−87.3).
 void kq_softmax(float *x, int n);
