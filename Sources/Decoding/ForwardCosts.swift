@@ -89,20 +89,32 @@ public struct ForwardCosts: Codable, Sendable, Equatable {
         return ForwardCosts(contexts: contexts, verify: verify, draftLevel: draftLevel)
     }
 
-    /// The costs measured for `model` on this machine with `threads` threads, from `folder` when an
-    /// earlier run measured them there, else measured now (a few seconds, said on stderr) and saved.
+    /// The costs measured for `model` on this machine with `threads` threads by this build, from
+    /// `folder` when an earlier run measured them there, else measured now (a few seconds, said on
+    /// stderr) and saved (a file of about 1 KiB per model and build). A new build re-measures because
+    /// its kernels may weigh rows differently.
     public static func cached(for model: LlamaModel, exitLayer: Int, in folder: URL, pool: ThreadPool = .shared) throws -> ForwardCosts {
-        let file = folder.appendingPathComponent("forward-costs", isDirectory: true)
-            .appendingPathComponent("\(model.gguf.fingerprint)-exit\(exitLayer)-threads\(pool.threads).json")
+        let key = "\(model.gguf.fingerprint)-exit\(exitLayer)-threads\(pool.threads)"
+        let directory = folder.appendingPathComponent("forward-costs", isDirectory: true)
+        let file = directory.appendingPathComponent("\(key)-build\(buildStamp).json")
         if let data = try? Data(contentsOf: file), let costs = try? JSONDecoder().decode(ForwardCosts.self, from: data) {
             return costs
         }
-        FileHandle.standardError.write(Data("Measuring what wider forwards cost on this machine, for the draft tree's size (once; saved in \(file.path))\n".utf8))
+        FileHandle.standardError.write(Data("Measuring what wider forwards cost on this machine, for the draft tree's size (once per build; saved in \(file.path))\n".utf8))
         let costs = try measure(model: model, exitLayer: exitLayer, pool: pool)
-        try? FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try? FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try? encoder.encode(costs).write(to: file, options: .atomic)
         return costs
     }
+
+    /// This build, as the running executable's size and modification time.
+    private static let buildStamp: String = {
+        let path = Bundle.main.executablePath ?? CommandLine.arguments[0]
+        let attributes = (try? FileManager.default.attributesOfItem(atPath: path)) ?? [:]
+        let size = (attributes[.size] as? NSNumber)?.int64Value ?? 0
+        let time = Int64((attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)
+        return String(size, radix: 16) + "-" + String(time, radix: 16)
+    }()
 }
