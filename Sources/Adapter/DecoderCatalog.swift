@@ -59,15 +59,15 @@ public enum DecoderCatalogError: Error, CustomStringConvertible, Equatable {
 /// Builds every decoder: the one place the command line, the server and the benchmarks get them from.
 public enum DecoderCatalog {
     /// A decoder of `kind` for `model` with `options`; Kangaroo drafts with `adapter` (at its own exit
-    /// layer) and needs one.
+    /// layer) and needs one. Draft trees size themselves by `costs` (nil: measured on this machine).
     public static func make(_ kind: DecoderKind, model: LlamaModel, options: SpeculativeOptions? = nil,
                             adapter: KangarooAdapter? = nil, redrafterHead: RecurrentDraftHead? = nil,
-                            blockDrafter: KangarooAdapter? = nil, contextCapacity: Int? = nil,
+                            blockDrafter: KangarooAdapter? = nil, contextCapacity: Int? = nil, costs: ForwardCosts? = nil,
                             acceptance: AcceptanceRule = SpeculativeSamplingRule(), name: String? = nil) throws -> SpeculativeDecoder {
         let capacity = model.config.context(contextCapacity)
         try checkMemory(model, capacity: capacity, sequences: 1)
         let drafter = try makeDrafter(kind, model: model, options: options, adapter: adapter, redrafterHead: redrafterHead,
-                                      blockDrafter: blockDrafter, contextCapacity: capacity)
+                                      blockDrafter: blockDrafter, contextCapacity: capacity, costs: costs)
         return SpeculativeDecoder(model: model, drafter: drafter, name: name ?? kind.rawValue, contextCapacity: capacity,
                                   acceptance: acceptance)
     }
@@ -105,10 +105,11 @@ public enum DecoderCatalog {
     }
 
     /// The drafter of one sequence for `kind` (nil: plain decoding). ReDrafter drafts with
-    /// `redrafterHead`, SpecDec with `blockDrafter`, else with the one shipped for the model.
+    /// `redrafterHead`, SpecDec with `blockDrafter`, else with the one shipped for the model. Draft
+    /// trees size themselves by `costs` (nil: measured on this machine).
     public static func makeDrafter(_ kind: DecoderKind, model: LlamaModel, options: SpeculativeOptions?, adapter: KangarooAdapter?,
                                    redrafterHead: RecurrentDraftHead? = nil, blockDrafter: KangarooAdapter? = nil,
-                                   contextCapacity: Int) throws -> (any Drafter)? {
+                                   contextCapacity: Int, costs: ForwardCosts? = nil) throws -> (any Drafter)? {
         var options = options ?? kind.defaultOptions
         switch kind {
         case .plain:
@@ -117,7 +118,7 @@ public enum DecoderCatalog {
             return try LookupDrafter(ngram: options.copyNgram, maxDraft: options.maxDraft)
         case .layerskip:
             return try ExitLayerDrafter(model: model, draftModel: LayerSkipHead(model: model), options: options,
-                                        costs: try costs(for: model, options: options))
+                                        costs: try costs ?? measuredCosts(for: model, options: options))
         case .redrafter:
             guard let head = try redrafterHead ?? RecurrentDraftHead.shipped(for: model) else {
                 throw DecoderCatalogError.redrafterHeadRequired
@@ -133,13 +134,14 @@ public enum DecoderCatalog {
             guard let adapter else { throw DecoderCatalogError.adapterRequired }
             options.exitLayer = adapter.config.exitLayer
             let runner = AdapterRunner(adapter: adapter, model: model, contextCapacity: contextCapacity, chunk: 64)
-            return try ExitLayerDrafter(model: model, draftModel: runner, options: options, costs: try costs(for: model, options: options))
+            return try ExitLayerDrafter(model: model, draftModel: runner, options: options,
+                                        costs: try costs ?? measuredCosts(for: model, options: options))
         }
     }
 
     /// What wider forwards cost on this machine, for draft trees: measured once per model, exit layer
     /// and thread count and kept in the cache folder (`$KANGAROO_HOME`, else `~/.cache/kangaroo`).
-    static func costs(for model: LlamaModel, options: SpeculativeOptions) throws -> ForwardCosts {
+    static func measuredCosts(for model: LlamaModel, options: SpeculativeOptions) throws -> ForwardCosts {
         guard options.treeBudget > 0, options.invalidSetting == nil, options.exitLayer <= model.config.layerCount else {
             return .proportional()
         }
