@@ -28,7 +28,7 @@ struct BenchSuite: ParsableCommand {
     @Option(help: "Spec-Bench question file (JSON lines with question_id, category, turns).")
     var suite: String
 
-    @Option(help: "Comma-separated decoders to run; the first is the baseline for speedups. A decoder may carry its own settings after colons, over the flags': tree=N (--tree-budget), width=N, threshold=X, draft=N (--max-draft), copy=N (--copy-ngram), beams=N and length=N (ReDrafter), beta=N and tau=X (relaxed verification, lossy), adapter=DIR (Kangaroo: another adapter folder, to compare adapters in one run); e.g. plain,kangaroo:tree=0,kangaroo:tree=10,kangaroo:adapter=/tmp/run.")
+    @Option(help: "Comma-separated decoders to run; the first is the baseline for speedups. A decoder may carry its own settings after colons, over the flags': tree=N (--tree-budget), width=N, threshold=X, draft=N (--max-draft), copy=N (--copy-ngram), backoff=N (--max-backoff), drop=1 (--drop-uncertain-draft), beams=N and length=N (ReDrafter), beta=N and tau=X (relaxed verification, lossy), adapter=DIR (Kangaroo: another adapter folder, to compare adapters in one run); e.g. plain,kangaroo:tree=0,kangaroo:tree=10,kangaroo:adapter=/tmp/run.")
     var decoders = "plain,kangaroo"
 
     @Option(help: "At most N questions per task group (mixing the group's categories).")
@@ -246,11 +246,13 @@ struct DecoderVariant {
             case "threshold": options.threshold = Float(value)
             case "draft": options.maxDraft = Int(value)
             case "copy": options.copyNgram = Int(value)
+            case "backoff": options.maxBackoff = Int(value)
+            case "drop": options.dropsUncertainDraft = value != 0
             case "beams": options.beamWidth = Int(value)
             case "length": options.beamLength = Int(value)
             case "beta": beta = Int(value)
             case "tau": tau = Float(value)
-            default: throw ValidationError("unknown setting '\(pair[0])' in '\(spec)' (tree, width, threshold, draft, copy, beams, length, beta, tau, adapter)")
+            default: throw ValidationError("unknown setting '\(pair[0])' in '\(spec)' (tree, width, threshold, draft, copy, backoff, drop, beams, length, beta, tau, adapter)")
             }
         }
         do {
