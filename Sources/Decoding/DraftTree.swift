@@ -1,3 +1,4 @@
+import Foundation
 import Llama
 import Tensor
 
@@ -32,6 +33,37 @@ struct DraftTreePlan {
     }
 
     mutating func addLevel() { levels += 1 }
+}
+
+/// How often the tree's nodes were accepted against the path probability the draft model gave them,
+/// by powers of two of that probability (1–½, ½–¼, …), recent nodes weighing most. The plan weighs a
+/// node by what nodes like it delivered: a draft model sure of tokens the full model does not choose
+/// (often so on text unlike its training data) then grows smaller trees. Only the tree's size
+/// depends on it, decided before the round's draws, so outputs and distributions are unchanged.
+struct TreeCalibration {
+    private static let buckets = 8
+    /// Pseudo-counts of nodes accepted as often as their probability said, before any are seen.
+    private static let prior = 2.0
+    /// Each record keeps this share of its bucket's history (about the last 100 nodes count).
+    private static let memory = 0.99
+    private var predicted = [Double](repeating: 0, count: buckets)
+    private var accepted = [Double](repeating: 0, count: buckets)
+
+    private static func bucket(_ probability: Float) -> Int {
+        probability > 0 ? min(buckets - 1, Int(-log2(probability))) : buckets - 1
+    }
+
+    /// The chance that a node drafted with `probability` is accepted, by the record so far.
+    func expected(_ probability: Float) -> Float {
+        let b = Self.bucket(probability)
+        return min(1, probability * Float((accepted[b] + Self.prior) / (predicted[b] + Self.prior)))
+    }
+
+    mutating func record(_ probability: Float, accepted wasAccepted: Bool) {
+        let b = Self.bucket(probability)
+        predicted[b] = predicted[b] * Self.memory + Double(probability)
+        accepted[b] = accepted[b] * Self.memory + (wasAccepted ? 1 : 0)
+    }
 }
 
 /// A token drawn under an expanded node of the draft tree, not yet in the round.
@@ -71,6 +103,7 @@ extension ExitLayerDrafter {
         var copies: [Int32] = []
         copyLookup?.appendChain(to: &copies, limit: budget)
         round.addCopies(copies, sampling: sampling)
+        plannedProbabilities = Array(repeating: nil, count: round.count)
         try round.runLayers(options.exitLayer)
         guard round.count < budget else { return }
         flushLagging(scratch: round.scratch)
@@ -84,9 +117,9 @@ extension ExitLayerDrafter {
             pool.sort { $0.probability > $1.probability }
             var next: [ExpandedNode] = []
             while let best = pool.first, next.count < options.treeWidth, round.count < budget,
-                  best.probability >= options.threshold, plan.isWorth(best.probability) {
+                  best.probability >= options.threshold, plan.isWorth(calibration.expected(best.probability)) {
                 guard let node = add(best, to: round, pool: &pool, sampling: sampling) else { continue }
-                plan.add(best.probability)
+                plan.add(calibration.expected(best.probability))
                 next.append(ExpandedNode(node: node, row: node + 1, probability: best.probability,
                                          seen: seenRows.count + next.count, parentSeen: best.parentSeen))
             }
@@ -98,8 +131,8 @@ extension ExitLayerDrafter {
         }
         // Leaves: the best candidates left, while they pay for their rows.
         pool.sort { $0.probability > $1.probability }
-        while let best = pool.first, round.count < budget, plan.isWorth(best.probability) {
-            if add(best, to: round, pool: &pool, sampling: sampling) != nil { plan.add(best.probability) }
+        while let best = pool.first, round.count < budget, plan.isWorth(calibration.expected(best.probability)) {
+            if add(best, to: round, pool: &pool, sampling: sampling) != nil { plan.add(calibration.expected(best.probability)) }
         }
         try round.runLayers(options.exitLayer)
     }
@@ -164,6 +197,7 @@ extension ExitLayerDrafter {
             return nil
         }
         let node = round.add(candidate.token, parent: candidate.parent)
+        plannedProbabilities.append(candidate.probability)
         if sampling {
             let head = draftModel.head, q = expandedProbabilities.row(candidate.parentSeen)
             let dense = round.probabilities.row(node)
@@ -179,6 +213,10 @@ extension ExitLayerDrafter {
     /// After a tree round: the draft model keeps the accepted path's rows it saw (a prefix of the path),
     /// and the rest of the path's exit states wait to be fed.
     func acceptTree(_ round: DraftRound, path: [Int]) {
+        for (node, probability) in plannedProbabilities.enumerated() {
+            if let probability { calibration.record(probability, accepted: path.contains(node)) }
+        }
+        plannedProbabilities.removeAll(keepingCapacity: true)
         guard draftModel.keepsCache else { return }
         let rows = [0] + path.map { $0 + 1 }
         var seen: [Int] = []

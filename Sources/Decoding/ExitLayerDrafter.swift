@@ -187,6 +187,10 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
     /// Draft trees: the batch rows the draft model saw this round, in order; when sampling, each
     /// one's processed draft distribution (by that order), and room to draw children from it.
     var seenRows: [Int] = []
+    /// Draft trees: the path probability each node of this round was planned with (nil: a copy), and
+    /// how often earlier nodes of such probabilities were accepted.
+    var plannedProbabilities: [Float?] = []
+    var calibration = TreeCalibration()
     let expandedProbabilities: FloatMatrix
     let drawBuffer: FloatMatrix
     private var backoff = 0

@@ -1,5 +1,5 @@
 import Adapter
-import Decoding
+@testable import Decoding
 import Foundation
 import Llama
 import Tensor
@@ -139,6 +139,21 @@ struct TreeDecodingTests {
             let stats = try #require(decoders.last?.speculativeStatistics)
             #expect(stats.meanAcceptedTokens > 1.5, "the oracle's trees should be accepted often: \(stats.meanAcceptedTokens)")
         }
+    }
+
+    @Test("the tree's calibration lowers what it expects of nodes like those seldom accepted, keeps a calibrated draft model's probabilities and raises an underconfident one's")
+    func calibration() {
+        var overconfident = TreeCalibration(), calibrated = TreeCalibration(), underconfident = TreeCalibration()
+        #expect(overconfident.expected(0.4) == 0.4, "nothing recorded: the draft model's own probability")
+        for i in 0..<300 {
+            overconfident.record(0.4, accepted: i % 10 == 0)
+            calibrated.record(0.4, accepted: i % 5 < 2)
+            underconfident.record(0.6, accepted: true)
+        }
+        #expect(abs(overconfident.expected(0.4) - 0.1) < 0.04, "\(overconfident.expected(0.4))")
+        #expect(abs(calibrated.expected(0.4) - 0.4) < 0.04, "\(calibrated.expected(0.4))")
+        #expect(underconfident.expected(0.6) > 0.9 && underconfident.expected(0.6) <= 1, "\(underconfident.expected(0.6))")
+        #expect(overconfident.expected(0.9) == 0.9, "another power of two keeps its own record")
     }
 
     @Test("tree paths through later siblings are accepted, and their logits come in the order of the tokens")
