@@ -103,7 +103,8 @@ extension ExitLayerDrafter {
         var copies: [Int32] = []
         copyLookup?.appendChain(to: &copies, limit: budget)
         round.addCopies(copies, sampling: sampling)
-        plannedProbabilities = Array(repeating: nil, count: round.count)
+        plannedProbabilities.removeAll(keepingCapacity: true)
+        plannedProbabilities.append(contentsOf: repeatElement(nil, count: round.count))
         try round.runLayers(options.exitLayer)
         guard round.count < budget else { return }
         flushLagging(scratch: round.scratch)
