@@ -33,7 +33,7 @@ public final class BlockDrafter: ConfigurableDrafter {
     }
 
     /// Changes η and γ for the next generations (there are no copy drafts).
-    public func configure(threshold: Float, maxDraft: Int, copyNgram: Int) throws {
+    public func configure(threshold: Float?, maxDraft: Int, copyNgram: Int) throws {
         var changed = options
         changed.threshold = threshold
         changed.maxDraft = maxDraft
@@ -66,7 +66,7 @@ public final class BlockDrafter: ConfigurableDrafter {
             // Sampling: each draft is drawn from its own position's distribution, kept for verification.
             let (token, confidence) = runner.head.draft(row: i, sampler: &sampler, round: round, buffer: headProbabilities.pointer)
             round.add(token, parent: i == 0 ? nil : i - 1)
-            if confidence < options.threshold { break }
+            if confidence < options.threshold(treeBudget: 0) { break }
         }
     }
 

@@ -20,12 +20,21 @@ public enum DecoderKind: String, CaseIterable, Sendable {
     /// one pass from the shallow layers' states.
     case specdec
 
+    /// Whether `SpeculativeOptions.treeBudget` and `treeWidth` apply: the drafters that grow trees
+    /// from the exit layer's states.
+    public var draftsTrees: Bool { self == .kangaroo || self == .layerskip }
+
     /// The settings this decoder uses unless told otherwise: `SpeculativeOptions`' defaults, except
-    /// that layer skip drafts alone (no copy drafts) unless asked, and that SpecDec drafts its whole
-    /// block (γ 5 = the shipped drafter's 4 queries + 1) down to η 0.5 (by `bench suite`; see
-    /// docs/measurements.md).
+    /// that Kangaroo's tree and η follow the decoding mode (a tree of up to 12 nodes at η 0.3 when
+    /// greedy, a chain at η 0.6 when sampling), that layer skip drafts alone (no copy
+    /// drafts) unless asked, and that SpecDec drafts its whole block (γ 5 = the shipped drafter's 4
+    /// queries + 1) down to η 0.5 (by `bench suite`; see docs/measurements.md).
     public var defaultOptions: SpeculativeOptions {
         var options = SpeculativeOptions()
+        if self == .kangaroo {
+            options.treeBudget = nil
+            options.threshold = nil
+        }
         if self == .layerskip { options.copyNgram = 0 }
         if self == .specdec {
             options.copyNgram = 0
@@ -142,7 +151,7 @@ public enum DecoderCatalog {
     /// What wider forwards cost on this machine, for draft trees: measured once per model, exit layer
     /// and thread count and kept in the cache folder (`$KANGAROO_HOME`, else `~/.cache/kangaroo`).
     static func measuredCosts(for model: LlamaModel, options: SpeculativeOptions) throws -> ForwardCosts {
-        guard options.treeBudget > 0, options.invalidSetting == nil, options.exitLayer <= model.config.layerCount else {
+        guard options.treeBudget(sampling: false) > 0, options.invalidSetting == nil, options.exitLayer <= model.config.layerCount else {
             return .proportional()
         }
         return try ForwardCosts.cached(for: model, exitLayer: options.exitLayer, in: PyPIFile.cacheDirectory)

@@ -36,7 +36,7 @@ struct DraftTreePlan {
 }
 
 /// How often the tree's nodes were accepted against the path probability the draft model gave them,
-/// by powers of two of that probability (1–½, ½–¼, …), recent nodes weighing most. The plan weighs a
+/// by powers of two of that probability (1–½, ½–¼, …), recent nodes of the generation weighing most. The plan weighs a
 /// node by what nodes like it delivered: a draft model sure of tokens the full model does not choose
 /// (often so on text unlike its training data) then grows smaller trees. Only the tree's size
 /// depends on it, decided before the round's draws, so outputs and distributions are unchanged.
@@ -98,7 +98,7 @@ extension ExitLayerDrafter {
     /// run through the shallow layers together and expanded together; finally the best candidates left
     /// join as leaves while they pay. Every row of the round goes through the shallow layers once.
     func proposeTree(_ round: DraftRound, sampler: inout Sampler) throws {
-        let sampling = !sampler.options.isGreedy, budget = min(options.treeBudget, round.limit)
+        let sampling = !sampler.options.isGreedy, budget = min(roundTreeBudget, round.limit)
         seenRows.removeAll(keepingCapacity: true)
         var copies: [Int32] = []
         copyLookup?.appendChain(to: &copies, limit: budget)
@@ -118,7 +118,7 @@ extension ExitLayerDrafter {
             pool.sort { $0.probability > $1.probability }
             var next: [ExpandedNode] = []
             while let best = pool.first, next.count < options.treeWidth, round.count < budget,
-                  best.probability >= options.threshold, plan.isWorth(calibration.expected(best.probability)) {
+                  best.probability >= roundThreshold, plan.isWorth(calibration.expected(best.probability)) {
                 guard let node = add(best, to: round, pool: &pool, sampling: sampling) else { continue }
                 plan.add(calibration.expected(best.probability))
                 next.append(ExpandedNode(node: node, row: node + 1, probability: best.probability,

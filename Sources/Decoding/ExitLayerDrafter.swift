@@ -7,8 +7,9 @@ import Tensor
 public struct SpeculativeOptions: Sendable, Equatable {
     /// Layers `0..<exitLayer` form the shallow sub-network that feeds the drafter.
     public var exitLayer: Int
-    /// Drafting stops once a draft's top-1 probability is below this (η).
-    public var threshold: Float
+    /// Drafting stops once a draft's top-1 probability is below this (η); in a tree, candidates below
+    /// it are not expanded. Nil: by the round's shape (`defaultThreshold`).
+    public var threshold: Float?
     /// γ: drafts per round at most.
     public var maxDraft: Int
     /// Whether the draft that fell below the threshold is dropped instead of verified (the paper
@@ -29,14 +30,31 @@ public struct SpeculativeOptions: Sendable, Equatable {
     /// Draft trees (0: a chain): the most nodes a round's tree may hold. The tree grows from the draft
     /// model's top candidates, best path probability first, while a node's probability repays what its
     /// row adds to the round's cost (`ForwardCosts`); nodes below η are not expanded further. Copy
-    /// drafts form a branch of their own.
-    public var treeBudget: Int
+    /// drafts form a branch of their own. Nil: by the decoding mode (`treeBudget(sampling:)`).
+    public var treeBudget: Int?
     /// Draft trees: the candidates drawn under each expanded node, and the nodes expanded per level.
     public var treeWidth: Int
     /// ReDrafter: beams kept by its beam search, and their length (greedy; sampling draws one chain of
     /// that length).
     public var beamWidth: Int
     public var beamLength: Int
+
+    /// η for a drafting shape when none is given: a chain ends at its first doubtful draft, so it
+    /// stops before drafts that are rarely accepted (0.6); a tree keeps a doubtful draft's siblings
+    /// beside it, so it expands down to 0.3, where calibrated trees did best (docs/measurements.md,
+    /// "Draft trees").
+    public static func defaultThreshold(treeBudget: Int) -> Float { treeBudget > 0 ? 0.3 : 0.6 }
+
+    /// The tree a greedy round drafts when the budget is left to the mode. Sampled rounds draft a chain
+    /// then: drawing a tree's candidates without replacement costs more drafting than its extra nodes
+    /// are accepted (docs/measurements.md, "Draft trees").
+    public static let greedyTreeBudget = 12
+
+    /// The round's tree budget (0: a chain) for a greedy or a sampled round.
+    public func treeBudget(sampling: Bool) -> Int { treeBudget ?? (sampling ? 0 : Self.greedyTreeBudget) }
+
+    /// The round's η for its tree budget.
+    public func threshold(treeBudget: Int) -> Float { threshold ?? Self.defaultThreshold(treeBudget: treeBudget) }
 
     /// The values the decoders accept.
     public static let exitLayerRange = 1...1024
@@ -52,8 +70,8 @@ public struct SpeculativeOptions: Sendable, Equatable {
     /// The defaults, chosen by measurement (`kangaroo bench sweep`, `bench suite`; see
     /// docs/measurements.md): the paper's exit layer 2, η and policy (every draft verified, no
     /// back-off), γ 3, copy bigrams; ReDrafter one beam of two tokens.
-    public init(exitLayer: Int = 2, threshold: Float = 0.6, maxDraft: Int = 3, dropsUncertainDraft: Bool = false,
-                maxBackoff: Int = 0, copyNgram: Int = 2, treeBudget: Int = 0, treeWidth: Int = 3, beamWidth: Int = 1,
+    public init(exitLayer: Int = 2, threshold: Float? = 0.6, maxDraft: Int = 3, dropsUncertainDraft: Bool = false,
+                maxBackoff: Int = 0, copyNgram: Int = 2, treeBudget: Int? = 0, treeWidth: Int = 3, beamWidth: Int = 1,
                 beamLength: Int = 2) {
         self.exitLayer = exitLayer
         self.threshold = threshold
@@ -70,11 +88,11 @@ public struct SpeculativeOptions: Sendable, Equatable {
     /// The first setting outside its range, named as the field is (callers word their own errors).
     public var invalidSetting: String? {
         if !Self.exitLayerRange.contains(exitLayer) { return "exit layer" }
-        if !Self.thresholdRange.contains(threshold) { return "threshold" }
+        if let threshold, !Self.thresholdRange.contains(threshold) { return "threshold" }
         if !Self.maxDraftRange.contains(maxDraft) { return "max draft" }
         if !Self.maxBackoffRange.contains(maxBackoff) { return "max back-off" }
         if !Self.copyNgramRange.contains(copyNgram) { return "copy n-gram" }
-        if !Self.treeBudgetRange.contains(treeBudget) { return "tree budget" }
+        if let treeBudget, !Self.treeBudgetRange.contains(treeBudget) { return "tree budget" }
         if !Self.treeWidthRange.contains(treeWidth) { return "tree width" }
         if !Self.beamWidthRange.contains(beamWidth) { return "beam width" }
         if !Self.beamLengthRange.contains(beamLength) { return "beam length" }
@@ -158,7 +176,7 @@ public final class LayerSkipHead: ExitStateDraftModel {
 /// A drafter whose η, γ and copy n-gram can change between generations (the server's per-request
 /// settings; a drafter ignores those it has no use for).
 public protocol ConfigurableDrafter: Drafter {
-    func configure(threshold: Float, maxDraft: Int, copyNgram: Int) throws
+    func configure(threshold: Float?, maxDraft: Int, copyNgram: Int) throws
 }
 
 /// Kangaroo's drafting (and layer skip's): each draft goes once through layers `0..<ℓ` (`runLayers`,
@@ -198,6 +216,9 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
     /// This round: whether the draft model saw the last row's exit state (a dropped draft's proposal
     /// fed it), and whether the round could draft with the draft model (for the back-off).
     private var modelSawLastRow = false
+    /// This round's tree budget (0: a chain) and η, by its decoding mode where the options leave them.
+    private(set) var roundTreeBudget = 0
+    private(set) var roundThreshold: Float = 0
     private var roundCouldDraft = false
 
     /// `costs` size draft trees (`options.treeBudget`); without a measurement, every row counts in full.
@@ -220,7 +241,7 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
     }
 
     /// Changes η, γ and the copy n-gram (0: none) for the next generations.
-    public func configure(threshold: Float, maxDraft: Int, copyNgram: Int) throws {
+    public func configure(threshold: Float?, maxDraft: Int, copyNgram: Int) throws {
         var changed = options
         changed.threshold = threshold
         changed.maxDraft = maxDraft
@@ -235,8 +256,16 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
     public func begin(prompt: [Int32], round: DraftRound) throws {
         draftModel.reset()
         lagging.rows = 0
+        startGeneration(prompt: prompt, round: round)
+    }
+
+    /// What every generation starts from, whether its prompt is new or continues the cache. The
+    /// calibration starts afresh too: a sampled generation's draws depend on its trees' shapes, so a
+    /// seeded request must not depend on the requests before it.
+    private func startGeneration(prompt: [Int32], round: DraftRound) {
         backoff = 0
         roundsWithoutDrafting = 0
+        calibration = TreeCalibration()
         copyLookup?.reset(to: prompt, capacity: round.cache.capacity)
     }
 
@@ -247,9 +276,7 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
             guard draftModel.length >= kept else { return false }
             draftModel.truncate(to: kept)
         }
-        backoff = 0
-        roundsWithoutDrafting = 0
-        copyLookup?.reset(to: prompt, capacity: round.cache.capacity)
+        startGeneration(prompt: prompt, round: round)
         return true
     }
 
@@ -258,7 +285,9 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
     }
 
     public func propose(_ round: DraftRound, sampler: inout Sampler) throws {
-        if options.treeBudget > 0 { return try proposeTree(round, sampler: &sampler) }
+        roundTreeBudget = options.treeBudget(sampling: !sampler.options.isGreedy)
+        roundThreshold = options.threshold(treeBudget: roundTreeBudget)
+        if roundTreeBudget > 0 { return try proposeTree(round, sampler: &sampler) }
         var maxDrafts = min(options.maxDraft, round.limit)
         modelSawLastRow = false
         // A copy round, also during a back-off (copies are right far more often than failed drafts).
@@ -279,14 +308,14 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
         while !stop {
             let (draft, confidence, copied) = proposeDraft(round, sampler: &sampler)
             round.draftSteps += 1
-            if confidence < options.threshold && options.dropsUncertainDraft {
+            if confidence < roundThreshold && options.dropsUncertainDraft {
                 modelSawLastRow = true
                 break
             }
             let node = round.add(draft, parent: round.count == 0 ? nil : round.count - 1)
             if copied && !sampler.options.isGreedy { round.setCertain(node) }
             try round.runLayers(options.exitLayer)
-            stop = confidence < options.threshold || round.count == maxDrafts
+            stop = confidence < roundThreshold || round.count == maxDrafts
         }
     }
 
@@ -294,7 +323,7 @@ public final class ExitLayerDrafter: ConfigurableDrafter {
         if draftModel.takesDeepState { model.normalizeOutput(outcome.finalState, into: deepState.pointer) }
         copyLookup?.commit(outcome.tokens)
         guard let round = outcome.round else { return }
-        if options.treeBudget > 0 { return acceptTree(round, path: outcome.path) }
+        if roundTreeBudget > 0 { return acceptTree(round, path: outcome.path) }
         let accepted = outcome.path.count
         if draftModel.keepsCache {
             // The draft model saw the exit states of rows 0..<drafts (one per draft step), and row
@@ -381,7 +410,7 @@ public final class LookupDrafter: ConfigurableDrafter {
     }
 
     /// Changes γ and the n-gram for the next generations (η does not apply).
-    public func configure(threshold: Float, maxDraft: Int, copyNgram: Int) throws {
+    public func configure(threshold: Float?, maxDraft: Int, copyNgram: Int) throws {
         try Self.check(ngram: copyNgram, maxDraft: maxDraft)
         self.maxDraft = maxDraft
         if copyNgram != lookup.n { lookup = CopyLookup(n: copyNgram) }

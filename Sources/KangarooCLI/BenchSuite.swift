@@ -84,9 +84,11 @@ struct BenchSuite: ParsableCommand {
                                    relaxed: variants.map(\.relaxed))
 
         let o = speculative.options(for: .kangaroo)
+        let threshold = o.threshold.map { String($0) } ?? "by shape"
+        let treeBudget = o.treeBudget.map { String($0) } ?? "by mode"
         let settings = [
             "suite": suite, "max_tokens": String(maxTokens), "exit_layer": String(adapter?.config.exitLayer ?? o.exitLayer),
-            "threshold": String(o.threshold), "max_draft": String(o.maxDraft),
+            "threshold": threshold, "tree_budget": treeBudget, "max_draft": String(o.maxDraft),
             "uncertain_draft": o.dropsUncertainDraft ? "dropped" : "verified",
             "max_backoff": String(o.maxBackoff), "copy_ngram": String(o.copyNgram),
             "adapter": adapter?.config.origin ?? "",
@@ -231,7 +233,7 @@ struct DecoderVariant {
             throw ValidationError("--decoders takes plain, kangaroo, layerskip, lookup, redrafter and specdec (with :key=value settings): '\(spec)'")
         }
         var options = base.options(for: kind)
-        var beta: Int?, tau: Float?, adapterFolder: String?
+        var beta: Int?, tau: Float?, adapterFolder: String?, hasThreshold = false
         for setting in parts.dropFirst() {
             let pair = setting.split(separator: "=", maxSplits: 1).map(String.init)
             if pair.count == 2 && pair[0] == "adapter" {
@@ -241,9 +243,13 @@ struct DecoderVariant {
             }
             guard pair.count == 2, let value = Double(pair[1]) else { throw ValidationError("'\(setting)' in '\(spec)' is not key=number") }
             switch pair[0] {
-            case "tree": options.treeBudget = Int(value)
+            case "tree":
+                options.treeBudget = Int(value)
+                if base.threshold == nil && !hasThreshold { options.threshold = nil }
             case "width": options.treeWidth = Int(value)
-            case "threshold": options.threshold = Float(value)
+            case "threshold":
+                options.threshold = Float(value)
+                hasThreshold = true
             case "draft": options.maxDraft = Int(value)
             case "copy": options.copyNgram = Int(value)
             case "backoff": options.maxBackoff = Int(value)

@@ -119,11 +119,11 @@ struct BenchSweep: ParsableCommand {
         writeOut("exit layer  threshold  γ  uncertain  back-off  copy  tokens/s  speedup  mean accepted\n")
         for i in order {
             let o = settings[i], rate = Double(tokens[i]) / times[i]
-            writeOut(String(format: "%10d  %9.2f  %2d  %-9@  %8d  %4d  %8.1f  %6.2f×  %13.2f\n", o.exitLayer, o.threshold, o.maxDraft,
+            writeOut(String(format: "%10d  %9.2f  %2d  %-9@  %8d  %4d  %8.1f  %6.2f×  %13.2f\n", o.exitLayer, o.threshold(treeBudget: 0), o.maxDraft,
                             o.dropsUncertainDraft ? "drop" : "verify", o.maxBackoff, o.copyNgram, rate, rate / plainRate, accepted[i]))
         }
         if let best = order.first.map({ settings[$0] }) {
-            writeOut("best: --exit-layer \(best.exitLayer) --threshold \(best.threshold) --max-draft \(best.maxDraft) --max-backoff \(best.maxBackoff) --copy-ngram \(best.copyNgram)\(best.dropsUncertainDraft ? " --drop-uncertain-draft" : "")\n")
+            writeOut("best: --exit-layer \(best.exitLayer) --threshold \(best.threshold(treeBudget: 0)) --max-draft \(best.maxDraft) --max-backoff \(best.maxBackoff) --copy-ngram \(best.copyNgram)\(best.dropsUncertainDraft ? " --drop-uncertain-draft" : "")\n")
         }
     }
 

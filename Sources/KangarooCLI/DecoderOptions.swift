@@ -32,7 +32,7 @@ struct SpeculativeSettings: ParsableArguments {
     @Option(help: "Kangaroo/layer-skip: layers 0..<N feed the drafter (Kangaroo: the adapter's own). Default: \(defaults.exitLayer).")
     var exitLayer: Int?
 
-    @Option(help: "Kangaroo/layer-skip: stop drafting once a draft's probability is below this (η). Default: \(defaults.threshold).")
+    @Option(help: "Kangaroo/layer-skip: stop drafting once a draft's probability is below this (η); with trees, candidates below it are not expanded. Default: \(SpeculativeOptions.defaultThreshold(treeBudget: 0)) for chains, \(SpeculativeOptions.defaultThreshold(treeBudget: 1)) for trees.")
     var threshold: Float?
 
     @Option(help: "Drafts per round at most (γ). Default: \(defaults.maxDraft).")
@@ -47,7 +47,7 @@ struct SpeculativeSettings: ParsableArguments {
     @Option(help: "Copy drafts (prompt lookup): when the last N tokens occurred earlier in the prompt or output, draft the tokens that followed them there (Kangaroo/layer-skip: first, the drafter going on after them, and instead of the drafter's later in a round; 0: off). The lookup decoder's n-gram. Default: \(defaults.copyNgram) (layerskip: 0). Output unchanged.")
     var copyNgram: Int?
 
-    @Option(help: "Kangaroo/layer-skip: draft a tree of at most N nodes (0: a chain of --max-draft). It grows from the draft model's top candidates, best path probability first, while a node's probability repays the cost its row adds to verification, measured once on this machine; candidates below --threshold are not expanded. Output unchanged. Default: \(defaults.treeBudget).")
+    @Option(help: "Kangaroo/layer-skip: draft a tree of at most N nodes (0: a chain of --max-draft). It grows from the draft model's top candidates, best path probability first, while a node's probability repays the cost its row adds to verification, measured once on this machine; candidates below --threshold are not expanded. Output unchanged. Default: Kangaroo \(SpeculativeOptions.greedyTreeBudget) when greedy and a chain when sampling (where trees cost more drafting than they gain); layer skip \(defaults.treeBudget ?? 0).")
     var treeBudget: Int?
 
     @Option(help: "Kangaroo/layer-skip draft trees: candidates drawn under each expanded node, and nodes expanded per level. Default: \(defaults.treeWidth).")
@@ -79,12 +79,15 @@ struct SpeculativeSettings: ParsableArguments {
     func options(for kind: DecoderKind) -> SpeculativeOptions {
         var options = kind.defaultOptions
         if let exitLayer { options.exitLayer = exitLayer }
+        if let treeBudget, kind.draftsTrees {
+            options.treeBudget = treeBudget
+            options.threshold = nil
+        }
         if let threshold { options.threshold = threshold }
         if let maxDraft { options.maxDraft = maxDraft }
         if dropUncertainDraft { options.dropsUncertainDraft = true }
         if let maxBackoff { options.maxBackoff = maxBackoff }
         if let copyNgram { options.copyNgram = copyNgram }
-        if let treeBudget { options.treeBudget = treeBudget }
         if let treeWidth { options.treeWidth = treeWidth }
         if let beamWidth { options.beamWidth = beamWidth }
         if let beamLength { options.beamLength = beamLength }

@@ -64,7 +64,7 @@ struct EvalAdapter: ParsableCommand {
     var maxTokens = 128
 
     @Option(help: "Kangaroo threshold for the Spec-Bench part.")
-    var threshold: Float = SpeculativeOptions().threshold
+    var threshold: Float = SpeculativeOptions.defaultThreshold(treeBudget: 0)
 
     @Option(help: "Kangaroo γ for the Spec-Bench part.")
     var maxDraft = SpeculativeOptions().maxDraft

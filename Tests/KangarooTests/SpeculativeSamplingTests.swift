@@ -114,6 +114,9 @@ struct SpeculativeSamplingTests {
             try makeDecoder(model: model, drafter: .adapter(.random(for: model, exitLayer: 2, seed: 4)),
                             options: SpeculativeOptions(exitLayer: 2, threshold: 0.05, copyNgram: 0, treeBudget: 6, treeWidth: 3),
                             contextCapacity: 32, acceptance: acceptance),
+            // Kangaroo's defaults, which leave the tree to the mode: a chain when sampling.
+            try makeDecoder(model: model, drafter: .adapter(.random(for: model, exitLayer: 2, seed: 4)),
+                            options: DecoderKind.kangaroo.defaultOptions, contextCapacity: 32, acceptance: acceptance),
             // Copy drafts of one token: with 8 tokens in the vocabulary most drafts are copies (all their
             // probability on one token), the rest the adapter's.
             try makeDecoder(model: model, drafter: .adapter(.random(for: model, exitLayer: 2, seed: 4)),
@@ -149,7 +152,7 @@ struct SpeculativeSamplingTests {
                 #expect(rejected > 0 && accepted > 0, "\(decoder.name): \(rejected) rounds rejected, \(accepted) accepted")
             }
             guard let drafter = (decoder as? SpeculativeDecoder)?.exitLayerDrafter else { continue }
-            if drafter.options.treeBudget > 0 {
+            if drafter.options.treeBudget(sampling: true) > 0 {
                 // Trees had more nodes than levels: siblings were drawn, and some accepted. (With top-p
                 // the siblings may cover the whole target, so that no round rejects everything.)
                 #expect(siblings > 0 && accepted > 0, "\(decoder.name): \(siblings) runs with siblings, \(accepted) rounds accepted")
