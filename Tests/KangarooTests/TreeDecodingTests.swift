@@ -117,15 +117,13 @@ struct TreeDecodingTests {
             var decoders = try DecoderKind.allCases.map {
                 try DecoderCatalog.make($0, model: real.model, adapter: adapter, contextCapacity: 256)
             }
-            // Draft trees, also wide ones with many leaves and copies as a branch of their own. Rows cost
-            // what a memory-bound machine measures (2% more each), not what this one measures while other
-            // tests share its cores, so the trees' shapes do not depend on the load.
-            let cheapRows = ForwardCosts(contexts: [0], verify: [(0..<17).map { 1 + 0.02 * Double($0) }], draftLevel: 0.1)
+            // Draft trees, also wide ones with many leaves and copies as a branch of their own, on cheap
+            // rows (`ForwardCosts.cheapRows`).
             for (kind, budget, width, threshold) in [(DecoderKind.kangaroo, 8, 3, Float(0.2)), (.kangaroo, 16, 4, 0.01), (.layerskip, 8, 2, 0.1)] {
                 var options = kind.defaultOptions
                 (options.treeBudget, options.treeWidth, options.threshold, options.copyNgram) = (budget, width, threshold, 2)
                 decoders.append(try DecoderCatalog.make(kind, model: real.model, options: options, adapter: adapter, contextCapacity: 256,
-                                                        costs: cheapRows, name: "\(kind) tree \(budget)×\(width) η \(threshold)"))
+                                                        costs: .cheapRows, name: "\(kind) tree \(budget)×\(width) η \(threshold)"))
             }
             let oracle = OracleTreeDrafter(reference: plain.tokens, promptCount: prompt.ids.count,
                                            vocabulary: real.model.config.vocabularySize, seed: UInt64(index))
