@@ -70,7 +70,7 @@ public struct SpeculativeOptions: Sendable, Equatable {
     /// The defaults, chosen by measurement (`kangaroo bench sweep`, `bench suite`; see
     /// docs/measurements.md): the paper's exit layer 2, η and policy (every draft verified, no
     /// back-off), γ 3, copy bigrams; ReDrafter one beam of two tokens.
-    public init(exitLayer: Int = 2, threshold: Float? = 0.6, maxDraft: Int = 3, dropsUncertainDraft: Bool = false,
+    public init(exitLayer: Int = 2, threshold: Float? = defaultThreshold(treeBudget: 0), maxDraft: Int = 3, dropsUncertainDraft: Bool = false,
                 maxBackoff: Int = 0, copyNgram: Int = 2, treeBudget: Int? = 0, treeWidth: Int = 3, beamWidth: Int = 1,
                 beamLength: Int = 2) {
         self.exitLayer = exitLayer

@@ -245,7 +245,7 @@ struct DecoderVariant {
             switch pair[0] {
             case "tree":
                 options.treeBudget = Int(value)
-                if base.threshold == nil && !hasThreshold { options.threshold = nil }
+                if kind.draftsTrees && base.threshold == nil && !hasThreshold { options.threshold = nil }
             case "width": options.treeWidth = Int(value)
             case "threshold":
                 options.threshold = Float(value)
